@@ -1,0 +1,207 @@
+// Package client dials meshmart services with the chassis' client side: consul:// resolution,
+// round-robin balancing with client-side health checking, retries for idempotent methods only,
+// retry throttling, a circuit breaker per target, a default per-call timeout, propagation of the
+// caller's credentials and request id, tracing, metrics and logging.
+package client
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking (healthCheckConfig)
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/observability"
+)
+
+// Option configures Dial.
+type Option interface{ apply(*options) }
+
+type options struct {
+	creds          credentials.TransportCredentials
+	tracerProvider trace.TracerProvider
+	registry       prometheus.Registerer
+	timeout        time.Duration
+	breaker        interceptors.BreakerSettings
+	extra          []grpc.DialOption
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithTransportCredentials secures the connection; without it the connection is plaintext.
+func WithTransportCredentials(c credentials.TransportCredentials) Option {
+	return optionFunc(func(o *options) { o.creds = c })
+}
+
+// WithTracerProvider records client spans with tp. Without it spans are not recorded, but the
+// caller's trace context is still propagated.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(o *options) { o.tracerProvider = tp })
+}
+
+// WithRegistry registers client metrics in r. Without it no client metrics are kept. Each
+// registry takes one set: share one Dial's metrics by dialling once per target.
+func WithRegistry(r prometheus.Registerer) Option {
+	return optionFunc(func(o *options) { o.registry = r })
+}
+
+// WithTimeout sets the deadline given to unary calls made without one; the default is 10s.
+func WithTimeout(d time.Duration) Option { return optionFunc(func(o *options) { o.timeout = d }) }
+
+// WithBreaker tunes the target's circuit breaker.
+func WithBreaker(s interceptors.BreakerSettings) Option {
+	return optionFunc(func(o *options) { o.breaker = s })
+}
+
+// WithDialOptions appends raw gRPC dial options, after the chassis' own.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return optionFunc(func(o *options) { o.extra = append(o.extra, opts...) })
+}
+
+// Dial returns a client connection to target: "consul://agent:8500/service?tag=x&dc=y",
+// "dns:///host:port", or a plain "host:port". It does not connect until the first call.
+func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
+	o := options{creds: insecure.NewCredentials(), tracerProvider: noop.NewTracerProvider(), timeout: 10 * time.Second}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	sc, err := ServiceConfig(protoregistry.GlobalFiles)
+	if err != nil {
+		return nil, err
+	}
+	// Outermost first: the timeout bounds everything; logging and metrics see calls the breaker
+	// refuses; the breaker counts one sample per logical call, outside gRPC's own retries.
+	chain := []interceptors.Client{
+		interceptors.Propagate(),
+		interceptors.Timeout(o.timeout),
+		interceptors.ClientLogging(log),
+	}
+	if o.registry != nil {
+		m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
+		if err := o.registry.Register(m); err != nil {
+			return nil, fmt.Errorf("register client metrics: %w", err)
+		}
+		chain = append(chain, interceptors.Client{Unary: m.UnaryClientInterceptor(), Stream: m.StreamClientInterceptor()})
+	}
+	chain = append(chain, interceptors.Breaker(target, o.breaker))
+
+	dialOpts := append(interceptors.ClientChain(chain...),
+		grpc.WithTransportCredentials(o.creds),
+		grpc.WithResolvers(consul.NewBuilder(log)),
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
+			otelgrpc.WithTracerProvider(o.tracerProvider),
+			otelgrpc.WithPropagators(observability.Propagator()),
+		)),
+		// Within the server's keepalive enforcement (pings no more often than every 10s).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	dialOpts = append(dialOpts, o.extra...)
+	cc, err := grpc.NewClient(target, dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", target, err)
+	}
+	return cc, nil
+}
+
+// RetryPolicy is applied to every method whose idempotency_level is NO_SIDE_EFFECTS or
+// IDEMPOTENT; other methods are never retried, since a retry could repeat their effect. Only
+// UNAVAILABLE is retried: the call did not reach a handler, or the server went away mid-call.
+var RetryPolicy = map[string]any{
+	"maxAttempts":          4,
+	"initialBackoff":       "0.05s",
+	"maxBackoff":           "1s",
+	"backoffMultiplier":    2,
+	"retryableStatusCodes": []string{"UNAVAILABLE"},
+}
+
+// ServiceConfig returns the default service config for every service in files: round-robin,
+// client-side health checking of the whole server, RetryPolicy for the idempotent methods, and
+// retry throttling. Throttling stops retries once failures outrun successes by about 50 (half of
+// 100 tokens, each failure costing one and each success earning 0.1 back): loose enough that the
+// calls in flight to one replica that dies are all retried, tight enough that a dead service is
+// not hammered with retries.
+func ServiceConfig(files *protoregistry.Files) (string, error) {
+	type name struct {
+		Service string `json:"service"`
+		Method  string `json:"method"`
+	}
+	var names []name
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			svc := fd.Services().Get(i)
+			for j := range svc.Methods().Len() {
+				m := svc.Methods().Get(j)
+				opts, _ := m.Options().(*descriptorpb.MethodOptions)
+				switch opts.GetIdempotencyLevel() {
+				case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
+					names = append(names, name{string(svc.FullName()), string(m.Name())})
+				}
+			}
+		}
+		return true
+	})
+	slices.SortFunc(names, func(a, b name) int {
+		if a.Service != b.Service {
+			return strings.Compare(a.Service, b.Service)
+		}
+		return strings.Compare(a.Method, b.Method)
+	})
+	cfg := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"healthCheckConfig":   map[string]any{"serviceName": ""},
+		"retryThrottling":     map[string]any{"maxTokens": 100, "tokenRatio": 0.1},
+	}
+	if len(names) > 0 {
+		cfg["methodConfig"] = []any{map[string]any{"name": names, "retryPolicy": RetryPolicy}}
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("service config: %w", err)
+	}
+	return string(b), nil
+}
+
+// TLSCredentials returns client credentials trusting the CA bundle in caFile and, when certFile
+// and keyFile are set, presenting that certificate (mTLS).
+func TLSCredentials(caFile, certFile, keyFile string) (credentials.TransportCredentials, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls CA %s holds no PEM certificate", caFile)
+	}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(tc), nil
+}

@@ -1,0 +1,224 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc/resolver"
+)
+
+// Scheme is the target scheme the resolver handles:
+//
+//	consul://127.0.0.1:8500/user?tag=blue&dc=dc1
+//
+// names the passing instances of service "user" carrying tag "blue" in datacenter "dc1", as known
+// to the agent at 127.0.0.1:8500 (the default when the host is empty). tag and dc are optional.
+const Scheme = "consul"
+
+// waitTime bounds one blocking query; Consul answers sooner when the service changes.
+const waitTime = 5 * time.Minute
+
+// minRequery spaces out the immediate re-queries that ResolveNow asks for, so a flapping
+// connection cannot turn into a query storm.
+const minRequery = 250 * time.Millisecond
+
+// NewBuilder returns a gRPC resolver builder for consul:// targets, to pass to
+// grpc.WithResolvers. Registering it globally is left to the caller.
+//
+// No well-kept library does this: the known consul resolvers miss the removal of the last
+// instance, freeze after a failed first query, or share one wait index across datacenters. This
+// one watches with blocking queries, one wait index per target; re-queries at once on
+// ResolveNow; backs off on errors while keeping the last known addresses; and reports an empty
+// set only when Consul says no instance passes.
+func NewBuilder(log *slog.Logger) resolver.Builder { return &builder{log: log} }
+
+type builder struct{ log *slog.Logger }
+
+func (b *builder) Scheme() string { return Scheme }
+
+func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	service := strings.Trim(target.URL.Path, "/")
+	if service == "" {
+		return nil, fmt.Errorf("consul target %q names no service", target.URL.String())
+	}
+	client, err := newClient(target.URL.Host)
+	if err != nil {
+		return nil, err
+	}
+	q := target.URL.Query()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &consulResolver{
+		client:  client,
+		service: service,
+		tag:     q.Get("tag"),
+		dc:      q.Get("dc"),
+		cc:      cc,
+		log:     b.log.With("target", target.URL.String()),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+	}
+	r.wg.Add(1)
+	go r.watch()
+	return r, nil
+}
+
+type consulResolver struct {
+	client           *api.Client
+	service, tag, dc string
+	cc               resolver.ClientConn
+	log              *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	cancelQuery context.CancelFunc // ends the blocking query in flight, for ResolveNow
+	wake        chan struct{}      // a pending ResolveNow
+}
+
+// ResolveNow asks for an immediate re-query.
+func (r *consulResolver) ResolveNow(resolver.ResolveNowOptions) {
+	r.mu.Lock()
+	if r.cancelQuery != nil {
+		r.cancelQuery()
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the watch.
+func (r *consulResolver) Close() {
+	r.cancel()
+	r.wg.Wait()
+}
+
+func (r *consulResolver) watch() {
+	defer r.wg.Done()
+	var (
+		index     uint64
+		last      []string
+		haveState bool
+		lastQuery time.Time
+		bo        = backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	)
+	for r.ctx.Err() == nil {
+		if wait := minRequery - time.Since(lastQuery); wait > 0 {
+			if !r.sleep(wait, false) {
+				return
+			}
+		}
+		if r.requeried() {
+			index = 0 // ResolveNow: ask without waiting for a change
+		}
+		lastQuery = time.Now()
+		addrs, meta, err := r.query(index)
+		switch {
+		case r.ctx.Err() != nil:
+			return
+		case errors.Is(err, context.Canceled):
+			continue // ResolveNow cut the query short; its wake-up is pending
+		case err != nil:
+			// Keep serving the last known addresses; only a client that never had any learns of
+			// the error, so its calls fail fast instead of waiting.
+			if !haveState {
+				r.cc.ReportError(fmt.Errorf("consul: resolve %s: %w", r.service, err))
+			}
+			r.log.Warn("consul query failed; keeping the last known addresses", "error", err, "addresses", len(last))
+			if !r.sleep(bo.next(), true) {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		// Consul's index only grows, except across a restart of the servers; start over then.
+		if meta.LastIndex < index {
+			index = 0
+		} else {
+			index = meta.LastIndex
+		}
+		if haveState && slices.Equal(addrs, last) {
+			continue
+		}
+		endpoints := make([]resolver.Endpoint, len(addrs))
+		for i, a := range addrs {
+			endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}}
+		}
+		// An empty set is pushed too: Consul said no instance passes.
+		if err := r.cc.UpdateState(resolver.State{Endpoints: endpoints}); err != nil && len(addrs) > 0 {
+			r.log.Warn("grpc rejected the resolved addresses", "error", err)
+		}
+		r.log.Debug("resolved", "addresses", addrs)
+		last, haveState = addrs, true
+	}
+}
+
+// query runs one blocking query for the passing instances, returning their sorted addresses.
+func (r *consulResolver) query(index uint64) ([]string, *api.QueryMeta, error) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.mu.Lock()
+	r.cancelQuery = cancel
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.cancelQuery = nil
+		r.mu.Unlock()
+		cancel()
+	}()
+	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime, Datacenter: r.dc}).WithContext(ctx)
+	entries, meta, err := r.client.Health().Service(r.service, r.tag, true, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	addrs := make([]string, 0, len(entries))
+	for _, e := range entries {
+		host := e.Service.Address
+		if host == "" {
+			host = e.Node.Address
+		}
+		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(e.Service.Port)))
+	}
+	slices.Sort(addrs)
+	return addrs, meta, nil
+}
+
+// requeried reports, and clears, a pending ResolveNow.
+func (r *consulResolver) requeried() bool {
+	select {
+	case <-r.wake:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits for d, or until the resolver closes (false); when wakeable, ResolveNow ends it early.
+func (r *consulResolver) sleep(d time.Duration, wakeable bool) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	wake := r.wake
+	if !wakeable {
+		wake = nil
+	}
+	select {
+	case <-r.ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-wake:
+		return true
+	}
+}

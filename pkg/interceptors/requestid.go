@@ -1,0 +1,58 @@
+package interceptors
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/google/uuid"
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// RequestIDKey is the metadata key carrying a request id, in requests and response headers.
+const RequestIDKey = "x-request-id"
+
+// validRequestID bounds what a caller may pass as a request id, so a log line cannot be forged or
+// bloated through it.
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+type requestIDKey struct{}
+
+// RequestIDFromContext returns the request id of the call ctx belongs to, or "".
+func RequestIDFromContext(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// WithRequestID returns ctx carrying id as the request id.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
+// RequestID gives every call a request id: the caller's x-request-id when it sent a well-formed
+// one, else a new UUID. The id is stored in the context, echoed in the response header and
+// forwarded by the chassis client, so one id follows a request across services.
+// go-grpc-middleware v2 has no such interceptor.
+func RequestID() Server {
+	withID := func(ctx context.Context) context.Context {
+		id := ""
+		if vals := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(vals) > 0 && validRequestID.MatchString(vals[0]) {
+			id = vals[0]
+		} else {
+			id = uuid.NewString()
+		}
+		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, id))
+		return WithRequestID(ctx, id)
+	}
+	return Server{
+		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(withID(ctx), req)
+		},
+		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			wrapped := middleware.WrapServerStream(ss)
+			wrapped.WrappedContext = withID(ss.Context())
+			return handler(srv, wrapped)
+		},
+	}
+}

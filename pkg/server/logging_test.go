@@ -1,0 +1,80 @@
+package server_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+// TestOneLogLinePerCallWithoutSecrets checks the logging interceptor's line, that health checks
+// stay out of the log, and, with payload logging on, that fields marked debug_redact never reach
+// the log.
+func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	cfg := testkit.TestConfig()
+	cfg.LogPayloads = true
+	tp := sdktrace.NewTracerProvider()
+	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
+		srv, err := server.New("example", cfg, log, server.WithListener(lis), server.WithTracerProvider(tp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+		return srv
+	})
+	const password = "correct horse battery"
+	_, err := userv1.NewUserServiceClient(cc).CreateUser(t.Context(), &userv1.CreateUserRequest{
+		Email: "ada@example.com", Username: "ada", Password: password, GivenName: "Ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Health checks, which Consul makes every few seconds, are not logged.
+	if _, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	logs := out.String()
+	if strings.Contains(logs, password) {
+		t.Fatalf("the password reached the log:\n%s", logs)
+	}
+	var finished []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("not JSON: %s", sc.Text())
+		}
+		if line["msg"] == "finished call" {
+			finished = append(finished, line)
+		}
+		if req, ok := line["request"].(string); ok && !strings.Contains(req, `"password":"[REDACTED]"`) {
+			t.Errorf("request payload logged without redaction: %s", req)
+		}
+	}
+	if len(finished) != 1 {
+		t.Fatalf("%d finished-call lines, want 1:\n%s", len(finished), logs)
+	}
+	for _, key := range []string{"service", "method", "code", "duration_ms", "peer", "request_id", "trace_id"} {
+		if _, ok := finished[0][key]; !ok {
+			t.Errorf("the log line lacks %q: %v", key, finished[0])
+		}
+	}
+	if finished[0]["method"] != "CreateUser" || finished[0]["code"] != "OK" {
+		t.Errorf("log line = %v", finished[0])
+	}
+}

@@ -1,0 +1,106 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/testkit"
+)
+
+// databases runs test on a fresh SQLite file and a fresh PostgreSQL database.
+func databases(t *testing.T, test func(t *testing.T, dsn string)) {
+	t.Run("sqlite", func(t *testing.T) { t.Parallel(); test(t, testkit.SQLitePath(t)) })
+	t.Run("postgres", func(t *testing.T) { t.Parallel(); test(t, testkit.PostgresURL(t)) })
+}
+
+func open(t *testing.T, dsn string) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var migrations = fstest.MapFS{
+	"0001_things.sql":           {Data: []byte("CREATE TABLE things (id TEXT PRIMARY KEY, name TEXT NOT NULL)")},
+	"0002_unique.sql":           {Data: []byte("CREATE UNIQUE INDEX things_name_key ON things (name)")},
+	"0003_counter.sqlite.sql":   {Data: []byte("CREATE TABLE counters (n INTEGER NOT NULL)")},
+	"0003_counter.postgres.sql": {Data: []byte("CREATE TABLE counters (n BIGINT NOT NULL)")},
+}
+
+func TestMigrateOnceAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	databases(t, func(t *testing.T, dsn string) {
+		// Four replicas start at once, each with its own pool.
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			db := open(t, dsn)
+			wg.Go(func() { errs <- store.Migrate(context.Background(), db, migrations) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+		}
+		db := open(t, dsn)
+		if err := store.Migrate(context.Background(), db, migrations); err != nil {
+			t.Fatalf("Migrate again: %v", err)
+		}
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != 3 {
+			t.Fatalf("schema_migrations has %d rows (%v), want 3", n, err)
+		}
+		// The unique index exists and is reported as such.
+		if _, err := db.Exec(db.Rebind("INSERT INTO things (id, name) VALUES (?, ?)"), "1", "a"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := db.Exec(db.Rebind("INSERT INTO things (id, name) VALUES (?, ?)"), "2", "a")
+		if what, ok := store.UniqueViolation(err); !ok || !strings.Contains(what, "name") {
+			t.Errorf("duplicate name: UniqueViolation(%v) = %q, %v", err, what, ok)
+		}
+		_, err = db.Exec(db.Rebind("INSERT INTO things (id, name) VALUES (?, ?)"), "1", "b")
+		if _, ok := store.UniqueViolation(err); !ok {
+			t.Errorf("duplicate id: %v is not a unique violation", err)
+		}
+	})
+}
+
+func TestFailedMigrationLeavesNothing(t *testing.T) {
+	t.Parallel()
+	databases(t, func(t *testing.T, dsn string) {
+		db := open(t, dsn)
+		bad := fstest.MapFS{
+			"0001_ok.sql":     {Data: []byte("CREATE TABLE ok (id TEXT PRIMARY KEY)")},
+			"0002_broken.sql": {Data: []byte("CREATE TABLE broken (id TEXT PRIMARY KEY, oops)))")},
+		}
+		if err := store.Migrate(context.Background(), db, bad); err == nil {
+			t.Fatal("a broken migration applied")
+		}
+		var n int
+		err := db.QueryRow("SELECT count(*) FROM ok").Scan(&n)
+		if err == nil {
+			t.Errorf("the migration before the broken one was left applied")
+		}
+	})
+}
+
+func TestRebind(t *testing.T) {
+	t.Parallel()
+	pg := &store.DB{Dialect: store.Postgres}
+	if got := pg.Rebind("SELECT a FROM t WHERE b = ? AND c = ?"); got != "SELECT a FROM t WHERE b = $1 AND c = $2" {
+		t.Errorf("Rebind = %q", got)
+	}
+	lite := &store.DB{Dialect: store.SQLite}
+	if got := lite.Rebind("x = ?"); got != "x = ?" {
+		t.Errorf("SQLite Rebind = %q", got)
+	}
+}

@@ -1,0 +1,139 @@
+package testkit
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+)
+
+// Certs are PEM files of a throw-away CA and a server and a client certificate it signed, valid
+// for localhost and 127.0.0.1.
+type Certs struct {
+	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+}
+
+// NewCerts writes a fresh CA, server and client certificate into a temporary directory.
+func NewCerts(t testing.TB) Certs {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "meshmart test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	c := Certs{CA: filepath.Join(dir, "ca.pem")}
+	writePEM(t, c.CA, "CERTIFICATE", caDER)
+
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: name},
+			DNSNames:     []string{"localhost"},
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPath, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		writePEM(t, certPath, "CERTIFICATE", der)
+		writePEM(t, keyPath, "PRIVATE KEY", keyDER)
+		return certPath, keyPath
+	}
+	c.ServerCert, c.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	c.ClientCert, c.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	return c
+}
+
+func writePEM(t testing.TB, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Keys are a fresh access-token key pair: the public key's PEM file, for servers, and an issuer
+// holding the private key, for minting tokens.
+type Keys struct {
+	PublicKeyFile string
+	Issuer        *auth.Issuer
+}
+
+// NewKeys writes a fresh Ed25519 key pair and returns it with an issuer of hour-long tokens for
+// the default audience.
+func NewKeys(t testing.TB) Keys {
+	t.Helper()
+	privPEM, pubPEM, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "auth.pub.pem")
+	if err := os.WriteFile(path, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	priv, err := auth.ParsePrivateKey(privPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := auth.NewIssuer(priv, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Keys{PublicKeyFile: path, Issuer: issuer}
+}
+
+// Token mints a token for subject with roles, failing the test on error.
+func (k Keys) Token(t testing.TB, subject string, roles ...string) string {
+	t.Helper()
+	token, _, err := k.Issuer.Issue(subject, roles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+// ExpiredToken mints a token for subject that expired an hour ago.
+func (k Keys) ExpiredToken(t testing.TB, subject string) string {
+	t.Helper()
+	token, _, err := k.Issuer.IssueAt(time.Now().Add(-2*time.Hour), subject, []string{auth.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}

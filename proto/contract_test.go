@@ -1,0 +1,275 @@
+package proto_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"buf.build/go/protovalidate"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
+	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
+	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+// The generated stubs must cover all four RPC kinds; these assertions fail to compile otherwise.
+var (
+	_ userv1.UserServiceServer       = userv1.UnimplementedUserServiceServer{}
+	_ paymentv1.PaymentServiceServer = paymentv1.UnimplementedPaymentServiceServer{}
+	_ orderv1.OrderServiceServer     = orderv1.UnimplementedOrderServiceServer{}
+
+	_ func(userv1.UserServiceClient)               = nil
+	_ userv1.UserService_ExportUsersClient         // server streaming
+	_ userv1.UserService_ImportUsersClient         // client streaming
+	_ paymentv1.PaymentService_WatchPaymentsClient // server streaming
+	_ orderv1.OrderService_TrackOrdersClient       // bidirectional streaming
+)
+
+// rpcKind is the streaming shape of a method.
+type rpcKind string
+
+const (
+	unary        rpcKind = "unary"
+	serverStream rpcKind = "server streaming"
+	clientStream rpcKind = "client streaming"
+	bidiStream   rpcKind = "bidi streaming"
+)
+
+const (
+	unknown      = descriptorpb.MethodOptions_IDEMPOTENCY_UNKNOWN
+	noSideEffect = descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+	idempotent   = descriptorpb.MethodOptions_IDEMPOTENT
+)
+
+type method struct {
+	kind  rpcKind
+	level descriptorpb.MethodOptions_IdempotencyLevel
+}
+
+// TestServiceShapes pins every method's streaming kind and idempotency level: clients derive their
+// retry policy from the level, so changing one is a behaviour change that must be deliberate.
+func TestServiceShapes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		service protoreflect.ServiceDescriptor
+		methods map[string]method
+	}{
+		{userv1.File_meshmart_user_v1_user_proto.Services().Get(0), map[string]method{
+			"CreateUser":  {unary, unknown},
+			"Login":       {unary, idempotent},
+			"GetUser":     {unary, noSideEffect},
+			"UpdateUser":  {unary, idempotent},
+			"DeleteUser":  {unary, idempotent},
+			"ListUsers":   {unary, noSideEffect},
+			"ExportUsers": {serverStream, noSideEffect},
+			"ImportUsers": {clientStream, unknown},
+		}},
+		{paymentv1.File_meshmart_payment_v1_payment_proto.Services().Get(0), map[string]method{
+			"CreatePayment": {unary, idempotent},
+			"RefundPayment": {unary, idempotent},
+			"GetPayment":    {unary, noSideEffect},
+			"ListPayments":  {unary, noSideEffect},
+			"WatchPayments": {serverStream, noSideEffect},
+		}},
+		{orderv1.File_meshmart_order_v1_order_proto.Services().Get(0), map[string]method{
+			"CreateOrder": {unary, idempotent},
+			"GetOrder":    {unary, noSideEffect},
+			"ListOrders":  {unary, noSideEffect},
+			"CancelOrder": {unary, idempotent},
+			"TrackOrders": {bidiStream, unknown},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.service.FullName()), func(t *testing.T) {
+			t.Parallel()
+			got := map[string]method{}
+			methods := tt.service.Methods()
+			for i := range methods.Len() {
+				m := methods.Get(i)
+				opts := m.Options().(*descriptorpb.MethodOptions)
+				got[string(m.Name())] = method{kindOf(m), opts.GetIdempotencyLevel()}
+			}
+			for name, want := range tt.methods {
+				if got[name] != want {
+					t.Errorf("%s: got %+v, want %+v", name, got[name], want)
+				}
+			}
+			for name := range got {
+				if _, ok := tt.methods[name]; !ok {
+					t.Errorf("method %s is not pinned by this test", name)
+				}
+			}
+		})
+	}
+}
+
+func kindOf(m protoreflect.MethodDescriptor) rpcKind {
+	switch {
+	case m.IsStreamingClient() && m.IsStreamingServer():
+		return bidiStream
+	case m.IsStreamingClient():
+		return clientStream
+	case m.IsStreamingServer():
+		return serverStream
+	}
+	return unary
+}
+
+// TestValidationRules checks that the rules written into the contracts accept well-formed requests
+// and name the offending field of malformed ones, as the validation interceptor reports them.
+func TestValidationRules(t *testing.T) {
+	t.Parallel()
+	const id = "0b3f8a52-4c1e-4f7e-9a51-2f6c8d3e1a90"
+	usd := func(n int64) *moneyv1.Money { return &moneyv1.Money{CurrencyCode: "USD", MinorUnits: n} }
+	item := func(sku string, qty int32, price int64) *orderv1.LineItem {
+		return &orderv1.LineItem{Sku: sku, Quantity: qty, UnitPriceMinor: price}
+	}
+	signUp := func(edit func(*userv1.CreateUserRequest)) *userv1.CreateUserRequest {
+		r := &userv1.CreateUserRequest{Email: "ada@example.com", Username: "ada", Password: "correct horse", GivenName: "Ada"}
+		if edit != nil {
+			edit(r)
+		}
+		return r
+	}
+	order := func(edit func(*orderv1.CreateOrderRequest)) *orderv1.CreateOrderRequest {
+		r := &orderv1.CreateOrderRequest{
+			Items:              []*orderv1.LineItem{item("BOOK-1", 2, 1999), item("PEN-7", 1, 250)},
+			CurrencyCode:       "USD",
+			PaymentMethodToken: "tok_approve",
+			IdempotencyKey:     "order-1",
+		}
+		if edit != nil {
+			edit(r)
+		}
+		return r
+	}
+	charge := func(edit func(*paymentv1.CreatePaymentRequest)) *paymentv1.CreatePaymentRequest {
+		r := &paymentv1.CreatePaymentRequest{OrderId: id, Amount: usd(4248), PaymentMethodToken: "tok_approve", IdempotencyKey: "order:" + id}
+		if edit != nil {
+			edit(r)
+		}
+		return r
+	}
+
+	tests := []struct {
+		name string
+		msg  proto.Message
+		want []string // violated field paths or rule ids; empty means valid
+	}{
+		{"sign-up ok", signUp(nil), nil},
+		{"sign-up bad email", signUp(func(r *userv1.CreateUserRequest) { r.Email = "not-an-email" }), []string{"email"}},
+		{"sign-up short password", signUp(func(r *userv1.CreateUserRequest) { r.Password = "short" }), []string{"password"}},
+		{"sign-up bad username", signUp(func(r *userv1.CreateUserRequest) { r.Username = "-x" }), []string{"username"}},
+		{"sign-up missing everything", &userv1.CreateUserRequest{}, []string{"email", "username", "password", "given_name"}},
+		{"login needs an identifier", &userv1.LoginRequest{Password: "pw"}, []string{"identifier"}},
+		{"login ok", &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: "ada"}, Password: "pw"}, nil},
+		{"get by bad id", &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: "42"}}, []string{"id"}},
+		{"update ok", &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: id, GivenName: "Augusta"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"given_name"}},
+		}, nil},
+		{"update immutable path", &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: id},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"create_time"}},
+		}, []string{"update_mask"}},
+		{"update clears email", &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: id},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"email"}},
+		}, []string{"update_user.email_cleared"}},
+		{"update without id", &userv1.UpdateUserRequest{
+			User:       &userv1.User{GivenName: "Ada"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"given_name"}},
+		}, []string{"user"}},
+		{"update bad role", &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: id, Roles: []userv1.Role{userv1.Role_ROLE_UNSPECIFIED}},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"roles"}},
+		}, []string{"user.roles[0]"}},
+		{"list negative page size", &userv1.ListUsersRequest{PageSize: -1}, []string{"page_size"}},
+		{"import item is not validated by the interceptor", &userv1.ImportUsersRequest{User: &userv1.CreateUserRequest{}}, nil},
+
+		{"charge ok", charge(nil), nil},
+		{"charge zero amount", charge(func(r *paymentv1.CreatePaymentRequest) { r.Amount = usd(0) }), []string{"amount"}},
+		{"charge bad currency", charge(func(r *paymentv1.CreatePaymentRequest) { r.Amount.CurrencyCode = "usd" }), []string{"amount.currency_code"}},
+		{"charge without key", charge(func(r *paymentv1.CreatePaymentRequest) { r.IdempotencyKey = "" }), []string{"idempotency_key"}},
+		{"charge without amount", charge(func(r *paymentv1.CreatePaymentRequest) { r.Amount = nil }), []string{"amount"}},
+		{"full refund ok", &paymentv1.RefundPaymentRequest{PaymentId: id, IdempotencyKey: "r1"}, nil},
+		{"negative refund", &paymentv1.RefundPaymentRequest{PaymentId: id, Amount: usd(-5), IdempotencyKey: "r1"}, []string{"amount"}},
+		{"watch everything ok", &paymentv1.WatchPaymentsRequest{}, nil},
+		{"watch bad order id", &paymentv1.WatchPaymentsRequest{OrderId: "x"}, []string{"order_id"}},
+
+		{"order ok", order(nil), nil},
+		{"order without items", order(func(r *orderv1.CreateOrderRequest) { r.Items = nil }), []string{"items"}},
+		{"order zero quantity", order(func(r *orderv1.CreateOrderRequest) { r.Items[1].Quantity = 0 }), []string{"items[1].quantity"}},
+		{"order free item", order(func(r *orderv1.CreateOrderRequest) { r.Items[0].UnitPriceMinor = 0 }), []string{"items[0].unit_price_minor"}},
+		{"order repeated sku", order(func(r *orderv1.CreateOrderRequest) { r.Items[1].Sku = r.Items[0].Sku }), []string{"items"}},
+		{"order bad currency", order(func(r *orderv1.CreateOrderRequest) { r.CurrencyCode = "DOLLARS" }), []string{"currency_code"}},
+		{"order without token", order(func(r *orderv1.CreateOrderRequest) { r.PaymentMethodToken = "" }), []string{"payment_method_token"}},
+		{"track needs an action", &orderv1.TrackOrdersRequest{}, []string{"action"}},
+		{"track subscribe ok", &orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: id}}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := protovalidate.Validate(tt.msg)
+			var verr *protovalidate.ValidationError
+			if err != nil && !errors.As(err, &verr) {
+				t.Fatalf("validate: %v", err)
+			}
+			var got []string
+			if verr != nil {
+				for _, v := range verr.Violations {
+					if path := protovalidate.FieldPathString(v.Proto.GetField()); path != "" {
+						got = append(got, path)
+					} else {
+						got = append(got, v.Proto.GetRuleId())
+					}
+				}
+			}
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tt.want))
+			if !slices.Equal(got, want) {
+				t.Errorf("violations = %q, want %q (%v)", got, want, err)
+			}
+		})
+	}
+}
+
+// TestRedaction checks that secrets are marked debug_redact, which the logging interceptor
+// honours: passwords, access tokens and payment method tokens never reach a log line.
+func TestRedaction(t *testing.T) {
+	t.Parallel()
+	secrets := map[protoreflect.FullName]bool{
+		"meshmart.user.v1.CreateUserRequest.password":                   true,
+		"meshmart.user.v1.LoginRequest.password":                        true,
+		"meshmart.user.v1.LoginResponse.access_token":                   true,
+		"meshmart.payment.v1.CreatePaymentRequest.payment_method_token": true,
+		"meshmart.order.v1.CreateOrderRequest.payment_method_token":     true,
+	}
+	for name := range secrets {
+		t.Run(string(name), func(t *testing.T) {
+			t.Parallel()
+			var fd protoreflect.FieldDescriptor
+			for _, file := range []protoreflect.FileDescriptor{
+				userv1.File_meshmart_user_v1_user_proto,
+				paymentv1.File_meshmart_payment_v1_payment_proto,
+				orderv1.File_meshmart_order_v1_order_proto,
+			} {
+				msg := file.Messages().ByName(name.Parent().Name())
+				if msg != nil && file.Package() == name.Parent().Parent() {
+					fd = msg.Fields().ByName(name.Name())
+				}
+			}
+			if fd == nil {
+				t.Fatalf("field %s not found", name)
+			}
+			if !fd.Options().(*descriptorpb.FieldOptions).GetDebugRedact() {
+				t.Errorf("%s is not marked debug_redact", name)
+			}
+		})
+	}
+}

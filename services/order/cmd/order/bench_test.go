@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/testkit"
+	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+// BenchmarkCreateOrder measures CreateOrder end to end (the order service checks the user through
+// the user service and charges through the payment service: two hops, three real databases, all
+// found through Consul) against one GetUser call, in alternating rounds of one run, on SQLite and
+// on PostgreSQL. Run it with
+//
+//	make bench-order
+func BenchmarkCreateOrder(b *testing.B) {
+	const (
+		workers = 8
+		rounds  = 3
+		round   = time.Second
+	)
+	type row struct {
+		name                 string
+		getUser, createOrder testkit.LoadResult
+	}
+	for range b.N {
+		var rows []row
+		for _, db := range testkit.Databases {
+			// One user makes every call, so the per-client rate limit is lifted.
+			s := startStack(b, db.New, 1, "MESHMART_RATE_LIMIT=0")
+			id, ctx := s.signUp("bench")
+			var seq atomic.Int64
+			r := row{name: db.Name}
+			for range rounds {
+				r.getUser.Add(testkit.Load(workers, round, func() error {
+					_, err := s.users.GetUser(ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: id}})
+					return err
+				}))
+				r.createOrder.Add(testkit.Load(workers, round, func() error {
+					resp, err := s.orders.CreateOrder(ctx, orderReq("tok_approve", fmt.Sprint("bench-", seq.Add(1))))
+					if err == nil && resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
+						err = fmt.Errorf("order %v", resp.GetOrder().GetStatus())
+					}
+					return err
+				}))
+			}
+			rows = append(rows, r)
+			for _, res := range []testkit.LoadResult{r.getUser, r.createOrder} {
+				if res.Errors > 0 {
+					b.Errorf("%s: %d errors", db.Name, res.Errors)
+				}
+			}
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(w, "databases\trpc\tcalls/s\tp50\tp99\terrors\tp50 vs GetUser\tthroughput vs GetUser\t\n")
+		for _, r := range rows {
+			for _, c := range []struct {
+				name string
+				res  testkit.LoadResult
+			}{{"GetUser", r.getUser}, {"CreateOrder", r.createOrder}} {
+				fmt.Fprintf(w, "%s\t%s\t%.0f\t%v\t%v\t%d\t%.1fx\t%.3f\t\n", r.name, c.name, c.res.Rate(),
+					c.res.Percentile(0.5).Round(time.Microsecond), c.res.Percentile(0.99).Round(time.Microsecond), c.res.Errors,
+					float64(c.res.Percentile(0.5))/float64(r.getUser.Percentile(0.5)), c.res.Rate()/r.getUser.Rate())
+			}
+		}
+		w.Flush()
+		fmt.Printf("(%d workers, %d alternating rounds of %v per rpc; every service's own database)\n", workers, rounds, round)
+	}
+}

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
+	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+const (
+	servicePassword = "order-service-test-password"
+	adminEmail      = "admin@example.com"
+)
+
+// collector is an OTLP trace receiver: every process of the stack exports its spans to it.
+type collector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans map[string][]string // trace id -> "service span-name"
+}
+
+func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		service := ""
+		for _, a := range rs.GetResource().GetAttributes() {
+			if a.GetKey() == "service.name" {
+				service = a.GetValue().GetStringValue()
+			}
+		}
+		for _, ss := range rs.GetScopeSpans() {
+			for _, sp := range ss.GetSpans() {
+				id := fmt.Sprintf("%x", sp.GetTraceId())
+				c.spans[id] = append(c.spans[id], service+" "+sp.GetName())
+			}
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func (c *collector) trace(id string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.spans[id])
+}
+
+// stack is the whole platform: Consul, the user and payment services, and order replicas.
+type stack struct {
+	t                testing.TB
+	agent            *testkit.Consul
+	bins             map[string]string
+	keyFile, pubFile string
+	dbs              map[string]string
+	env              []string
+	user, payment    *testkit.Process
+	orders           orderv1.OrderServiceClient
+	users            userv1.UserServiceClient
+	payments         paymentv1.PaymentServiceClient
+	traces           *collector
+}
+
+// startStack starts the platform; env is added to every process's environment.
+func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, env ...string) *stack {
+	t.Helper()
+	s := &stack{t: t, agent: testkit.StartConsul(t), bins: map[string]string{}, dbs: map[string]string{},
+		traces: &collector{spans: map[string][]string{}}}
+	for _, svc := range []string{"user", "payment", "order"} {
+		s.bins[svc] = testkit.BuildBinary(t, "github.com/meshmart/meshmart/services/"+svc+"/cmd/"+svc)
+		s.dbs[svc] = dsn(t)
+	}
+	privPEM, pubPEM, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s.keyFile, s.pubFile = filepath.Join(dir, "auth.key.pem"), filepath.Join(dir, "auth.pub.pem")
+	if err := os.WriteFile(s.keyFile, privPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.pubFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otlp := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(otlp, s.traces)
+	go func() { _ = otlp.Serve(lis) }()
+	t.Cleanup(otlp.Stop)
+	s.env = append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + lis.Addr().String(), "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_BSP_SCHEDULE_DELAY=100"}, env...)
+
+	s.user = s.startUser()
+	s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+	for range orderReplicas {
+		s.start("order", "-service-password", servicePassword, "-reconcile-interval", "200ms", "-reconcile-grace", "300ms",
+			"-track-interval", "50ms", "-settle-lease", "5s",
+			"-user-target", "consul://"+s.agent.Addr+"/user", "-payment-target", "consul://"+s.agent.Addr+"/payment")
+	}
+	s.waitPassing("user", 1)
+	s.waitPassing("payment", 1)
+	s.waitPassing("order", orderReplicas)
+	dial := func(svc string) *grpc.ClientConn {
+		cc, err := client.Dial("consul://"+s.agent.Addr+"/"+svc, testkit.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	s.orders = orderv1.NewOrderServiceClient(dial("order"))
+	s.users = userv1.NewUserServiceClient(dial("user"))
+	s.payments = paymentv1.NewPaymentServiceClient(dial("payment"))
+	return s
+}
+
+func (s *stack) startUser() *testkit.Process {
+	return s.start("user", "-signing-key", s.keyFile, "-admin-emails", "order-service@meshmart.internal,"+adminEmail)
+}
+
+func (s *stack) start(svc string, args ...string) *testkit.Process {
+	args = append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "", "-consul-addr", s.agent.Addr,
+		"-check-interval", "300ms", "-drain-delay", "100ms", "-auth-public-key", s.pubFile}, args...)
+	return testkit.StartProcess(s.t, svc+" service", s.bins[svc], args, append(s.env, "DATABASE_URL="+s.dbs[svc])...)
+}
+
+func (s *stack) waitPassing(svc string, n int) {
+	s.t.Helper()
+	testkit.Eventually(s.t, 20*time.Second, svc+" instances passing", func() (bool, string) {
+		addrs, err := s.agent.Passing(context.Background(), svc)
+		return err == nil && len(addrs) == n, fmt.Sprint(addrs, err)
+	})
+}
+
+func (s *stack) addrs(svc string) []string {
+	addrs, err := s.agent.Passing(context.Background(), svc)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return addrs
+}
+
+// signUp creates an account, logs it in and returns its id and a context carrying its token.
+func (s *stack) signUp(name string) (string, context.Context) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	created, err := s.users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: "correct horse", GivenName: name})
+	if err != nil {
+		s.t.Fatalf("sign up %s: %v", name, err)
+	}
+	login, err := s.users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: name}, Password: "correct horse"})
+	if err != nil {
+		s.t.Fatalf("log %s in: %v", name, err)
+	}
+	return created.GetUser().GetId(), metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+login.GetAccessToken())
+}
+
+func orderReq(token, key string) *orderv1.CreateOrderRequest {
+	return &orderv1.CreateOrderRequest{
+		Items: []*orderv1.LineItem{
+			{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999},
+			{Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250},
+		},
+		CurrencyCode: "USD", PaymentMethodToken: token, IdempotencyKey: key,
+	}
+}
+
+func (s *stack) status(ctx context.Context, id string) orderv1.OrderStatus {
+	resp, err := s.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: id})
+	if err != nil {
+		s.t.Fatalf("GetOrder %s: %v", id, err)
+	}
+	return resp.GetOrder().GetStatus()
+}
+
+// pendingOrderID returns the order id a PAYMENT_PENDING error names.
+func pendingOrderID(t *testing.T, err error) string {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		t.Fatalf("got %v, want Unavailable with the order kept pending", err)
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "PAYMENT_PENDING" {
+			return info.GetMetadata()["order_id"]
+		}
+	}
+	t.Fatalf("no PAYMENT_PENDING detail in %v", err)
+	return ""
+}
+
+func TestOrderFlows(t *testing.T) {
+	t.Parallel()
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) { orderFlows(t, startStack(t, db.New, 2)) })
+}
+
+func orderFlows(t *testing.T, s *stack) {
+	_, ada := s.signUp("ada")
+	flow, cancel := context.WithTimeout(ada, 3*time.Minute)
+	defer cancel()
+
+	var paid *orderv1.Order
+	t.Run("happy path", func(t *testing.T) {
+		resp, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		paid = resp.GetOrder()
+		if paid.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID || paid.GetTotal().GetMinorUnits() != 2*1999+3*250 || paid.GetPaymentId() == "" {
+			t.Fatalf("order = %v", paid)
+		}
+		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
+		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED || p.GetPayment().GetAmount().GetMinorUnits() != 4748 {
+			t.Fatalf("its payment = %v, %v", p, err)
+		}
+	})
+
+	t.Run("decline", func(t *testing.T) {
+		resp, err := s.orders.CreateOrder(flow, orderReq("tok_insufficient_funds", "o2"))
+		if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED || resp.GetOrder().GetPaymentFailureReason() == "" {
+			t.Fatalf("declined order = %v, %v", resp, err)
+		}
+	})
+
+	t.Run("idempotent retry", func(t *testing.T) {
+		again, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o1"))
+		if err != nil || again.GetOrder().GetId() != paid.GetId() {
+			t.Fatalf("retry = %v, %v; want order %s", again, err, paid.GetId())
+		}
+		other := orderReq("tok_approve", "o1")
+		other.Items[0].Quantity = 5
+		if _, err := s.orders.CreateOrder(flow, other); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("key reuse = %v, want FailedPrecondition", err)
+		}
+	})
+
+	t.Run("payment timeout then reconciliation", func(t *testing.T) {
+		_, err := s.orders.CreateOrder(flow, orderReq("tok_timeout", "o3"))
+		id := pendingOrderID(t, err)
+		if got := s.status(flow, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING && got != orderv1.OrderStatus_ORDER_STATUS_PAID {
+			t.Fatalf("order after the timeout = %v", got)
+		}
+		testkit.Eventually(t, 20*time.Second, "the reconciler settling the order", func() (bool, string) {
+			got := s.status(flow, id)
+			return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
+		})
+	})
+
+	t.Run("payment service down then back", func(t *testing.T) {
+		s.payment.Stop()
+		_, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o4"))
+		id := pendingOrderID(t, err)
+		if got := s.status(flow, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+			t.Fatalf("order while payment is down = %v, want PENDING", got)
+		}
+		s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+		testkit.Eventually(t, 30*time.Second, "the order paid once payment is back", func() (bool, string) {
+			got := s.status(flow, id)
+			return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
+		})
+		list, err := s.payments.ListPayments(flow, &paymentv1.ListPaymentsRequest{OrderId: id})
+		if err != nil || len(list.GetPayments()) != 1 {
+			t.Fatalf("payments of the order: %v, %v; want exactly one", list, err)
+		}
+	})
+
+	t.Run("cancel while the payment service is down", func(t *testing.T) {
+		resp, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o5"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.payment.Stop()
+		cancelling, err := s.orders.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: resp.GetOrder().GetId()})
+		if err != nil || cancelling.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLING {
+			t.Fatalf("cancel with payment down = %v, %v; want CANCELLING", cancelling, err)
+		}
+		s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+		testkit.Eventually(t, 30*time.Second, "the refund retried until the order is cancelled", func() (bool, string) {
+			got := s.status(flow, resp.GetOrder().GetId())
+			return got == orderv1.OrderStatus_ORDER_STATUS_CANCELLED, got.String()
+		})
+		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: resp.GetOrder().GetPaymentId()})
+		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
+			t.Fatalf("its payment = %v, %v; want REFUNDED", p, err)
+		}
+	})
+
+	t.Run("user service down", func(t *testing.T) {
+		s.user.Stop()
+		before, err := s.orders.ListOrders(flow, &orderv1.ListOrdersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.orders.CreateOrder(flow, orderReq("tok_approve", "o6"))
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("CreateOrder with the user service down = %v, want Unavailable", err)
+		}
+		after, err := s.orders.ListOrders(flow, &orderv1.ListOrdersRequest{})
+		if err != nil || len(after.GetOrders()) != len(before.GetOrders()) {
+			t.Fatalf("orders went from %d to %d (%v): nothing may be written", len(before.GetOrders()), len(after.GetOrders()), err)
+		}
+		s.user = s.startUser()
+		s.waitPassing("user", 1)
+	})
+
+	t.Run("user suspended", func(t *testing.T) {
+		bobID, bob := s.signUp("bob")
+		_, admin := s.signUp("admin")
+		_, err := s.users.UpdateUser(admin, &userv1.UpdateUserRequest{
+			User:       &userv1.User{Id: bobID, Status: userv1.UserStatus_USER_STATUS_SUSPENDED},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status"}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.orders.CreateOrder(bob, orderReq("tok_approve", "b1")); status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("a suspended user's order = %v, want FailedPrecondition", err)
+		}
+		list, err := s.orders.ListOrders(bob, &orderv1.ListOrdersRequest{})
+		if err != nil || len(list.GetOrders()) != 0 {
+			t.Fatalf("the suspended user's orders = %v, %v; want none written", list, err)
+		}
+		if _, err := s.orders.GetOrder(bob, &orderv1.GetOrderRequest{Id: paid.GetId()}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("bob reading ada's order = %v", err)
+		}
+	})
+
+	t.Run("TrackOrders across replicas, cancel with refund", func(t *testing.T) {
+		replicas := s.addrs("order")
+		direct := func(addr string) orderv1.OrderServiceClient {
+			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cc.Close() })
+			return orderv1.NewOrderServiceClient(cc)
+		}
+		watcher, writer := direct(replicas[0]), direct(replicas[len(replicas)-1])
+		stream, err := watcher.TrackOrders(ada)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := stream.Recv()
+		if err != nil || first.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_SUBSCRIBED ||
+			first.GetUpdate().GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
+			t.Fatalf("subscription = %v, %v", first, err)
+		}
+		// Closing the sending side ends subscription changes, not the updates.
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		cancelled, err := writer.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: paid.GetId(), Reason: "changed my mind"})
+		if err != nil || cancelled.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
+			t.Fatalf("CancelOrder = %v, %v", cancelled, err)
+		}
+		var seen []string
+		for _, want := range []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_CANCELLING, orderv1.OrderStatus_ORDER_STATUS_CANCELLED} {
+			u, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen = append(seen, u.GetUpdate().GetOrder().GetStatus().String())
+			if u.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED || u.GetUpdate().GetOrder().GetStatus() != want {
+				t.Fatalf("updates = %v, want CANCELLING then CANCELLED", seen)
+			}
+		}
+		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
+		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
+			t.Fatalf("the cancelled order's payment = %v, %v; want REFUNDED", p, err)
+		}
+		again, err := s.orders.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: paid.GetId()})
+		if err != nil || again.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED || again.GetOrder().GetRevision() != cancelled.GetOrder().GetRevision() {
+			t.Fatalf("cancelling twice = %v, %v", again, err)
+		}
+		// Subscribing to someone else's order ends the stream with PermissionDenied.
+		_, carol := s.signUp("carol")
+		other, err := watcher.TrackOrders(carol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = other.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}})
+		if _, err := other.Recv(); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("tracking someone else's order = %v", err)
+		}
+	})
+
+	t.Run("one trace spans all three services", func(t *testing.T) {
+		var traceID string
+		testkit.Eventually(t, 10*time.Second, "a CreateOrder trace reaching user and payment", func() (bool, string) {
+			s.traces.mu.Lock()
+			ids := make([]string, 0, len(s.traces.spans))
+			for id := range s.traces.spans {
+				ids = append(ids, id)
+			}
+			s.traces.mu.Unlock()
+			for _, id := range ids {
+				spans := strings.Join(s.traces.trace(id), "\n")
+				if strings.Contains(spans, "order meshmart.order.v1.OrderService/CreateOrder") &&
+					strings.Contains(spans, "user meshmart.user.v1.UserService/GetUser") &&
+					strings.Contains(spans, "payment meshmart.payment.v1.PaymentService/CreatePayment") {
+					traceID = id
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%d traces", len(ids))
+		})
+		t.Logf("trace %s: %v", traceID, s.traces.trace(traceID))
+	})
+}

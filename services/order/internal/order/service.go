@@ -1,0 +1,341 @@
+package order
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/bits"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/pagetoken"
+)
+
+// Page sizes for List.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 500
+)
+
+// Service carries out the order use cases. It is safe for concurrent use, and several replicas
+// may share one store: a claim (a lease on one order, taken with a conditional update) makes sure
+// only one of them settles an order at a time.
+type Service struct {
+	store    Store
+	users    Users
+	payments Payments
+	lease    time.Duration
+	now      func() time.Time
+}
+
+// NewService returns a Service. lease bounds how long a claim on an order lasts; it must outlast
+// a payment call, so a replica that dies mid-call blocks the order for at most that long.
+func NewService(store Store, users Users, payments Payments, lease time.Duration) *Service {
+	return &Service{store: store, users: users, payments: payments, lease: lease,
+		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+}
+
+// CreateInput is a request to place an order.
+type CreateInput struct {
+	Items          []Item
+	Currency       string
+	Token          string
+	IdempotencyKey string
+}
+
+func fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// total sums quantity times unit price exactly, refusing anything that would overflow.
+func total(items []Item) (int64, error) {
+	if len(items) == 0 {
+		return 0, &InvalidError{Field: "items", Reason: "an order needs at least one item"}
+	}
+	var sum uint64
+	for i, it := range items {
+		if it.Quantity <= 0 || it.UnitPriceMinor <= 0 {
+			return 0, &InvalidError{Field: fmt.Sprintf("items[%d]", i), Reason: "quantity and unit price must be positive"}
+		}
+		hi, line := bits.Mul64(uint64(it.Quantity), uint64(it.UnitPriceMinor))
+		next, carry := bits.Add64(sum, line, 0)
+		if hi != 0 || carry != 0 || next > 1<<63-1 {
+			return 0, &InvalidError{Field: "items", Reason: "the order total is too large"}
+		}
+		sum = next
+	}
+	return int64(sum), nil
+}
+
+// Create places an order for the caller and pays for it. The same caller and key return the same
+// order, never a second one; the same key with other items is ErrKeyReused. When the payment's
+// outcome is unknown the order is returned with a *PendingError: it stays PENDING and the
+// reconciler settles it.
+func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
+	sum, err := total(in.Items)
+	if err != nil {
+		return Order{}, err
+	}
+	parts := []string{in.Currency, fingerprint(in.Token)}
+	for _, it := range in.Items {
+		parts = append(parts, fmt.Sprintf("%s|%d|%d", it.SKU, it.Quantity, it.UnitPriceMinor))
+	}
+	fp := fingerprint(parts...)
+
+	existing, err := s.store.GetByKey(ctx, caller.Subject, in.IdempotencyKey)
+	switch {
+	case err == nil:
+		if existing.Fingerprint != fp {
+			return Order{}, ErrKeyReused
+		}
+		return s.finish(ctx, existing)
+	case !errors.Is(err, ErrNotFound):
+		return Order{}, err
+	}
+	// Nothing is written unless the user service says the account may order.
+	active, err := s.users.Active(ctx, caller.Subject)
+	if err != nil {
+		return Order{}, err
+	}
+	if !active {
+		return Order{}, ErrUserInactive
+	}
+	now := s.now()
+	o := Order{
+		ID: uuid.NewString(), UserID: caller.Subject, Items: in.Items, Currency: in.Currency, TotalMinor: sum,
+		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, Fingerprint: fp, PaymentToken: in.Token,
+		Revision: 1, CreateTime: now, UpdateTime: now,
+	}
+	if err := s.store.Create(ctx, o); err != nil {
+		var conflict *ConflictError
+		if !errors.As(err, &conflict) {
+			return Order{}, err
+		}
+		// A concurrent call with the same key won the race: answer as it does.
+		return s.Create(ctx, caller, in)
+	}
+	return s.finish(ctx, o)
+}
+
+// finish settles a pending order now if nobody else is doing so.
+func (s *Service) finish(ctx context.Context, o Order) (Order, error) {
+	if o.Status != StatusPending {
+		return o, nil
+	}
+	ok, err := s.claim(ctx, o.ID, StatusPending)
+	if err != nil {
+		return Order{}, err
+	}
+	if !ok {
+		return o, &PendingError{OrderID: o.ID, Cause: ErrBusy}
+	}
+	return s.charge(ctx, o)
+}
+
+func (s *Service) claim(ctx context.Context, id string, statuses ...Status) (bool, error) {
+	now := s.now()
+	return s.store.Claim(ctx, id, statuses, now, now.Add(s.lease))
+}
+
+// detached returns a context for writes that must happen even when the caller has gone.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+func (s *Service) release(ctx context.Context, id string) {
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	_ = s.store.Release(dctx, id) // an unreleased claim only expires later
+}
+
+// charge asks the payment service to charge pending order o, whose claim the caller holds.
+func (s *Service) charge(ctx context.Context, o Order) (Order, error) {
+	p, err := s.payments.Charge(ctx, ChargeRequest{
+		OrderID: o.ID, UserID: o.UserID, Currency: o.Currency, AmountMinor: o.TotalMinor,
+		Token: o.PaymentToken, IdempotencyKey: "order:" + o.ID,
+	})
+	if err == nil && p.Status == PaymentPending {
+		err = errors.New("the payment's outcome is not known yet")
+	}
+	if err != nil {
+		s.release(ctx, o.ID)
+		return o, &PendingError{OrderID: o.ID, Cause: err}
+	}
+	next := o
+	next.PaymentID, next.PaymentToken = p.ID, ""
+	if p.Status == PaymentDeclined {
+		next.Status, next.FailureReason = StatusPaymentFailed, p.Reason
+	} else {
+		next.Status = StatusPaid
+	}
+	return s.transition(ctx, o, next)
+}
+
+// transition stores next as the successor of cur.
+func (s *Service) transition(ctx context.Context, cur, next Order) (Order, error) {
+	next.Revision, next.UpdateTime = cur.Revision+1, s.now()
+	dctx, cancel := detached(ctx)
+	defer cancel()
+	err := s.store.Transition(dctx, next, cur.Status)
+	if errors.Is(err, ErrAlreadyChanged) {
+		return s.store.Get(dctx, cur.ID)
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	return next, nil
+}
+
+// Get returns an order the caller may see: their own, or any for an admin.
+func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Order, error) {
+	o, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Order{}, err
+	}
+	if !caller.CanActFor(o.UserID) {
+		return Order{}, ErrPermissionDenied
+	}
+	return o, nil
+}
+
+// List returns one page of the orders matching f that the caller may see, newest first, and the
+// cursor after it (nil on the last page).
+func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, after *Cursor) ([]Order, *Cursor, error) {
+	if !caller.IsAdmin() {
+		if f.UserID != "" && f.UserID != caller.Subject {
+			return nil, nil, ErrPermissionDenied
+		}
+		f.UserID = caller.Subject
+	}
+	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
+	os, err := s.store.List(ctx, f, after, pageSize+1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(os) <= pageSize {
+		return os, nil, nil
+	}
+	os = os[:pageSize]
+	last := os[len(os)-1]
+	return os, &Cursor{CreateTime: last.CreateTime, ID: last.ID}, nil
+}
+
+// Cancel cancels an order the caller may act on: a pending or paid order becomes CANCELLING, its
+// payment is settled and refunded, and it ends CANCELLED. When the payment service cannot finish
+// that now the order is returned CANCELLING and the reconciler completes it. Cancelling a
+// cancelled order returns it unchanged; a shipped or completed one is ErrNotCancellable.
+func (s *Service) Cancel(ctx context.Context, caller auth.Identity, id, reason string) (Order, error) {
+	o, err := s.Get(ctx, caller, id)
+	if err != nil {
+		return Order{}, err
+	}
+	switch o.Status {
+	case StatusCancelled:
+		return o, nil
+	case StatusShipped, StatusCompleted:
+		return Order{}, ErrNotCancellable
+	case StatusCancelling:
+		return s.compensate(ctx, o, reason)
+	}
+	ok, err := s.claim(ctx, o.ID, StatusPending, StatusPaid, StatusPaymentFailed)
+	if err != nil {
+		return Order{}, err
+	}
+	if !ok {
+		return Order{}, ErrBusy
+	}
+	next := o
+	next.Status = StatusCancelling
+	if next, err = s.transition(ctx, o, next); err != nil {
+		return Order{}, err
+	}
+	return s.compensate(ctx, next, reason)
+}
+
+// compensate settles and refunds the payment of cancelling order o, then marks it CANCELLED. It
+// leaves o CANCELLING when the payment service cannot finish now.
+func (s *Service) compensate(ctx context.Context, o Order, reason string) (Order, error) {
+	ok, err := s.claim(ctx, o.ID, StatusCancelling)
+	if err != nil || !ok {
+		return o, err // somebody else is on it
+	}
+	p, found, err := s.payments.ForOrder(ctx, o.ID, o.UserID)
+	if err == nil && found && p.Status == PaymentPending {
+		// A charge whose outcome is unknown: settle it first (the same key never charges twice).
+		p, err = s.payments.Charge(ctx, ChargeRequest{
+			OrderID: o.ID, UserID: o.UserID, Currency: o.Currency, AmountMinor: o.TotalMinor,
+			Token: o.PaymentToken, IdempotencyKey: "order:" + o.ID,
+		})
+		if err == nil && p.Status == PaymentPending {
+			err = errors.New("the payment's outcome is not known yet")
+		}
+	}
+	if err == nil && found && (p.Status == PaymentCaptured || p.Status == PaymentRefunded) {
+		err = s.payments.Refund(ctx, p.ID, o.UserID, "cancel:"+o.ID, reason)
+	}
+	if err != nil {
+		s.release(ctx, o.ID)
+		return o, nil // still CANCELLING: the reconciler retries the compensation
+	}
+	next := o
+	next.Status, next.PaymentToken = StatusCancelled, ""
+	if found {
+		next.PaymentID = p.ID
+	}
+	return s.transition(ctx, o, next)
+}
+
+// Reconcile settles, once, the orders a failure left PENDING or CANCELLING for longer than
+// grace, up to limit of them, and reports how many it finished. Any replica may run it: each
+// order is claimed before it is touched.
+func (s *Service) Reconcile(ctx context.Context, grace time.Duration, limit int) (int, error) {
+	now := s.now()
+	due, err := s.store.Due(ctx, []Status{StatusPending, StatusCancelling}, now.Add(-grace), now, limit)
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	for _, o := range due {
+		if ctx.Err() != nil {
+			return done, ctx.Err()
+		}
+		var after Order
+		switch o.Status {
+		case StatusPending:
+			ok, err := s.claim(ctx, o.ID, StatusPending)
+			if err != nil || !ok {
+				continue
+			}
+			after, _ = s.charge(ctx, o)
+		case StatusCancelling:
+			after, _ = s.compensate(ctx, o, "cancelled")
+		}
+		if after.Status != o.Status && after.Status != StatusUnspecified {
+			done++
+		}
+	}
+	return done, nil
+}
+
+// LastUpdateSeq returns the position of the newest update, where a new watch starts.
+func (s *Service) LastUpdateSeq(ctx context.Context) (int64, error) {
+	return s.store.LastUpdateSeq(ctx)
+}
+
+// UpdatesAfter returns the updates of orderIDs after seq; the caller must have been allowed to
+// see those orders (Get).
+func (s *Service) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64) ([]Update, error) {
+	if len(orderIDs) == 0 {
+		return nil, nil
+	}
+	return s.store.UpdatesAfter(ctx, orderIDs, seq, 100)
+}

@@ -1,0 +1,253 @@
+// Package store keeps the order service's orders and their update log in SQL: SQLite or
+// PostgreSQL, through one set of queries. It implements order.Store.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/services/order/internal/order"
+	"github.com/meshmart/meshmart/services/order/migrations"
+)
+
+// updateLock orders the update log (see store.OrderedTx).
+const updateLock = 7953766477089567000
+
+// Orders is the SQL order store.
+type Orders struct{ db *store.DB }
+
+var _ order.Store = (*Orders)(nil)
+
+// Open opens the database at dsn (see store.Open), applies the migrations and returns the store.
+func Open(ctx context.Context, dsn string) (*Orders, error) {
+	db, err := store.OpenMigrated(ctx, dsn, migrations.FS)
+	if err != nil {
+		return nil, err
+	}
+	return &Orders{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Orders) Close() error { return s.db.Close() }
+
+const columns = `id, user_id, items, currency, total, status, payment_id, failure_reason, idempotency_key, fingerprint,
+	payment_token, revision, lease_until, create_time, update_time`
+
+// Create implements order.Store.
+func (s *Orders) Create(ctx context.Context, o order.Order) error {
+	items, err := json.Marshal(o.Items)
+	if err != nil {
+		return err
+	}
+	err = store.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
+			o.Fingerprint, o.PaymentToken, o.Revision, store.Micros(o.LeaseUntil), store.Micros(o.CreateTime), store.Micros(o.UpdateTime))
+		if _, ok := store.UniqueViolation(err); ok {
+			return &order.ConflictError{}
+		}
+		if err != nil {
+			return err
+		}
+		return s.insertUpdate(ctx, tx, o, order.StatusUnspecified)
+	})
+	var conflict *order.ConflictError
+	if err != nil && !errors.As(err, &conflict) {
+		return fmt.Errorf("create order: %w", err)
+	}
+	return err
+}
+
+func (s *Orders) insertUpdate(ctx context.Context, tx *sql.Tx, o order.Order, previous order.Status) error {
+	o.PaymentToken = ""
+	snapshot, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.db.Rebind("INSERT INTO order_updates (order_id, previous_status, snapshot, create_time) VALUES (?, ?, ?, ?)"),
+		o.ID, int(previous), string(snapshot), store.Micros(o.UpdateTime))
+	return err
+}
+
+// GetByKey implements order.Store.
+func (s *Orders) GetByKey(ctx context.Context, userID, key string) (order.Order, error) {
+	return s.getWhere(ctx, "user_id = ? AND idempotency_key = ?", userID, key)
+}
+
+// Get implements order.Store.
+func (s *Orders) Get(ctx context.Context, id string) (order.Order, error) {
+	return s.getWhere(ctx, "id = ?", id)
+}
+
+func (s *Orders) getWhere(ctx context.Context, where string, args ...any) (order.Order, error) {
+	o, err := scan(s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+columns+" FROM orders WHERE "+where), args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return order.Order{}, order.ErrNotFound
+	}
+	if err != nil {
+		return order.Order{}, fmt.Errorf("get order: %w", err)
+	}
+	return o, nil
+}
+
+func placeholders(n int) string { return "?" + strings.Repeat(", ?", n-1) }
+
+func statusArgs(statuses []order.Status) []any {
+	args := make([]any, len(statuses))
+	for i, st := range statuses {
+		args[i] = int(st)
+	}
+	return args
+}
+
+// Claim implements order.Store: one conditional update, so two replicas never both hold it.
+func (s *Orders) Claim(ctx context.Context, id string, statuses []order.Status, now, leaseUntil time.Time) (bool, error) {
+	args := append([]any{store.Micros(leaseUntil), id}, statusArgs(statuses)...)
+	res, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE orders SET lease_until = ? WHERE id = ? AND status IN ("+
+		placeholders(len(statuses))+") AND lease_until <= ?"), append(args, store.Micros(now))...)
+	if err != nil {
+		return false, fmt.Errorf("claim order %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// Release implements order.Store.
+func (s *Orders) Release(ctx context.Context, id string) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE orders SET lease_until = 0 WHERE id = ?"), id); err != nil {
+		return fmt.Errorf("release order %s: %w", id, err)
+	}
+	return nil
+}
+
+// Transition implements order.Store.
+func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.Status) error {
+	err := store.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
+			payment_token = ?, revision = ?, lease_until = 0, update_time = ? WHERE id = ? AND revision = ?`),
+			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, store.Micros(o.UpdateTime), o.ID, o.Revision-1)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return errors.Join(err, order.ErrAlreadyChanged)
+		}
+		return s.insertUpdate(ctx, tx, o, previous)
+	})
+	if err != nil && !errors.Is(err, order.ErrAlreadyChanged) {
+		return fmt.Errorf("update order %s: %w", o.ID, err)
+	}
+	return err
+}
+
+// Due implements order.Store.
+func (s *Orders) Due(ctx context.Context, statuses []order.Status, changedBefore, now time.Time, limit int) ([]order.Order, error) {
+	args := append(statusArgs(statuses), store.Micros(now), store.Micros(changedBefore), limit)
+	return s.query(ctx, "SELECT "+columns+" FROM orders WHERE status IN ("+placeholders(len(statuses))+
+		") AND lease_until <= ? AND update_time < ? ORDER BY update_time LIMIT ?", args...)
+}
+
+// List implements order.Store.
+func (s *Orders) List(ctx context.Context, f order.Filter, after *order.Cursor, limit int) ([]order.Order, error) {
+	var where []string
+	var args []any
+	if f.UserID != "" {
+		where, args = append(where, "user_id = ?"), append(args, f.UserID)
+	}
+	if f.Status != order.StatusUnspecified {
+		where, args = append(where, "status = ?"), append(args, int(f.Status))
+	}
+	if after != nil {
+		where, args = append(where, "(create_time, id) < (?, ?)"), append(args, store.Micros(after.CreateTime), after.ID)
+	}
+	q := "SELECT " + columns + " FROM orders"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	return s.query(ctx, q+" ORDER BY create_time DESC, id DESC LIMIT ?", append(args, limit)...)
+}
+
+func (s *Orders) query(ctx context.Context, q string, args ...any) ([]order.Order, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list orders: %w", err)
+	}
+	defer rows.Close()
+	var out []order.Order
+	for rows.Next() {
+		o, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list orders: %w", err)
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// LastUpdateSeq implements order.Store.
+func (s *Orders) LastUpdateSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM order_updates").Scan(&seq); err != nil {
+		return 0, fmt.Errorf("last update: %w", err)
+	}
+	return seq, nil
+}
+
+// UpdatesAfter implements order.Store.
+func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64, limit int) ([]order.Update, error) {
+	args := []any{seq}
+	for _, id := range orderIDs {
+		args = append(args, id)
+	}
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE seq > ? AND order_id IN ("+
+		placeholders(len(orderIDs))+") ORDER BY seq LIMIT ?"), append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("updates: %w", err)
+	}
+	defer rows.Close()
+	var out []order.Update
+	for rows.Next() {
+		var (
+			u        order.Update
+			previous int
+			snapshot string
+		)
+		if err := rows.Scan(&u.Seq, &previous, &snapshot); err != nil {
+			return nil, fmt.Errorf("updates: %w", err)
+		}
+		if err := json.Unmarshal([]byte(snapshot), &u.Order); err != nil {
+			return nil, fmt.Errorf("updates: snapshot %d: %w", u.Seq, err)
+		}
+		u.PreviousStatus = order.Status(previous)
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scan(r scanner) (order.Order, error) {
+	var (
+		o                       order.Order
+		items                   string
+		status                  int
+		lease, created, updated int64
+	)
+	err := r.Scan(&o.ID, &o.UserID, &items, &o.Currency, &o.TotalMinor, &status, &o.PaymentID, &o.FailureReason,
+		&o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.Revision, &lease, &created, &updated)
+	if err != nil {
+		return order.Order{}, err
+	}
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return order.Order{}, fmt.Errorf("items of order %s: %w", o.ID, err)
+	}
+	o.Status = order.Status(status)
+	o.LeaseUntil, o.CreateTime, o.UpdateTime = store.FromMicros(lease), store.FromMicros(created), store.FromMicros(updated)
+	return o, nil
+}

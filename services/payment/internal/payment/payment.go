@@ -1,0 +1,163 @@
+// Package payment holds the payment service's business rules: idempotent charges through a
+// payment processor, refunds that never exceed the capture, who may see what, and the event
+// record every state change leaves. It knows nothing of gRPC or SQL.
+package payment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Status is where a payment stands; numbered as in the contract.
+type Status int
+
+// Statuses.
+const (
+	StatusUnspecified Status = iota
+	StatusPending
+	StatusCaptured
+	StatusDeclined
+	StatusFailed
+	StatusPartiallyRefunded
+	StatusRefunded
+)
+
+// DeclineReason is why a charge did not go through; numbered as in the contract.
+type DeclineReason int
+
+// Decline reasons.
+const (
+	DeclineUnspecified DeclineReason = iota
+	DeclineCardDeclined
+	DeclineInsufficientFunds
+	DeclineProcessorError
+	DeclineInvalidPaymentMethod
+)
+
+// EventType is the kind of a state change; numbered as in the contract.
+type EventType int
+
+// Event types.
+const (
+	EventUnspecified EventType = iota
+	EventAuthorized
+	EventCaptured
+	EventDeclined
+	EventFailed
+	EventRefunded
+)
+
+// Money is an exact amount in minor units of a currency.
+type Money struct {
+	Currency string
+	Minor    int64
+}
+
+// Payment is a charge for one order.
+type Payment struct {
+	ID, OrderID, UserID string
+	Amount              Money
+	RefundedMinor       int64 // in Amount.Currency
+	Status              Status
+	DeclineReason       DeclineReason
+	FailureMessage      string
+	IdempotencyKey      string
+	Fingerprint         string // of the request's parameters, to tell a repeat from a reuse of the key
+	Attempts            int    // processor calls started
+	LeaseUntil          time.Time
+	Refunds             []Refund
+	CreateTime          time.Time
+	UpdateTime          time.Time
+}
+
+// Refund is money returned from a captured payment.
+type Refund struct {
+	ID, PaymentID, UserID string
+	AmountMinor           int64 // in the payment's currency
+	Reason                string
+	IdempotencyKey        string
+	Fingerprint           string
+	CreateTime            time.Time
+}
+
+// Event records one state change of a payment, with the payment as it stood right after it.
+type Event struct {
+	Seq        int64 // the store's order of events, increasing in commit order
+	ID         string
+	Type       EventType
+	Amount     Money
+	Payment    Payment // Refunds left empty
+	CreateTime time.Time
+}
+
+// Filter selects payments or events; empty fields select everything.
+type Filter struct {
+	OrderID, UserID string
+}
+
+// Cursor is a position in the newest-first order of payments.
+type Cursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// Sentinel errors; the transport maps each to one gRPC status code.
+var (
+	ErrNotFound         = errors.New("payment not found")
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrKeyReused: the idempotency key was used before with other parameters.
+	ErrKeyReused = errors.New("the idempotency key was already used with different parameters")
+	// ErrRefundExceeds: the refund would return more than is left of the capture.
+	ErrRefundExceeds = errors.New("the refund exceeds what is left of the captured amount")
+	// ErrNotRefundable: only captured payments can be refunded.
+	ErrNotRefundable = errors.New("only a captured payment can be refunded")
+	// ErrAlreadySettled: the store found the payment settled by another call.
+	ErrAlreadySettled = errors.New("the payment was settled by another call")
+	// ErrInProgress: another call with the same key is still talking to the processor.
+	ErrInProgress = errors.New("a charge with this idempotency key is in progress; retry with the same key")
+)
+
+// ConflictError reports an insert that hit an existing row with the same unique key.
+type ConflictError struct{ What string }
+
+func (e *ConflictError) Error() string { return e.What + " already exists" }
+
+// InvalidError reports a bad value in Field.
+type InvalidError struct{ Field, Reason string }
+
+func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Reason) }
+
+// Store keeps payments, refunds and events. It must be safe for several replicas sharing one
+// database.
+type Store interface {
+	// CreatePending stores p, failing with a *ConflictError when its payer already used its
+	// idempotency key.
+	CreatePending(ctx context.Context, p Payment) error
+	// GetByKey returns the payment userID created with key, or ErrNotFound.
+	GetByKey(ctx context.Context, userID, key string) (Payment, error)
+	// Get returns the payment with its refunds, or ErrNotFound.
+	Get(ctx context.Context, id string) (Payment, error)
+	// Claim takes the right to call the processor for pending payment id until leaseUntil,
+	// provided nobody holds it at now; it returns the attempt number it took, or ok false.
+	Claim(ctx context.Context, id string, now, leaseUntil time.Time) (attempt int, ok bool, err error)
+	// Release gives up a claim whose outcome is unknown, so the next call may try again.
+	Release(ctx context.Context, id string) error
+	// Settle stores the final state of pending payment p and its events, atomically. If p is
+	// no longer pending it changes nothing and returns ErrAlreadySettled.
+	Settle(ctx context.Context, p Payment, events []Event) error
+	// Refund records r against its payment and the event, atomically, unless the refunds would
+	// then exceed the capture (ErrRefundExceeds) or the user already used r's key
+	// (*ConflictError). It returns the payment after the refund.
+	Refund(ctx context.Context, r Refund, event Event) (Payment, error)
+	// GetRefundByKey returns the refund userID made with key, or ErrNotFound.
+	GetRefundByKey(ctx context.Context, userID, key string) (Refund, error)
+	// List returns up to limit payments matching f after the cursor, newest first.
+	List(ctx context.Context, f Filter, after *Cursor, limit int) ([]Payment, error)
+	// LastEventSeq returns the newest event's sequence number, 0 when there is none.
+	LastEventSeq(ctx context.Context) (int64, error)
+	// EventsAfter returns up to limit events matching f with a sequence number above seq, in
+	// order.
+	EventsAfter(ctx context.Context, f Filter, seq int64, limit int) ([]Event, error)
+}

@@ -1,0 +1,329 @@
+package payment
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/pagetoken"
+)
+
+// Page sizes for List.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 500
+)
+
+// Service carries out the payment use cases. It is safe for concurrent use, and several replicas
+// may share one store.
+type Service struct {
+	store     Store
+	processor Processor
+	// timeout bounds one processor call; the claim on a payment outlives it by leaseSlack, so a
+	// replica that dies mid-call blocks a retry for at most timeout+leaseSlack.
+	timeout    time.Duration
+	leaseSlack time.Duration
+	poll       time.Duration
+	now        func() time.Time
+}
+
+// NewService returns a Service charging through processor, giving it processorTimeout per call.
+func NewService(store Store, processor Processor, processorTimeout time.Duration) *Service {
+	return &Service{store: store, processor: processor, timeout: processorTimeout, leaseSlack: 5 * time.Second,
+		poll: 25 * time.Millisecond, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+}
+
+// ChargeInput is a request to charge an order.
+type ChargeInput struct {
+	// UserID is the payer; empty means the caller. Only admins may name another user.
+	UserID         string
+	OrderID        string
+	Amount         Money
+	Token          string
+	IdempotencyKey string
+}
+
+func fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Charge charges in.Amount to the payer. The same payer and key with the same parameters
+// returns the first call's payment and never charges again, whichever replica answers and however
+// many calls race; with other parameters it is ErrKeyReused. A declined or failed charge is a
+// payment, not an error. When the processor's answer is unknown the payment is returned PENDING,
+// and the next call with the same key tries again.
+func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInput) (Payment, error) {
+	if in.Amount.Minor <= 0 {
+		return Payment{}, &InvalidError{Field: "amount", Reason: "must be positive"}
+	}
+	payer := caller.Subject
+	if in.UserID != "" && in.UserID != caller.Subject {
+		if !caller.IsAdmin() {
+			return Payment{}, ErrPermissionDenied
+		}
+		payer = in.UserID
+	}
+	now := s.now()
+	p := Payment{
+		ID: uuid.NewString(), OrderID: in.OrderID, UserID: payer, Amount: in.Amount,
+		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, CreateTime: now, UpdateTime: now,
+		// The token is part of the fingerprint only as a hash: card data is never stored.
+		Fingerprint: fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), fingerprint(in.Token)),
+	}
+	err := s.store.CreatePending(ctx, p)
+	var conflict *ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		existing, err := s.store.GetByKey(ctx, payer, in.IdempotencyKey)
+		if err != nil {
+			return Payment{}, err
+		}
+		if existing.Fingerprint != p.Fingerprint {
+			return Payment{}, ErrKeyReused
+		}
+		p = existing
+	case err != nil:
+		return Payment{}, err
+	}
+	if p.Status != StatusPending {
+		return p, nil
+	}
+	return s.settle(ctx, p, in.Token)
+}
+
+// settle claims pending payment p, asks the processor, and records the outcome. When another call
+// holds the claim it waits for that call's outcome.
+func (s *Service) settle(ctx context.Context, p Payment, token string) (Payment, error) {
+	var attempt int
+	for {
+		now := s.now()
+		var ok bool
+		var err error
+		attempt, ok, err = s.store.Claim(ctx, p.ID, now, now.Add(s.timeout+s.leaseSlack))
+		if err != nil {
+			return Payment{}, err
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return Payment{}, ErrInProgress
+		case <-time.After(s.poll):
+		}
+		if p, err = s.store.Get(ctx, p.ID); err != nil {
+			return Payment{}, err
+		}
+		if p.Status != StatusPending {
+			return p, nil
+		}
+	}
+
+	callCtx, cancel := context.WithTimeout(ctx, s.timeout)
+	outcome, err := s.processor.Charge(callCtx, ChargeRequest{PaymentID: p.ID, Token: token, Amount: p.Amount, Attempt: attempt})
+	cancel()
+	if err != nil {
+		// The money may or may not have moved: stay pending, and let the next call ask again.
+		// The release must happen even when the caller has gone.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer rcancel()
+		if rerr := s.store.Release(rctx, p.ID); rerr != nil {
+			return Payment{}, rerr
+		}
+		p.Attempts = attempt
+		return p, nil
+	}
+
+	now := s.now()
+	p.Attempts, p.UpdateTime, p.LeaseUntil = attempt, now, time.Time{}
+	var events []Event
+	switch {
+	case outcome.Approved:
+		p.Status = StatusCaptured
+		events = []Event{s.event(EventAuthorized, p, p.Amount), s.event(EventCaptured, p, p.Amount)}
+	case outcome.Failed:
+		p.Status, p.DeclineReason, p.FailureMessage = StatusFailed, outcome.Reason, outcome.Message
+		events = []Event{s.event(EventFailed, p, p.Amount)}
+	default:
+		p.Status, p.DeclineReason, p.FailureMessage = StatusDeclined, outcome.Reason, outcome.Message
+		events = []Event{s.event(EventDeclined, p, p.Amount)}
+	}
+	// Settling must not be lost to a caller that hung up after the processor answered.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer scancel()
+	err = s.store.Settle(sctx, p, events)
+	if errors.Is(err, ErrAlreadySettled) {
+		return s.store.Get(sctx, p.ID)
+	}
+	if err != nil {
+		return Payment{}, err
+	}
+	return p, nil
+}
+
+func (s *Service) event(t EventType, p Payment, amount Money) Event {
+	return Event{ID: uuid.NewString(), Type: t, Amount: amount, Payment: p, CreateTime: p.UpdateTime}
+}
+
+// RefundInput is a request to refund a payment.
+type RefundInput struct {
+	PaymentID string
+	// Amount is what to refund; nil refunds all that is left.
+	Amount         *Money
+	Reason         string
+	IdempotencyKey string
+}
+
+// Refund returns money from a captured payment the caller may act on. The refunds of a payment
+// never add up to more than its capture, however many race; keys work as in Charge, scoped to the
+// payer.
+func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInput) (Payment, Refund, error) {
+	p, err := s.Get(ctx, caller, in.PaymentID)
+	if err != nil {
+		return Payment{}, Refund{}, err
+	}
+	amountPart := "rest"
+	if in.Amount != nil {
+		amountPart = fmt.Sprint(in.Amount.Minor)
+	}
+	fp := fingerprint(in.PaymentID, amountPart, in.Reason)
+	// A repeated request returns the refund it made, whatever the payment's state now. Keys are
+	// scoped to the payer, like charge keys.
+	if prev, err := s.store.GetRefundByKey(ctx, p.UserID, in.IdempotencyKey); err == nil {
+		if prev.Fingerprint != fp {
+			return Payment{}, Refund{}, ErrKeyReused
+		}
+		return p, prev, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return Payment{}, Refund{}, err
+	}
+	if p.Status != StatusCaptured && p.Status != StatusPartiallyRefunded {
+		return Payment{}, Refund{}, ErrNotRefundable
+	}
+	left := p.Amount.Minor - p.RefundedMinor
+	amount := left
+	if in.Amount != nil {
+		if in.Amount.Currency != p.Amount.Currency {
+			return Payment{}, Refund{}, &InvalidError{Field: "amount.currency_code", Reason: "must be the payment's currency, " + p.Amount.Currency}
+		}
+		if in.Amount.Minor <= 0 {
+			return Payment{}, Refund{}, &InvalidError{Field: "amount", Reason: "must be positive"}
+		}
+		amount = in.Amount.Minor
+	}
+	if amount <= 0 || amount > left {
+		return Payment{}, Refund{}, ErrRefundExceeds
+	}
+	r := Refund{ID: uuid.NewString(), PaymentID: p.ID, UserID: p.UserID, AmountMinor: amount, Reason: in.Reason,
+		IdempotencyKey: in.IdempotencyKey, Fingerprint: fp, CreateTime: s.now()}
+	after := p
+	after.RefundedMinor += amount
+	after.Status = StatusPartiallyRefunded
+	if after.RefundedMinor == after.Amount.Minor {
+		after.Status = StatusRefunded
+	}
+	after.UpdateTime = r.CreateTime
+	updated, err := s.store.Refund(ctx, r, s.event(EventRefunded, after, Money{Currency: p.Amount.Currency, Minor: amount}))
+	var conflict *ConflictError
+	if errors.As(err, &conflict) {
+		// A concurrent call with the same key won the race: answer as it did.
+		return s.Refund(ctx, caller, in)
+	}
+	if err != nil {
+		return Payment{}, Refund{}, err
+	}
+	return updated, r, nil
+}
+
+// Get returns a payment the caller may see: their own, or any for an admin.
+func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Payment, error) {
+	p, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Payment{}, err
+	}
+	if !caller.CanActFor(p.UserID) {
+		return Payment{}, ErrPermissionDenied
+	}
+	return p, nil
+}
+
+// scope narrows f to what the caller may see: an admin anything, a user their own payments.
+func scope(caller auth.Identity, f Filter) (Filter, error) {
+	if caller.IsAdmin() {
+		return f, nil
+	}
+	if f.UserID != "" && f.UserID != caller.Subject {
+		return Filter{}, ErrPermissionDenied
+	}
+	f.UserID = caller.Subject
+	return f, nil
+}
+
+// List returns one page of the payments matching f that the caller may see, newest first, and
+// the cursor after it (nil on the last page).
+func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, after *Cursor) ([]Payment, *Cursor, error) {
+	f, err := scope(caller, f)
+	if err != nil {
+		return nil, nil, err
+	}
+	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
+	ps, err := s.store.List(ctx, f, after, pageSize+1)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ps) <= pageSize {
+		return ps, nil, nil
+	}
+	ps = ps[:pageSize]
+	last := ps[len(ps)-1]
+	return ps, &Cursor{CreateTime: last.CreateTime, ID: last.ID}, nil
+}
+
+// Watch calls send for every event matching f that the caller may see, from now on, in order,
+// until ctx ends or send fails. Events written by any replica are seen: it polls the shared store
+// every interval.
+func (s *Service) Watch(ctx context.Context, caller auth.Identity, f Filter, interval time.Duration, send func(Event) error) error {
+	f, err := scope(caller, f)
+	if err != nil {
+		return err
+	}
+	seq, err := s.store.LastEventSeq(ctx)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		for {
+			events, err := s.store.EventsAfter(ctx, f, seq, 100)
+			if err != nil {
+				return err
+			}
+			for _, e := range events {
+				if err := send(e); err != nil {
+					return err
+				}
+				seq = e.Seq
+			}
+			if len(events) < 100 {
+				break
+			}
+		}
+	}
+}

@@ -1,0 +1,379 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	"github.com/meshmart/meshmart/services/payment/internal/payment"
+	"github.com/meshmart/meshmart/services/payment/internal/store"
+)
+
+// The suite runs the payment rules on both databases: the guarantees (one capture per key,
+// refunds within the capture) rest on the store's transactions, so each database must prove them.
+func forEachDB(t *testing.T, test func(t *testing.T, dsn string)) {
+	t.Helper()
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) { test(t, db.New(t)) })
+}
+
+func open(t *testing.T, dsn string) *store.Payments {
+	t.Helper()
+	s, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// countingProcessor wraps the simulator and counts calls per payment.
+type countingProcessor struct {
+	payment.Simulator
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingProcessor) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Outcome, error) {
+	c.mu.Lock()
+	c.calls[req.PaymentID]++
+	c.mu.Unlock()
+	return c.Simulator.Charge(ctx, req)
+}
+
+const (
+	orderID = "0b3f8a52-4c1e-4f7e-9a51-2f6c8d3e1a90"
+	alice   = "00000000-0000-4000-8000-00000000a11c"
+	bob     = "00000000-0000-4000-8000-000000000b0b"
+)
+
+var (
+	asAlice = auth.Identity{Subject: alice, Roles: []string{auth.RoleUser}}
+	asBob   = auth.Identity{Subject: bob, Roles: []string{auth.RoleUser}}
+	asAdmin = auth.Identity{Subject: "00000000-0000-4000-8000-0000000ad111", Roles: []string{auth.RoleAdmin}}
+	usd     = func(n int64) payment.Money { return payment.Money{Currency: "USD", Minor: n} }
+)
+
+func charge(token, key string) payment.ChargeInput {
+	return payment.ChargeInput{OrderID: orderID, Amount: usd(1000), Token: token, IdempotencyKey: key}
+}
+
+func TestChargeOutcomes(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		svc := payment.NewService(open(t, dsn), payment.Simulator{}, 100*time.Millisecond)
+		tests := []struct {
+			token  string
+			status payment.Status
+			reason payment.DeclineReason
+		}{
+			{payment.TokenApprove, payment.StatusCaptured, payment.DeclineUnspecified},
+			{payment.TokenDecline, payment.StatusDeclined, payment.DeclineCardDeclined},
+			{payment.TokenInsufficientFunds, payment.StatusDeclined, payment.DeclineInsufficientFunds},
+			{payment.TokenProcessorError, payment.StatusFailed, payment.DeclineProcessorError},
+			{"tok_stolen", payment.StatusDeclined, payment.DeclineInvalidPaymentMethod},
+		}
+		for _, tt := range tests {
+			p, err := svc.Charge(ctx, asAlice, charge(tt.token, "k-"+tt.token))
+			if err != nil || p.Status != tt.status || p.DeclineReason != tt.reason || p.UserID != alice {
+				t.Errorf("%s: %+v, %v; want status %v reason %v", tt.token, p, err, tt.status, tt.reason)
+			}
+		}
+	})
+}
+
+func TestTimeoutThenRetrySettles(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		proc := &countingProcessor{calls: map[string]int{}}
+		svc := payment.NewService(open(t, dsn), proc, 100*time.Millisecond)
+		first, err := svc.Charge(ctx, asAlice, charge(payment.TokenTimeout, "slow"))
+		if err != nil || first.Status != payment.StatusPending {
+			t.Fatalf("timed-out charge = %+v, %v; want PENDING", first, err)
+		}
+		again, err := svc.Charge(ctx, asAlice, charge(payment.TokenTimeout, "slow"))
+		if err != nil || again.Status != payment.StatusCaptured || again.ID != first.ID {
+			t.Fatalf("retry = %+v, %v; want the same payment CAPTURED", again, err)
+		}
+		third, err := svc.Charge(ctx, asAlice, charge(payment.TokenTimeout, "slow"))
+		if err != nil || third.Status != payment.StatusCaptured || proc.calls[first.ID] != 2 {
+			t.Fatalf("a settled payment asked the processor again: %d calls (%v)", proc.calls[first.ID], err)
+		}
+	})
+}
+
+func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		proc := &countingProcessor{Simulator: payment.Simulator{Latency: 20 * time.Millisecond}, calls: map[string]int{}}
+		// Two replicas share the database.
+		replicas := []*payment.Service{
+			payment.NewService(open(t, dsn), proc, time.Second),
+			payment.NewService(open(t, dsn), proc, time.Second),
+		}
+		var wg sync.WaitGroup
+		ids := make(chan string, 16)
+		for i := range 16 {
+			wg.Go(func() {
+				p, err := replicas[i%2].Charge(ctx, asAlice, charge(payment.TokenApprove, "dup"))
+				if err != nil {
+					t.Errorf("duplicate %d: %v", i, err)
+					return
+				}
+				if p.Status != payment.StatusCaptured {
+					t.Errorf("duplicate %d: status %v", i, p.Status)
+				}
+				ids <- p.ID
+			})
+		}
+		wg.Wait()
+		close(ids)
+		seen := map[string]bool{}
+		for id := range ids {
+			seen[id] = true
+		}
+		if len(seen) != 1 {
+			t.Fatalf("16 duplicates made %d payments", len(seen))
+		}
+		// Checked in the database: one payment, one capture event, one processor call.
+		s := open(t, dsn)
+		page, err := s.List(ctx, payment.Filter{UserID: alice}, nil, 100)
+		if err != nil || len(page) != 1 {
+			t.Fatalf("payments in the database: %d (%v)", len(page), err)
+		}
+		events, err := s.EventsAfter(ctx, payment.Filter{UserID: alice}, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		captures := 0
+		for _, e := range events {
+			if e.Type == payment.EventCaptured {
+				captures++
+			}
+		}
+		if captures != 1 || proc.calls[page[0].ID] != 1 {
+			t.Fatalf("%d capture events and %d processor calls, want 1 and 1", captures, proc.calls[page[0].ID])
+		}
+		// The same key with other parameters is refused.
+		other := charge(payment.TokenApprove, "dup")
+		other.Amount = usd(999)
+		if _, err := replicas[0].Charge(ctx, asAlice, other); !errors.Is(err, payment.ErrKeyReused) {
+			t.Errorf("key reuse = %v, want ErrKeyReused", err)
+		}
+		// An admin acting for alice shares alice's key scope: the same key is the same payment.
+		onBehalf := charge(payment.TokenApprove, "dup")
+		onBehalf.UserID = alice
+		if p, err := replicas[1].Charge(ctx, asAdmin, onBehalf); err != nil || p.ID != page[0].ID {
+			t.Errorf("an admin's retry for alice = %+v, %v; want alice's payment", p, err)
+		}
+		bobForAlice := charge(payment.TokenApprove, "other")
+		bobForAlice.UserID = alice
+		if _, err := replicas[0].Charge(ctx, asBob, bobForAlice); !errors.Is(err, payment.ErrPermissionDenied) {
+			t.Errorf("bob charging alice = %v, want ErrPermissionDenied", err)
+		}
+		// Keys are scoped per payer: bob's "dup" is his own payment.
+		if p, err := replicas[0].Charge(ctx, asBob, charge(payment.TokenApprove, "dup")); err != nil || p.ID == page[0].ID {
+			t.Errorf("bob's charge with alice's key = %+v, %v", p, err)
+		}
+	})
+}
+
+func TestRefunds(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		svc := payment.NewService(open(t, dsn), payment.Simulator{}, time.Second)
+		p, err := svc.Charge(ctx, asAlice, charge(payment.TokenApprove, "paid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		amount := usd(300)
+		after, r, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, Amount: &amount, Reason: "broken", IdempotencyKey: "r1"})
+		if err != nil || after.Status != payment.StatusPartiallyRefunded || after.RefundedMinor != 300 || r.AmountMinor != 300 {
+			t.Fatalf("partial refund = %+v, %+v, %v", after, r, err)
+		}
+		// Repeating it refunds nothing more.
+		again, r2, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, Amount: &amount, Reason: "broken", IdempotencyKey: "r1"})
+		if err != nil || r2.ID != r.ID || again.RefundedMinor != 300 {
+			t.Fatalf("repeated refund = %+v, %v", again, err)
+		}
+		eur := payment.Money{Currency: "EUR", Minor: 1}
+		var invalid *payment.InvalidError
+		if _, _, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, Amount: &eur, IdempotencyKey: "r2"}); !errors.As(err, &invalid) {
+			t.Errorf("refund in another currency = %v", err)
+		}
+		if _, _, err := svc.Refund(ctx, asBob, payment.RefundInput{PaymentID: p.ID, IdempotencyKey: "r3"}); !errors.Is(err, payment.ErrPermissionDenied) {
+			t.Errorf("bob refunding alice = %v", err)
+		}
+
+		// Concurrent over-refunds: ten calls of 200 against the 700 left; exactly three pass.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		ok, exceeded := 0, 0
+		for i := range 10 {
+			wg.Go(func() {
+				two := usd(200)
+				_, _, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, Amount: &two, IdempotencyKey: fmt.Sprint("c", i)})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, payment.ErrRefundExceeds):
+					exceeded++
+				default:
+					t.Errorf("concurrent refund: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		final, err := svc.Get(ctx, asAdmin, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != 3 || exceeded != 7 || final.RefundedMinor != 900 || len(final.Refunds) != 4 {
+			t.Fatalf("%d passed, %d exceeded, refunded %d in %d refunds; want 3, 7, 900, 4", ok, exceeded, final.RefundedMinor, len(final.Refunds))
+		}
+		// A full refund takes what is left.
+		full, _, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, IdempotencyKey: "rest"})
+		if err != nil || full.Status != payment.StatusRefunded || full.RefundedMinor != 1000 {
+			t.Fatalf("full refund = %+v, %v", full, err)
+		}
+		if _, _, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, IdempotencyKey: "more"}); !errors.Is(err, payment.ErrNotRefundable) {
+			t.Errorf("refunding a refunded payment = %v", err)
+		}
+		declined, _ := svc.Charge(ctx, asAlice, charge(payment.TokenDecline, "declined"))
+		if _, _, err := svc.Refund(ctx, asAlice, payment.RefundInput{PaymentID: declined.ID, IdempotencyKey: "d"}); !errors.Is(err, payment.ErrNotRefundable) {
+			t.Errorf("refunding a declined payment = %v", err)
+		}
+	})
+}
+
+func TestListAndWatchAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		writer := payment.NewService(open(t, dsn), payment.Simulator{}, time.Second)
+		watcher := payment.NewService(open(t, dsn), payment.Simulator{}, time.Second)
+
+		got := make(chan payment.Event, 16)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- watcher.Watch(watchCtx, asAlice, payment.Filter{}, 20*time.Millisecond, func(e payment.Event) error {
+				got <- e
+				return nil
+			})
+		}()
+		time.Sleep(100 * time.Millisecond) // let the watch take its starting point
+		p, err := writer.Charge(ctx, asAlice, charge(payment.TokenApprove, "w1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := writer.Charge(ctx, asBob, charge(payment.TokenApprove, "w2")); err != nil {
+			t.Fatal(err)
+		}
+		amount := usd(100)
+		if _, _, err := writer.Refund(ctx, asAlice, payment.RefundInput{PaymentID: p.ID, Amount: &amount, IdempotencyKey: "wr"}); err != nil {
+			t.Fatal(err)
+		}
+		want := []payment.EventType{payment.EventAuthorized, payment.EventCaptured, payment.EventRefunded}
+		for i, w := range want {
+			select {
+			case e := <-got:
+				if e.Type != w || e.Payment.UserID != alice {
+					t.Errorf("event %d = %v for %s, want %v for alice", i, e.Type, e.Payment.UserID, w)
+				}
+				if w == payment.EventRefunded && (e.Payment.RefundedMinor != 100 || e.Payment.Status != payment.StatusPartiallyRefunded) {
+					t.Errorf("refund event's payment = %+v", e.Payment)
+				}
+			case <-ctx.Done():
+				t.Fatalf("event %d never arrived", i)
+			}
+		}
+		stopWatch()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("watch ended with %v", err)
+		}
+		select {
+		case e := <-got:
+			t.Errorf("alice saw an event she should not: %+v", e)
+		default:
+		}
+		if err := watcher.Watch(ctx, asAlice, payment.Filter{UserID: bob}, time.Second, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+			t.Errorf("alice watching bob = %v", err)
+		}
+
+		// Listing: alice sees her own, newest first, paged.
+		for i := range 3 {
+			if _, err := writer.Charge(ctx, asAlice, charge(payment.TokenDecline, fmt.Sprint("l", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var all []payment.Payment
+		var cursor *payment.Cursor
+		for {
+			page, next, err := writer.List(ctx, asAlice, payment.Filter{}, 2, cursor)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, page...)
+			if next == nil {
+				break
+			}
+			cursor = next
+		}
+		if len(all) != 4 || all[len(all)-1].ID != p.ID || len(all[len(all)-1].Refunds) != 1 {
+			t.Errorf("alice's payments: %d, oldest %s with %d refunds", len(all), all[len(all)-1].ID, len(all[len(all)-1].Refunds))
+		}
+		if _, _, err := writer.List(ctx, asAlice, payment.Filter{UserID: bob}, 10, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+			t.Errorf("alice listing bob = %v", err)
+		}
+		everyone, _, err := writer.List(ctx, asAdmin, payment.Filter{OrderID: orderID}, 100, nil)
+		if err != nil || len(everyone) != 5 {
+			t.Errorf("admin listing the order: %d, %v", len(everyone), err)
+		}
+	})
+}
+
+// TestClaimOfADeadReplicaExpires leaves a claim behind as a replica that died mid-call would: a
+// retry with the same key waits for the lease to run out, then settles the payment itself.
+func TestClaimOfADeadReplicaExpires(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		s := open(t, dsn)
+		proc := &countingProcessor{calls: map[string]int{}}
+		svc := payment.NewService(s, proc, 100*time.Millisecond)
+		first, err := svc.Charge(ctx, asAlice, charge(payment.TokenTimeout, "dies"))
+		if err != nil || first.Status != payment.StatusPending {
+			t.Fatalf("first charge = %+v, %v", first, err)
+		}
+		// The "dead" replica claims the payment and never comes back; its lease ends soon.
+		now := time.Now().UTC()
+		if _, ok, err := s.Claim(ctx, first.ID, now, now.Add(700*time.Millisecond)); err != nil || !ok {
+			t.Fatalf("claim = %v, %v", ok, err)
+		}
+		start := time.Now()
+		retryCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		settled, err := svc.Charge(retryCtx, asAlice, charge(payment.TokenTimeout, "dies"))
+		if err != nil || settled.Status != payment.StatusCaptured {
+			t.Fatalf("retry after the dead replica = %+v, %v; want CAPTURED", settled, err)
+		}
+		if waited := time.Since(start); waited < 500*time.Millisecond {
+			t.Errorf("the retry took over a live claim after %v", waited)
+		}
+		if settled.Attempts != 3 || proc.calls[first.ID] != 2 {
+			t.Errorf("attempts %d and %d processor calls; want 3 attempts (one by the dead replica) and 2 calls", settled.Attempts, proc.calls[first.ID])
+		}
+	})
+}

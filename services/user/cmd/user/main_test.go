@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+// TestEndToEnd runs the real binary, registered in a real Consul agent, on each database, and
+// calls it through consul:// as other services do.
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	bin := testkit.BuildBinary(t, ".")
+	agent := testkit.StartConsul(t)
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) { endToEnd(t, bin, agent, db.New(t), db.Name) })
+}
+
+func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) {
+	privPEM, pubPEM, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	keyFile, pubFile := filepath.Join(dir, "auth.key.pem"), filepath.Join(dir, "auth.pub.pem")
+	if err := os.WriteFile(keyFile, privPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testkit.StartProcess(t, "user service", bin, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
+		"-consul-addr", agent.Addr, "-tags", tag, "-check-interval", "500ms", "-drain-delay", "100ms",
+		"-signing-key", keyFile, "-auth-public-key", pubFile, "-admin-emails", "root@example.com"},
+		"DATABASE_URL="+dsn)
+
+	cc, err := client.Dial("consul://"+agent.Addr+"/user?tag="+tag, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	users := userv1.NewUserServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The service is reachable once it has registered.
+	var created *userv1.CreateUserResponse
+	for {
+		created, err = users.CreateUser(ctx, &userv1.CreateUserRequest{Email: "root@example.com", Username: "root", Password: "correct horse", GivenName: "Root"})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	login, err := users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: "root"}, Password: "correct horse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
+	got, err := users.GetUser(authed, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})
+	if err != nil || got.GetUser().GetEmail() != "root@example.com" {
+		t.Fatalf("GetUser = %v, %v", got, err)
+	}
+	list, err := users.ListUsers(authed, &userv1.ListUsersRequest{})
+	if err != nil || len(list.GetUsers()) != 1 {
+		t.Fatalf("ListUsers as admin = %v, %v", list, err)
+	}
+	_, err = users.GetUser(ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("GetUser without a token = %v", err)
+	}
+}

@@ -1,0 +1,268 @@
+package grpcapi_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+	"github.com/meshmart/meshmart/services/user/internal/grpcapi"
+	"github.com/meshmart/meshmart/services/user/internal/store"
+	"github.com/meshmart/meshmart/services/user/internal/user"
+)
+
+const adminEmail = "admin@example.com"
+
+// newClient runs the user service over bufconn behind the real chassis, on a fresh SQLite file.
+func newClient(t *testing.T) userv1.UserServiceClient {
+	t.Helper()
+	keys := testkit.NewKeys(t)
+	users, err := store.Open(context.Background(), testkit.SQLitePath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { users.Close() })
+	svc, err := user.NewService(users, keys.Issuer, []byte("a page key of enough bytes"), user.WithAdminEmails(adminEmail))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := grpcapi.New(svc, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testkit.TestConfig()
+	cfg.AuthPublicKey = keys.PublicKeyFile
+	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
+		srv, err := server.New("user", cfg, testkit.Logger(t), server.WithListener(lis), server.WithPublicMethods(grpcapi.PublicMethods...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.RegisterService(&userv1.UserService_ServiceDesc, api)
+		return srv
+	})
+	return userv1.NewUserServiceClient(cc)
+}
+
+type account struct {
+	user *userv1.User
+	ctx  context.Context // carries the account's token
+}
+
+// signUp creates an account and logs it in.
+func signUp(t *testing.T, c userv1.UserServiceClient, email, username string) account {
+	t.Helper()
+	ctx := context.Background()
+	created, err := c.CreateUser(ctx, &userv1.CreateUserRequest{Email: email, Username: username, Password: "correct horse", GivenName: "Ada"})
+	if err != nil {
+		t.Fatalf("CreateUser %s: %v", username, err)
+	}
+	login, err := c.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Email{Email: email}, Password: "correct horse"})
+	if err != nil {
+		t.Fatalf("Login %s: %v", username, err)
+	}
+	if login.GetTokenType() != "Bearer" || login.GetExpireTime().AsTime().Before(time.Now()) || login.GetUser().GetId() != created.GetUser().GetId() {
+		t.Fatalf("Login = %v", login)
+	}
+	return account{created.GetUser(), metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())}
+}
+
+func code(t *testing.T, err error, want codes.Code) {
+	t.Helper()
+	if status.Code(err) != want {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+}
+
+func TestSignUpAndLogin(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ada := signUp(t, c, "Ada@Example.com", "Ada")
+	if ada.user.GetEmail() != "ada@example.com" || ada.user.GetUsername() != "ada" || ada.user.GetEtag() == "" {
+		t.Errorf("created user = %v", ada.user)
+	}
+	_, err := c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "ada@example.com", Username: "other", Password: "correct horse", GivenName: "A"})
+	code(t, err, codes.AlreadyExists)
+	_, err = c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "x@example.com", Username: "ADA", Password: "correct horse", GivenName: "A"})
+	code(t, err, codes.AlreadyExists)
+	_, err = c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "not an email", Username: "x", Password: "short", GivenName: "A"})
+	code(t, err, codes.InvalidArgument)
+
+	for _, req := range []*userv1.LoginRequest{
+		{Identifier: &userv1.LoginRequest_Username{Username: "ada"}, Password: "wrong horse"},
+		{Identifier: &userv1.LoginRequest_Username{Username: "nobody"}, Password: "correct horse"},
+	} {
+		_, err := c.Login(context.Background(), req)
+		code(t, err, codes.Unauthenticated)
+		if status.Convert(err).Message() != "wrong email, username or password" {
+			t.Errorf("login failures must look alike, got %q", status.Convert(err).Message())
+		}
+	}
+}
+
+func TestReadUpdateDelete(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	ada, bob := signUp(t, c, "ada@example.com", "ada"), signUp(t, c, "bob@example.com", "bob")
+	admin := signUp(t, c, adminEmail, "root")
+
+	got, err := c.GetUser(ada.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ADA"}})
+	if err != nil || got.GetUser().GetId() != ada.user.GetId() {
+		t.Fatalf("GetUser self = %v, %v", got, err)
+	}
+	_, err = c.GetUser(ada.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: bob.user.GetId()}})
+	code(t, err, codes.PermissionDenied)
+	_, err = c.GetUser(context.Background(), &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: bob.user.GetId()}})
+	code(t, err, codes.Unauthenticated)
+	if _, err := c.GetUser(admin.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Email{Email: "bob@example.com"}}); err != nil {
+		t.Fatalf("an admin reading bob: %v", err)
+	}
+
+	update := func(ctx context.Context, u *userv1.User, paths ...string) (*userv1.User, error) {
+		resp, err := c.UpdateUser(ctx, &userv1.UpdateUserRequest{User: u, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}})
+		return resp.GetUser(), err
+	}
+	changed, err := update(ada.ctx, &userv1.User{Id: ada.user.GetId(), FamilyName: "Lovelace", Etag: ada.user.GetEtag()}, "family_name")
+	if err != nil || changed.GetFamilyName() != "Lovelace" || changed.GetEtag() == ada.user.GetEtag() {
+		t.Fatalf("UpdateUser = %v, %v", changed, err)
+	}
+	_, err = update(ada.ctx, &userv1.User{Id: ada.user.GetId(), FamilyName: "Byron", Etag: ada.user.GetEtag()}, "family_name")
+	code(t, err, codes.Aborted)
+	_, err = update(ada.ctx, &userv1.User{Id: ada.user.GetId()}, "create_time")
+	code(t, err, codes.InvalidArgument)
+	_, err = update(ada.ctx, &userv1.User{Id: ada.user.GetId(), Roles: []userv1.Role{userv1.Role_ROLE_ADMIN}}, "roles")
+	code(t, err, codes.PermissionDenied)
+	_, err = update(ada.ctx, &userv1.User{Id: bob.user.GetId(), GivenName: "X"}, "given_name")
+	code(t, err, codes.PermissionDenied)
+	_, err = update(ada.ctx, &userv1.User{Id: ada.user.GetId(), Username: "bob"}, "username")
+	code(t, err, codes.AlreadyExists)
+	suspended, err := update(admin.ctx, &userv1.User{Id: bob.user.GetId(), Status: userv1.UserStatus_USER_STATUS_SUSPENDED}, "status")
+	if err != nil || suspended.GetStatus() != userv1.UserStatus_USER_STATUS_SUSPENDED {
+		t.Fatalf("admin suspends bob = %v, %v", suspended, err)
+	}
+
+	_, err = c.DeleteUser(ada.ctx, &userv1.DeleteUserRequest{Id: ada.user.GetId(), Etag: ada.user.GetEtag()})
+	code(t, err, codes.Aborted)
+	deleted, err := c.DeleteUser(ada.ctx, &userv1.DeleteUserRequest{Id: ada.user.GetId()})
+	if err != nil || deleted.GetUser().GetDeleteTime() == nil || deleted.GetUser().GetStatus() != userv1.UserStatus_USER_STATUS_DELETED {
+		t.Fatalf("DeleteUser = %v, %v", deleted, err)
+	}
+	_, err = c.GetUser(admin.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: ada.user.GetId()}})
+	code(t, err, codes.NotFound)
+	_, err = c.Login(context.Background(), &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: "ada"}, Password: "correct horse"})
+	code(t, err, codes.Unauthenticated)
+}
+
+func TestListExportImport(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	admin := signUp(t, c, adminEmail, "root")
+	ada := signUp(t, c, "ada@example.com", "ada")
+
+	_, err := c.ListUsers(ada.ctx, &userv1.ListUsersRequest{})
+	code(t, err, codes.PermissionDenied)
+
+	// Import: two good, one duplicate, one invalid, one empty.
+	stream, err := c.ImportUsers(admin.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []*userv1.CreateUserRequest{
+		{Email: "c1@example.com", Username: "cc1", Password: "correct horse", GivenName: "C"},
+		{Email: "ada@example.com", Username: "cc2", Password: "correct horse", GivenName: "C"},
+		{Email: "bad", Username: "cc3", Password: "correct horse", GivenName: "C"},
+		nil,
+		{Email: "c5@example.com", Username: "cc5", Password: "correct horse", GivenName: "C"},
+	} {
+		if err := stream.Send(&userv1.ImportUsersRequest{User: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	summary, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if summary.GetCreatedCount() != 2 || summary.GetFailedCount() != 3 || len(summary.GetResults()) != 5 {
+		t.Fatalf("import summary = %v", summary)
+	}
+	wantCodes := []codes.Code{codes.OK, codes.AlreadyExists, codes.InvalidArgument, codes.InvalidArgument, codes.OK}
+	wantFields := []string{"", "email", "email", "user", ""}
+	for i, r := range summary.GetResults() {
+		got := codes.OK
+		if r.GetError() != nil {
+			got = codes.Code(r.GetError().GetCode())
+		}
+		if r.GetIndex() != int64(i) || got != wantCodes[i] || r.GetError().GetField() != wantFields[i] {
+			t.Errorf("result %d = %v, want code %v field %q", i, r, wantCodes[i], wantFields[i])
+		}
+	}
+
+	// Paging through the 4 live accounts two at a time.
+	var names []string
+	token := ""
+	for {
+		page, err := c.ListUsers(admin.ctx, &userv1.ListUsersRequest{PageSize: 2, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range page.GetUsers() {
+			names = append(names, u.GetUsername())
+		}
+		if token = page.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if len(names) != 4 {
+		t.Errorf("listed %v, want 4 accounts", names)
+	}
+	_, err = c.ListUsers(admin.ctx, &userv1.ListUsersRequest{PageToken: "forged.token"})
+	code(t, err, codes.InvalidArgument)
+
+	// Export streams every account; a client that cancels ends it.
+	export, err := c.ExportUsers(admin.ctx, &userv1.ExportUsersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, err := export.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 4 {
+		t.Errorf("exported %d accounts, want 4", n)
+	}
+	_, err = c.ExportUsers(ada.ctx, &userv1.ExportUsersRequest{})
+	if err == nil {
+		s, _ := c.ExportUsers(ada.ctx, &userv1.ExportUsersRequest{})
+		_, err = s.Recv()
+	}
+	code(t, err, codes.PermissionDenied)
+}
+
+func TestInvalidRequestNamesTheField(t *testing.T) {
+	t.Parallel()
+	c := newClient(t)
+	_, err := c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "ok@example.com", Username: "-bad", Password: "correct horse", GivenName: "A"})
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && br.GetFieldViolations()[0].GetField() == "username" {
+			return
+		}
+	}
+	t.Fatalf("CreateUser with a bad username = %v, want a field violation on username", err)
+}

@@ -1,0 +1,206 @@
+// Package store keeps the user service's accounts in SQL: SQLite or PostgreSQL, through one set
+// of queries. It implements user.Store.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/services/user/internal/user"
+	"github.com/meshmart/meshmart/services/user/migrations"
+)
+
+// Users is the SQL account store.
+type Users struct{ db *store.DB }
+
+var _ user.Store = (*Users)(nil)
+
+// Open opens the database at dsn (see store.Open), applies the migrations and returns the store.
+func Open(ctx context.Context, dsn string) (*Users, error) {
+	db, err := store.OpenMigrated(ctx, dsn, migrations.FS)
+	if err != nil {
+		return nil, err
+	}
+	return &Users{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Users) Close() error { return s.db.Close() }
+
+// Ping checks the database is reachable.
+func (s *Users) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+const columns = "id, email, username, given_name, family_name, password_hash, status, roles, version, create_time, update_time, delete_time"
+
+// execer is what Create needs of a *sql.DB or *sql.Tx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Users) insert(ctx context.Context, e execer, u user.User) error {
+	_, err := e.ExecContext(ctx, s.db.Rebind("INSERT INTO users ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+		u.ID, u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status),
+		strings.Join(u.Roles, ","), u.Version, store.Micros(u.CreateTime), store.Micros(u.UpdateTime), store.Micros(u.DeleteTime))
+	return conflict(err)
+}
+
+// Create implements user.Store.
+func (s *Users) Create(ctx context.Context, u user.User) error {
+	if err := s.insert(ctx, s.db, u); err != nil {
+		return fmt.Errorf("create user: %w", err)
+	}
+	return nil
+}
+
+// CreateBatch implements user.Store: one transaction, one savepoint per account, so a failed
+// insert is undone alone and the batch costs one commit.
+func (s *Users) CreateBatch(ctx context.Context, us []user.User) []error {
+	errs := make([]error, len(us))
+	if len(us) == 0 {
+		return errs
+	}
+	err := store.InTx(ctx, s.db, func(tx *sql.Tx) error {
+		for i, u := range us {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT item"); err != nil {
+				return err
+			}
+			if err := s.insert(ctx, tx, u); err != nil {
+				errs[i] = err
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT item"); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT item"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Nothing was committed: every item failed.
+		for i := range errs {
+			errs[i] = fmt.Errorf("create users: %w", err)
+		}
+	}
+	return errs
+}
+
+// Get implements user.Store.
+func (s *Users) Get(ctx context.Context, l user.Lookup) (user.User, error) {
+	var where, arg string
+	switch {
+	case l.ID != "":
+		where, arg = "id", l.ID
+	case l.Email != "":
+		where, arg = "email", l.Email
+	case l.Username != "":
+		where, arg = "username", l.Username
+	default:
+		return user.User{}, user.ErrNotFound
+	}
+	row := s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+columns+" FROM users WHERE "+where+" = ?"), arg)
+	u, err := scan(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return user.User{}, user.ErrNotFound
+	}
+	if err != nil {
+		return user.User{}, fmt.Errorf("get user by %s: %w", where, err)
+	}
+	return u, nil
+}
+
+// Update implements user.Store.
+func (s *Users) Update(ctx context.Context, u user.User) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE users SET email = ?, username = ?, given_name = ?, family_name = ?,
+		password_hash = ?, status = ?, roles = ?, version = ?, update_time = ?, delete_time = ?
+		WHERE id = ? AND version = ?`),
+		u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status), strings.Join(u.Roles, ","),
+		u.Version, store.Micros(u.UpdateTime), store.Micros(u.DeleteTime), u.ID, u.Version-1)
+	if err != nil {
+		return fmt.Errorf("update user %s: %w", u.ID, conflict(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update user %s: %w", u.ID, err)
+	}
+	if n == 0 {
+		return user.ErrStale
+	}
+	return nil
+}
+
+// List implements user.Store.
+func (s *Users) List(ctx context.Context, f user.Filter, after *user.Cursor, limit int) ([]user.User, error) {
+	q := "SELECT " + columns + " FROM users WHERE "
+	var args []any
+	if f.Status == user.StatusUnspecified {
+		q += "status <> ?"
+		args = append(args, int(user.StatusDeleted))
+	} else {
+		q += "status = ?"
+		args = append(args, int(f.Status))
+	}
+	if after != nil {
+		q += " AND (create_time, id) > (?, ?)"
+		args = append(args, store.Micros(after.CreateTime), after.ID)
+	}
+	q += " ORDER BY create_time, id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	defer rows.Close()
+	var out []user.User
+	for rows.Next() {
+		u, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	return out, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scan(r scanner) (user.User, error) {
+	var (
+		u                         user.User
+		status                    int
+		roles                     string
+		created, updated, deleted int64
+	)
+	err := r.Scan(&u.ID, &u.Email, &u.Username, &u.GivenName, &u.FamilyName, &u.PasswordHash, &status, &roles,
+		&u.Version, &created, &updated, &deleted)
+	if err != nil {
+		return user.User{}, err
+	}
+	u.Status = user.Status(status)
+	if roles != "" {
+		u.Roles = strings.Split(roles, ",")
+	}
+	u.CreateTime, u.UpdateTime, u.DeleteTime = store.FromMicros(created), store.FromMicros(updated), store.FromMicros(deleted)
+	return u, nil
+}
+
+// conflict turns a unique violation into the *user.ConflictError naming the taken field.
+func conflict(err error) error {
+	what, ok := store.UniqueViolation(err)
+	if !ok {
+		return err
+	}
+	for _, field := range []string{"email", "username"} {
+		if strings.Contains(what, field) {
+			return &user.ConflictError{Field: field}
+		}
+	}
+	return &user.ConflictError{Field: "id"}
+}

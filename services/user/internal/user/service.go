@@ -1,0 +1,333 @@
+package user
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/pagetoken"
+)
+
+// Page sizes for List.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 500
+)
+
+// exportBatch is how many accounts Export reads from the store at a time.
+const exportBatch = 100
+
+// Service carries out the user service's use cases. It is safe for concurrent use.
+type Service struct {
+	store  Store
+	issuer *auth.Issuer
+	pager  pager
+	now    func() time.Time
+	// dummyHash is checked against when a login names no account, so that an unknown user costs
+	// as much time as a wrong password and cannot be told apart by timing.
+	dummyHash string
+	admins    map[string]bool
+}
+
+// Option configures NewService.
+type Option func(*Service)
+
+// WithAdminEmails makes accounts that sign up with one of emails admins. It is how a deployment
+// gets its first admin; none by default.
+func WithAdminEmails(emails ...string) Option {
+	return func(s *Service) {
+		for _, e := range emails {
+			if e = normalise(e); e != "" {
+				s.admins[e] = true
+			}
+		}
+	}
+}
+
+// NewService returns a Service keeping accounts in store, issuing tokens with issuer, and signing
+// page tokens with pageKey (the same on every replica).
+func NewService(store Store, issuer *auth.Issuer, pageKey []byte, opts ...Option) (*Service, error) {
+	if len(pageKey) < 16 {
+		return nil, errors.New("user: the page token key must be at least 16 bytes")
+	}
+	dummy, err := HashPassword(uuid.NewString())
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{store: store, issuer: issuer, pager: pager{key: pageKey}, now: func() time.Time { return time.Now().UTC() },
+		dummyHash: dummy, admins: map[string]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
+}
+
+// newAccount builds the account nu describes, hashing its password.
+func (s *Service) newAccount(nu NewUser) (User, error) {
+	if strings.TrimSpace(nu.Email) == "" || strings.TrimSpace(nu.Username) == "" {
+		return User{}, &InvalidError{Field: "email", Reason: "email and username are required"}
+	}
+	if len(nu.Password) < 8 {
+		return User{}, &InvalidError{Field: "password", Reason: "must be at least 8 characters"}
+	}
+	hash, err := HashPassword(nu.Password)
+	if err != nil {
+		return User{}, fmt.Errorf("hash password: %w", err)
+	}
+	now := s.now().Truncate(time.Microsecond)
+	roles := []string{RoleUser}
+	if s.admins[normalise(nu.Email)] {
+		roles = append(roles, RoleAdmin)
+	}
+	return User{
+		ID:           uuid.NewString(),
+		Email:        normalise(nu.Email),
+		Username:     normalise(nu.Username),
+		GivenName:    strings.TrimSpace(nu.GivenName),
+		FamilyName:   strings.TrimSpace(nu.FamilyName),
+		PasswordHash: hash,
+		Status:       StatusActive,
+		Roles:        roles,
+		Version:      1,
+		CreateTime:   now,
+		UpdateTime:   now,
+	}, nil
+}
+
+func normalise(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// Create signs a user up.
+func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
+	u, err := s.newAccount(nu)
+	if err != nil {
+		return User{}, err
+	}
+	if err := s.store.Create(ctx, u); err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+// Login checks an account's password and issues an access token for it. Any failure, whether no
+// such account, a deleted one or a wrong password, is ErrBadCredentials.
+func (s *Service) Login(ctx context.Context, l Lookup, password string) (token string, expiry time.Time, u User, err error) {
+	u, err = s.store.Get(ctx, normaliseLookup(l))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		_, _ = CheckPassword(s.dummyHash, password)
+		return "", time.Time{}, User{}, ErrBadCredentials
+	case err != nil:
+		return "", time.Time{}, User{}, err
+	}
+	ok, err := CheckPassword(u.PasswordHash, password)
+	if err != nil {
+		return "", time.Time{}, User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
+	}
+	if !ok || u.Status == StatusDeleted {
+		return "", time.Time{}, User{}, ErrBadCredentials
+	}
+	token, expiry, err = s.issuer.Issue(u.ID, u.Roles)
+	if err != nil {
+		return "", time.Time{}, User{}, err
+	}
+	return token, expiry, u, nil
+}
+
+func normaliseLookup(l Lookup) Lookup {
+	return Lookup{ID: l.ID, Email: normalise(l.Email), Username: normalise(l.Username)}
+}
+
+// Get returns an account the caller may read: their own, or any for an admin. Deleted accounts are
+// ErrNotFound.
+func (s *Service) Get(ctx context.Context, caller auth.Identity, l Lookup) (User, error) {
+	u, err := s.live(ctx, normaliseLookup(l))
+	if err != nil {
+		return User{}, err
+	}
+	if !caller.CanActFor(u.ID) {
+		return User{}, ErrPermissionDenied
+	}
+	return u, nil
+}
+
+// live returns the account matching l unless it is deleted.
+func (s *Service) live(ctx context.Context, l Lookup) (User, error) {
+	u, err := s.store.Get(ctx, l)
+	if err != nil {
+		return User{}, err
+	}
+	if u.Status == StatusDeleted {
+		return User{}, ErrNotFound
+	}
+	return u, nil
+}
+
+// Update applies p to account id when the caller may change it. A non-empty etag must match the
+// account's, else ErrStale. Only admins may change status and roles; nobody may set the deleted
+// status here.
+func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag string, p Patch) (User, error) {
+	u, err := s.writable(ctx, caller, id, etag)
+	if err != nil {
+		return User{}, err
+	}
+	for _, path := range p.Paths {
+		switch path {
+		case "email":
+			u.Email = normalise(p.Email)
+		case "username":
+			u.Username = normalise(p.Username)
+		case "given_name":
+			u.GivenName = strings.TrimSpace(p.GivenName)
+		case "family_name":
+			u.FamilyName = strings.TrimSpace(p.FamilyName)
+		case "status", "roles":
+			if !caller.IsAdmin() {
+				return User{}, ErrPermissionDenied
+			}
+			if path == "status" {
+				if p.Status != StatusActive && p.Status != StatusSuspended {
+					return User{}, &InvalidError{Field: "user.status", Reason: "must be ACTIVE or SUSPENDED; use DeleteUser to delete"}
+				}
+				u.Status = p.Status
+			} else {
+				if len(p.Roles) == 0 {
+					return User{}, &InvalidError{Field: "user.roles", Reason: "an account needs at least one role"}
+				}
+				u.Roles = slices.Clone(p.Roles)
+			}
+		default:
+			return User{}, &InvalidError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated", path)}
+		}
+	}
+	return s.save(ctx, u)
+}
+
+// Delete soft-deletes account id when the caller may change it.
+func (s *Service) Delete(ctx context.Context, caller auth.Identity, id, etag string) (User, error) {
+	u, err := s.writable(ctx, caller, id, etag)
+	if err != nil {
+		return User{}, err
+	}
+	u.Status = StatusDeleted
+	u.DeleteTime = s.now().Truncate(time.Microsecond)
+	return s.save(ctx, u)
+}
+
+// writable reads account id for a change by caller, checking permission and etag.
+func (s *Service) writable(ctx context.Context, caller auth.Identity, id, etag string) (User, error) {
+	u, err := s.live(ctx, Lookup{ID: id})
+	if err != nil {
+		return User{}, err
+	}
+	if !caller.CanActFor(u.ID) {
+		return User{}, ErrPermissionDenied
+	}
+	if etag != "" && etag != u.Etag() {
+		return User{}, ErrStale
+	}
+	return u, nil
+}
+
+func (s *Service) save(ctx context.Context, u User) (User, error) {
+	u.Version++
+	u.UpdateTime = s.now().Truncate(time.Microsecond)
+	if err := s.store.Update(ctx, u); err != nil {
+		return User{}, err
+	}
+	return u, nil
+}
+
+// List returns one page of accounts (admins only) and the token of the next page ("" on the
+// last).
+func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, pageToken string) ([]User, string, error) {
+	if !caller.IsAdmin() {
+		return nil, "", ErrPermissionDenied
+	}
+	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
+	var after *Cursor
+	if pageToken != "" {
+		var err error
+		if after, err = s.pager.read(pageToken, f); err != nil {
+			return nil, "", err
+		}
+	}
+	// One more than asked for tells whether another page follows.
+	users, err := s.store.List(ctx, f, after, pageSize+1)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(users) <= pageSize {
+		return users, "", nil
+	}
+	users = users[:pageSize]
+	last := users[len(users)-1]
+	return users, s.pager.issue(f, Cursor{CreateTime: last.CreateTime, ID: last.ID}), nil
+}
+
+// Export calls send for every account matching f, oldest first (admins only). It reads in
+// batches, so memory stays flat however many accounts there are, and stops at the first error
+// from send or when ctx ends.
+func (s *Service) Export(ctx context.Context, caller auth.Identity, f Filter, send func(User) error) error {
+	if !caller.IsAdmin() {
+		return ErrPermissionDenied
+	}
+	var after *Cursor
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		users, err := s.store.List(ctx, f, after, exportBatch)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			if err := send(u); err != nil {
+				return err
+			}
+		}
+		if len(users) < exportBatch {
+			return nil
+		}
+		last := users[len(users)-1]
+		after = &Cursor{CreateTime: last.CreateTime, ID: last.ID}
+	}
+}
+
+// ImportResult is what became of one imported account: the account, or why it was not created.
+type ImportResult struct {
+	User User
+	Err  error
+}
+
+// Import creates the accounts nus describe (admins only), each on its own: a bad or conflicting
+// one fails alone and leaves no trace.
+func (s *Service) Import(ctx context.Context, caller auth.Identity, nus []NewUser) ([]ImportResult, error) {
+	if !caller.IsAdmin() {
+		return nil, ErrPermissionDenied
+	}
+	results := make([]ImportResult, len(nus))
+	var batch []User
+	var at []int
+	for i, nu := range nus {
+		u, err := s.newAccount(nu)
+		if err != nil {
+			results[i].Err = err
+			continue
+		}
+		results[i].User = u
+		batch = append(batch, u)
+		at = append(at, i)
+	}
+	for j, err := range s.store.CreateBatch(ctx, batch) {
+		if err != nil {
+			results[at[j]] = ImportResult{Err: err}
+		}
+	}
+	return results, nil
+}

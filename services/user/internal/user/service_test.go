@@ -1,0 +1,233 @@
+package user_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	"github.com/meshmart/meshmart/services/user/internal/store"
+	"github.com/meshmart/meshmart/services/user/internal/user"
+)
+
+// newService returns a service on a fresh SQLite file: a real store, no network.
+func newService(t *testing.T) *user.Service {
+	t.Helper()
+	s, err := store.Open(context.Background(), testkit.SQLitePath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	svc, err := user.NewService(s, testkit.NewKeys(t).Issuer, []byte("a page key of enough bytes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+func signUp(t *testing.T, svc *user.Service, name string) user.User {
+	t.Helper()
+	u, err := svc.Create(context.Background(), user.NewUser{
+		Email: strings.ToUpper(name) + "@Example.com ", Username: " " + strings.ToUpper(name), Password: "correct horse", GivenName: "Ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+var admin = auth.Identity{Subject: "00000000-0000-4000-8000-00000000000a", Roles: []string{auth.RoleAdmin}}
+
+func self(u user.User) auth.Identity { return auth.Identity{Subject: u.ID, Roles: u.Roles} }
+
+func TestSignUpAndLogin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := newService(t)
+	ada := signUp(t, svc, "ada")
+	if ada.Email != "ada@example.com" || ada.Username != "ada" || ada.Status != user.StatusActive || ada.PasswordHash == "correct horse" {
+		t.Fatalf("stored account = %+v", ada)
+	}
+	var ce *user.ConflictError
+	if _, err := svc.Create(ctx, user.NewUser{Email: "ADA@example.com", Username: "other", Password: "correct horse", GivenName: "A"}); !errors.As(err, &ce) || ce.Field != "email" {
+		t.Errorf("duplicate email, case aside: %v", err)
+	}
+
+	token, exp, who, err := svc.Login(ctx, user.Lookup{Username: "ADA"}, "correct horse")
+	if err != nil || token == "" || exp.IsZero() || who.ID != ada.ID {
+		t.Fatalf("Login = %q, %v, %v", token, who.ID, err)
+	}
+	for name, try := range map[string]struct {
+		l  user.Lookup
+		pw string
+	}{
+		"wrong password": {user.Lookup{Email: "ada@example.com"}, "wrong horse"},
+		"unknown user":   {user.Lookup{Username: "nobody"}, "correct horse"},
+	} {
+		if _, _, _, err := svc.Login(ctx, try.l, try.pw); !errors.Is(err, user.ErrBadCredentials) {
+			t.Errorf("%s: Login = %v, want ErrBadCredentials", name, err)
+		}
+	}
+	if _, err := svc.Delete(ctx, self(ada), ada.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := svc.Login(ctx, user.Lookup{Username: "ada"}, "correct horse"); !errors.Is(err, user.ErrBadCredentials) {
+		t.Errorf("a deleted user logged in: %v", err)
+	}
+}
+
+func TestReadAndChangePermissions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := newService(t)
+	ada, bob := signUp(t, svc, "ada"), signUp(t, svc, "bob")
+
+	if _, err := svc.Get(ctx, self(ada), user.Lookup{ID: ada.ID}); err != nil {
+		t.Errorf("reading oneself: %v", err)
+	}
+	if _, err := svc.Get(ctx, self(ada), user.Lookup{Username: "bob"}); !errors.Is(err, user.ErrPermissionDenied) {
+		t.Errorf("reading someone else = %v, want ErrPermissionDenied", err)
+	}
+	if _, err := svc.Get(ctx, admin, user.Lookup{Email: "BOB@example.com"}); err != nil {
+		t.Errorf("an admin reading anyone: %v", err)
+	}
+	if _, err := svc.Update(ctx, self(ada), bob.ID, "", user.Patch{Paths: []string{"given_name"}, GivenName: "X"}); !errors.Is(err, user.ErrPermissionDenied) {
+		t.Errorf("changing someone else = %v", err)
+	}
+	if _, err := svc.Update(ctx, self(ada), ada.ID, "", user.Patch{Paths: []string{"roles"}, Roles: []string{"admin"}}); !errors.Is(err, user.ErrPermissionDenied) {
+		t.Errorf("a user making themselves admin = %v", err)
+	}
+	if _, err := svc.Update(ctx, admin, ada.ID, "", user.Patch{Paths: []string{"status"}, Status: user.StatusDeleted}); err == nil {
+		t.Errorf("status DELETED through Update was accepted")
+	}
+	up, err := svc.Update(ctx, admin, bob.ID, "", user.Patch{Paths: []string{"status", "given_name"}, Status: user.StatusSuspended, GivenName: " Robert "})
+	if err != nil || up.Status != user.StatusSuspended || up.GivenName != "Robert" || up.Version != bob.Version+1 {
+		t.Errorf("admin update = %+v, %v", up, err)
+	}
+}
+
+func TestEtags(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := newService(t)
+	ada := signUp(t, svc, "ada")
+	first, err := svc.Update(ctx, self(ada), ada.ID, ada.Etag(), user.Patch{Paths: []string{"family_name"}, FamilyName: "Lovelace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Update(ctx, self(ada), ada.ID, ada.Etag(), user.Patch{Paths: []string{"family_name"}, FamilyName: "Byron"}); !errors.Is(err, user.ErrStale) {
+		t.Errorf("update with an old etag = %v, want ErrStale", err)
+	}
+	if _, err := svc.Delete(ctx, self(ada), ada.ID, ada.Etag()); !errors.Is(err, user.ErrStale) {
+		t.Errorf("delete with an old etag = %v, want ErrStale", err)
+	}
+	if _, err := svc.Delete(ctx, self(ada), ada.ID, first.Etag()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Get(ctx, admin, user.Lookup{ID: ada.ID}); !errors.Is(err, user.ErrNotFound) {
+		t.Errorf("a deleted user = %v, want ErrNotFound", err)
+	}
+	if _, err := svc.Delete(ctx, self(ada), ada.ID, ""); !errors.Is(err, user.ErrNotFound) {
+		t.Errorf("deleting twice = %v, want ErrNotFound", err)
+	}
+}
+
+func TestListPagesAndTokens(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := newService(t)
+	var want []string
+	for i := range 7 {
+		want = append(want, signUp(t, svc, fmt.Sprintf("user%d", i)).ID)
+	}
+	if _, _, err := svc.List(ctx, self(user.User{ID: want[0]}), user.Filter{}, 0, ""); !errors.Is(err, user.ErrPermissionDenied) {
+		t.Errorf("a user listing = %v", err)
+	}
+	var got []string
+	token := ""
+	for pages := 0; ; pages++ {
+		page, next, err := svc.List(ctx, admin, user.Filter{}, 3, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range page {
+			got = append(got, u.ID)
+		}
+		if next == "" {
+			if pages != 2 {
+				t.Errorf("7 users in pages of 3 took %d pages", pages+1)
+			}
+			break
+		}
+		token = next
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("pages = %v, want %v", got, want)
+	}
+	_, next, err := svc.List(ctx, admin, user.Filter{}, 3, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var invalid *user.InvalidError
+	if _, _, err := svc.List(ctx, admin, user.Filter{Status: user.StatusSuspended}, 3, next); !errors.As(err, &invalid) {
+		t.Errorf("a token reused with another filter = %v, want InvalidError", err)
+	}
+	forged := next[:len(next)-2] + "AA"
+	if _, _, err := svc.List(ctx, admin, user.Filter{}, 3, forged); !errors.As(err, &invalid) {
+		t.Errorf("a forged token = %v, want InvalidError", err)
+	}
+}
+
+func TestExportAndImport(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svc := newService(t)
+	results, err := svc.Import(ctx, admin, []user.NewUser{
+		{Email: "a@example.com", Username: "a1", Password: "password1", GivenName: "A"},
+		{Email: "a@example.com", Username: "a2", Password: "password2", GivenName: "A"}, // duplicate email
+		{Email: "b@example.com", Username: "b1", Password: "short", GivenName: "B"},     // bad password
+		{Email: "c@example.com", Username: "c1", Password: "password3", GivenName: "C"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *user.ConflictError
+	var ie *user.InvalidError
+	if results[0].Err != nil || !errors.As(results[1].Err, &ce) || !errors.As(results[2].Err, &ie) || results[3].Err != nil {
+		t.Fatalf("import results = %+v", results)
+	}
+	if _, err := svc.Import(ctx, self(results[0].User), nil); !errors.Is(err, user.ErrPermissionDenied) {
+		t.Errorf("a user importing = %v", err)
+	}
+
+	var exported []string
+	if err := svc.Export(ctx, admin, user.Filter{}, func(u user.User) error { exported = append(exported, u.Username); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(exported) != "[a1 c1]" {
+		t.Errorf("exported %v", exported)
+	}
+	stop := errors.New("client went away")
+	if err := svc.Export(ctx, admin, user.Filter{}, func(user.User) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("Export did not stop at the first send error: %v", err)
+	}
+}
+
+func TestPasswordHash(t *testing.T) {
+	t.Parallel()
+	h, err := user.HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, _ := user.HashPassword("correct horse")
+	if h == h2 || !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hashes %q and %q: want salted argon2id", h, h2)
+	}
+	for pw, want := range map[string]bool{"correct horse": true, "correct horsE": false, "": false} {
+		if ok, err := user.CheckPassword(h, pw); ok != want || err != nil {
+			t.Errorf("CheckPassword(%q) = %v, %v", pw, ok, err)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+// Package user holds the user service's business rules: accounts, sign-up, login, who may read
+// and change what, and paging. It knows nothing of gRPC or SQL: the transport maps its errors to
+// status codes, and any Store implementation keeps its data.
+package user
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Status is where an account stands.
+type Status int
+
+// Statuses, numbered as in the contract.
+const (
+	StatusUnspecified Status = iota
+	StatusActive
+	StatusSuspended
+	StatusDeleted
+)
+
+// Role names, as carried in access tokens.
+const (
+	RoleUser  = "user"
+	RoleAdmin = "admin"
+)
+
+// User is an account.
+type User struct {
+	ID           string
+	Email        string // lower-cased
+	Username     string // lower-cased
+	GivenName    string
+	FamilyName   string
+	PasswordHash string // never leaves the service
+	Status       Status
+	Roles        []string
+	Version      int64 // grows by one with every change; the etag derives from it
+	CreateTime   time.Time
+	UpdateTime   time.Time
+	DeleteTime   time.Time // zero while not deleted
+}
+
+// Etag is the opaque version clients send back for conditional writes.
+func (u User) Etag() string { return fmt.Sprintf("v%d", u.Version) }
+
+// NewUser is what sign-up needs.
+type NewUser struct {
+	Email, Username, Password, GivenName, FamilyName string
+}
+
+// Lookup names one account by exactly one of its keys.
+type Lookup struct {
+	ID, Email, Username string
+}
+
+// Patch is a change to an account: the fields named in Paths take their values from the rest.
+type Patch struct {
+	Paths      []string
+	Email      string
+	Username   string
+	GivenName  string
+	FamilyName string
+	Status     Status
+	Roles      []string
+}
+
+// Sentinel errors. The transport maps each to one gRPC status code.
+var (
+	// ErrNotFound: no such account, or it was deleted.
+	ErrNotFound = errors.New("user not found")
+	// ErrBadCredentials: wrong password, or no such account; deliberately the same.
+	ErrBadCredentials = errors.New("wrong email, username or password")
+	// ErrPermissionDenied: the caller may not do this to this account.
+	ErrPermissionDenied = errors.New("permission denied")
+	// ErrStale: the account changed since the caller read it (its etag no longer matches).
+	ErrStale = errors.New("the user was changed by someone else; read it again")
+)
+
+// ConflictError reports that Field's value is taken by another account.
+type ConflictError struct{ Field string }
+
+func (e *ConflictError) Error() string { return fmt.Sprintf("%s is already taken", e.Field) }
+
+// InvalidError reports a bad value in Field.
+type InvalidError struct{ Field, Reason string }
+
+func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Reason) }
+
+// Filter selects accounts for listing and export.
+type Filter struct {
+	// Status selects one status; StatusUnspecified selects every account not deleted.
+	Status Status
+}
+
+// Cursor is a position in the stable order of accounts (create time, then id).
+type Cursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// Store keeps accounts. Implementations must be safe for concurrent use by several replicas of
+// the service sharing one database.
+type Store interface {
+	// Create stores u, failing with a *ConflictError when its email or username is taken.
+	Create(ctx context.Context, u User) error
+	// CreateBatch stores each user on its own: the result holds nil or the error for each,
+	// and a failed one never stops or undoes the others.
+	CreateBatch(ctx context.Context, us []User) []error
+	// Get returns the account matching l, deleted or not, or ErrNotFound.
+	Get(ctx context.Context, l Lookup) (User, error)
+	// Update replaces the stored account with u if the stored version is still
+	// u.Version-1, else fails with ErrStale; a taken email or username is a *ConflictError.
+	Update(ctx context.Context, u User) error
+	// List returns up to limit accounts matching f after the cursor (nil: from the start), in the
+	// stable order.
+	List(ctx context.Context, f Filter, after *Cursor, limit int) ([]User, error)
+}
