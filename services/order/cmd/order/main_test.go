@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -76,6 +77,7 @@ type stack struct {
 	dbs              map[string]string
 	env              []string
 	user, payment    *testkit.Process
+	conns            map[string]*grpc.ClientConn // the test's own consul:// connections
 	orders           orderv1.OrderServiceClient
 	users            userv1.UserServiceClient
 	payments         paymentv1.PaymentServiceClient
@@ -86,7 +88,7 @@ type stack struct {
 func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, env ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, agent: testkit.StartConsul(t), bins: map[string]string{}, dbs: map[string]string{},
-		traces: &collector{spans: map[string][]string{}}}
+		conns: map[string]*grpc.ClientConn{}, traces: &collector{spans: map[string][]string{}}}
 	for _, svc := range []string{"user", "payment", "order"} {
 		s.bins[svc] = testkit.BuildBinary(t, "github.com/meshmart/meshmart/services/"+svc+"/cmd/"+svc)
 		s.dbs[svc] = dsn(t)
@@ -114,7 +116,7 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 	s.env = append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + lis.Addr().String(), "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_BSP_SCHEDULE_DELAY=100"}, env...)
 
 	s.user = s.startUser()
-	s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+	s.payment = s.startPayment()
 	for range orderReplicas {
 		s.start("order", "-service-password", servicePassword, "-reconcile-interval", "200ms", "-reconcile-grace", "300ms",
 			"-track-interval", "50ms", "-settle-lease", "5s",
@@ -129,6 +131,7 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cc.Close() })
+		s.conns[svc] = cc
 		return cc
 	}
 	s.orders = orderv1.NewOrderServiceClient(dial("order"))
@@ -153,6 +156,25 @@ func (s *stack) waitPassing(svc string, n int) {
 		addrs, err := s.agent.Passing(context.Background(), svc)
 		return err == nil && len(addrs) == n, fmt.Sprint(addrs, err)
 	})
+}
+
+// restart starts a service again after Stop and waits until both Consul and the test's own
+// connection know the new instance: Consul reports it passing before a client's resolver has
+// heard of it, and a non-idempotent call in between would fail with Unavailable.
+func (s *stack) restart(svc string, start func() *testkit.Process) *testkit.Process {
+	s.t.Helper()
+	p := start()
+	s.waitPassing(svc, 1)
+	health := healthpb.NewHealthClient(s.conns[svc])
+	testkit.Eventually(s.t, 20*time.Second, svc+" reachable through the test's connection", func() (bool, string) {
+		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING, fmt.Sprint(resp, err)
+	})
+	return p
+}
+
+func (s *stack) startPayment() *testkit.Process {
+	return s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
 }
 
 func (s *stack) addrs(svc string) []string {
@@ -277,7 +299,7 @@ func orderFlows(t *testing.T, s *stack) {
 		if got := s.status(flow, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING {
 			t.Fatalf("order while payment is down = %v, want PENDING", got)
 		}
-		s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+		s.payment = s.restart("payment", s.startPayment)
 		testkit.Eventually(t, 30*time.Second, "the order paid once payment is back", func() (bool, string) {
 			got := s.status(flow, id)
 			return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
@@ -298,7 +320,7 @@ func orderFlows(t *testing.T, s *stack) {
 		if err != nil || cancelling.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLING {
 			t.Fatalf("cancel with payment down = %v, %v; want CANCELLING", cancelling, err)
 		}
-		s.payment = s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
+		s.payment = s.restart("payment", s.startPayment)
 		testkit.Eventually(t, 30*time.Second, "the refund retried until the order is cancelled", func() (bool, string) {
 			got := s.status(flow, resp.GetOrder().GetId())
 			return got == orderv1.OrderStatus_ORDER_STATUS_CANCELLED, got.String()
@@ -323,8 +345,7 @@ func orderFlows(t *testing.T, s *stack) {
 		if err != nil || len(after.GetOrders()) != len(before.GetOrders()) {
 			t.Fatalf("orders went from %d to %d (%v): nothing may be written", len(before.GetOrders()), len(after.GetOrders()), err)
 		}
-		s.user = s.startUser()
-		s.waitPassing("user", 1)
+		s.user = s.restart("user", s.startUser)
 	})
 
 	t.Run("user suspended", func(t *testing.T) {
@@ -337,9 +358,19 @@ func orderFlows(t *testing.T, s *stack) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.orders.CreateOrder(bob, orderReq("tok_approve", "b1")); status.Code(err) != codes.FailedPrecondition {
+		// The order service may not have heard of the restarted user service yet: Unavailable
+		// until it has (nothing is written then either), FailedPrecondition once it asks.
+		testkit.Eventually(t, 10*time.Second, "a suspended user's order refused", func() (bool, string) {
+			_, err := s.orders.CreateOrder(bob, orderReq("tok_approve", "b1"))
+			switch status.Code(err) {
+			case codes.FailedPrecondition:
+				return true, ""
+			case codes.Unavailable:
+				return false, err.Error()
+			}
 			t.Fatalf("a suspended user's order = %v, want FailedPrecondition", err)
-		}
+			return false, ""
+		})
 		list, err := s.orders.ListOrders(bob, &orderv1.ListOrdersRequest{})
 		if err != nil || len(list.GetOrders()) != 0 {
 			t.Fatalf("the suspended user's orders = %v, %v; want none written", list, err)
