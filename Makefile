@@ -71,6 +71,9 @@ lint: third_party ## buf format and lint, gofmt and go vet on every module
 	@unformatted=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "not gofmt-ed: $$unformatted" >&2; exit 1; fi
 	go vet $(MODULES)
+	@# Each module must also build on its own (GOWORK=off), as the service images do.
+	@for mod in $$(go list -m -f '{{.Dir}}'); do \
+	  (cd "$$mod" && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$mod: go.mod/go.sum not tidy on its own: run 'GOWORK=off go mod tidy' in it" >&2; exit 1; }; done
 
 .PHONY: breaking
 breaking: third_party ## buf breaking on every commit and the working tree (see README)
@@ -101,8 +104,12 @@ keys: ## write a development access-token key pair into data/keys (kept if prese
 	go run ./tools/keygen -dir data/keys
 
 .PHONY: run
-run: ## run the whole platform (arrives with the services; see README)
-	@echo "make run: no service is implemented yet; the contracts are in proto/ (see README)" >&2; exit 1
+run: consul ## run the whole platform: Consul and two replicas of each service on SQLite (Ctrl-C stops it)
+	go run ./tools/run
+
+.PHONY: smoke
+smoke: ## the user journey with grpcurl against a running platform (make run or docker compose up)
+	go run ./tools/smoke -grpcurl "$$(go tool -n grpcurl)" $(SMOKE_FLAGS)
 
 .PHONY: ci
 ci: tools lint check-generated breaking build ## everything CI runs, in order, ending with make test

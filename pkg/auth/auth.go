@@ -14,7 +14,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -188,6 +190,45 @@ func GenerateKey() (privatePEM, publicPEM []byte, err error) {
 		return nil, nil, err
 	}
 	return EncodeKey(priv)
+}
+
+// Key pair file names, as WriteKeyPair writes them.
+const (
+	PrivateKeyFile = "auth.key.pem"
+	PublicKeyFile  = "auth.pub.pem"
+)
+
+// WriteKeyPair makes sure dir holds a key pair: PrivateKeyFile (mode 0600), the key the user
+// service signs tokens with, and PublicKeyFile (0644), the key every service verifies them with.
+// An existing pair is kept, so every replica and every restart shares one key; created reports
+// whether this call wrote it. It is how development keys are made (`make keys`, `make run`, and
+// the docker compose stack's keys step); production keys come from a secret store.
+func WriteKeyPair(dir string) (created bool, err error) {
+	priv, pub := filepath.Join(dir, PrivateKeyFile), filepath.Join(dir, PublicKeyFile)
+	if _, err := os.Stat(priv); err == nil {
+		if _, err := os.Stat(pub); err != nil {
+			return false, fmt.Errorf("auth: %s exists without %s", priv, pub)
+		}
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	privPEM, pubPEM, err := GenerateKey()
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	// The public key first: a crash in between leaves no private key, so the next call starts
+	// over instead of finding half a pair.
+	if err := os.WriteFile(pub, pubPEM, 0o644); err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(priv, privPEM, 0o600); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // EncodeKey PEM-encodes priv as PKCS #8 and its public half as PKIX.

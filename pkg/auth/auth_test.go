@@ -3,6 +3,8 @@ package auth
 import (
 	"crypto/ed25519"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +138,44 @@ func TestVerifierRemembersOnlyUntilExpiry(t *testing.T) {
 	// A forged token is never remembered.
 	if _, err := v.Verify(token[:len(token)-4] + "AAAA"); err == nil {
 		t.Errorf("a forged token verified")
+	}
+}
+
+func TestWriteKeyPair(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "keys")
+	created, err := WriteKeyPair(dir)
+	if err != nil || !created {
+		t.Fatalf("first WriteKeyPair = %v, %v; want a new pair", created, err)
+	}
+	priv, err := os.ReadFile(filepath.Join(dir, PrivateKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := os.Stat(filepath.Join(dir, PrivateKeyFile)); info.Mode().Perm() != 0o600 {
+		t.Errorf("private key mode = %v, want 0600", info.Mode().Perm())
+	}
+	key, err := ParsePrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := LoadPublicKey(filepath.Join(dir, PublicKeyFile))
+	if err != nil || !pub.Equal(key.Public()) {
+		t.Fatalf("public key %v (%v) is not the private key's", pub, err)
+	}
+
+	created, err = WriteKeyPair(dir)
+	if err != nil || created {
+		t.Fatalf("second WriteKeyPair = %v, %v; want the pair kept", created, err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(dir, PrivateKeyFile)); string(again) != string(priv) {
+		t.Error("the existing private key was replaced")
+	}
+
+	if err := os.Remove(filepath.Join(dir, PublicKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WriteKeyPair(dir); err == nil {
+		t.Error("half a pair went unnoticed")
 	}
 }

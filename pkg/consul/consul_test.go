@@ -31,6 +31,7 @@ func startInstance(t *testing.T, agent *testkit.Consul, instance string) *testki
 	t.Helper()
 	cfg := testkit.TestConfig()
 	cfg.ConsulAddr = agent.Addr
+	cfg.HTTPAddr = "127.0.0.1:0" // its port is registered as metrics_port
 	cfg.DrainDelay = 300 * time.Millisecond
 	srv, err := server.New("example", cfg, testkit.Logger(t).With("instance", instance), server.WithPublicMethods(testkit.PublicMethods...))
 	if err != nil {
@@ -118,7 +119,7 @@ func TestRegistrationAndDeregistration(t *testing.T) {
 	}
 	var found bool
 	for id, svc := range services {
-		if svc.Service == "example" && strings.HasPrefix(id, "example-") && svc.Meta["version"] != "" {
+		if svc.Service == "example" && strings.HasPrefix(id, "example-") && svc.Meta["version"] != "" && svc.Meta["metrics_port"] != "" {
 			found = true
 		}
 	}

@@ -247,9 +247,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var httpSrv *http.Server
+	var (
+		httpSrv  *http.Server
+		httpAddr net.Addr
+	)
 	if s.cfg.HTTPAddr != "" {
-		httpSrv, err = s.serveHTTP()
+		httpSrv, httpAddr, err = s.serveHTTP()
 		if err != nil {
 			s.lis.Close()
 			return err
@@ -260,7 +263,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// is exposed.
 	var registrar *consul.Registrar
 	if s.cfg.ConsulAddr != "" {
-		if registrar, err = s.registrar(addr); err != nil {
+		if registrar, err = s.registrar(addr, httpAddr); err != nil {
 			s.lis.Close()
 			if httpSrv != nil {
 				httpSrv.Close()
@@ -328,7 +331,10 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) registrar(addr net.Addr) (*consul.Registrar, error) {
+// registrar registers the gRPC address; the metrics port, when there is an HTTP listener, goes in
+// the instance's meta as metrics_port, so that Prometheus' consul_sd finds every instance's
+// /metrics from the same catalog (see the compose stack's prometheus.yml).
+func (s *Server) registrar(addr, httpAddr net.Addr) (*consul.Registrar, error) {
 	advertise := s.cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = advertiseFor(addr)
@@ -341,13 +347,16 @@ func (s *Server) registrar(addr net.Addr) (*consul.Registrar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("advertise port %q: %w", portStr, err)
 	}
-	version := observability.BuildVersion()
+	meta := map[string]string{"version": observability.BuildVersion()}
+	if tcp, ok := httpAddr.(*net.TCPAddr); ok {
+		meta["metrics_port"] = strconv.Itoa(tcp.Port)
+	}
 	return consul.NewRegistrar(s.cfg.ConsulAddr, consul.Registration{
 		Name:            s.name,
 		Address:         host,
 		Port:            port,
 		Tags:            s.cfg.Tags,
-		Meta:            map[string]string{"version": version},
+		Meta:            meta,
 		HealthService:   "",
 		TLS:             s.cfg.TLSCert != "",
 		CheckInterval:   s.cfg.CheckInterval,
@@ -369,10 +378,10 @@ func advertiseFor(addr net.Addr) string {
 	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
 
-func (s *Server) serveHTTP() (*http.Server, error) {
+func (s *Server) serveHTTP() (*http.Server, net.Addr, error) {
 	lis, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", s.cfg.HTTPAddr, err)
+		return nil, nil, fmt.Errorf("listen on %s: %w", s.cfg.HTTPAddr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
@@ -390,7 +399,7 @@ func (s *Server) serveHTTP() (*http.Server, error) {
 		}
 	}()
 	s.log.Info("serving metrics", "http_addr", lis.Addr().String(), "pprof", s.cfg.Pprof)
-	return srv, nil
+	return srv, lis.Addr(), nil
 }
 
 // endStreamsOnShutdown ends long-lived streams when shutdown reaches them: the handler's context

@@ -420,3 +420,46 @@ func TestConfigFromEnvAndFlags(t *testing.T) {
 		t.Errorf("a certificate without a key validated")
 	}
 }
+
+func TestProbe(t *testing.T) {
+	t.Parallel()
+	noEnv := func(string) string { return "" }
+	serve := func(cfg server.Config) string {
+		srv, err := server.New("example", cfg, testkit.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+		return testkit.Serve(t, srv).Addr
+	}
+	plain := serve(testkit.TestConfig())
+	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", plain}, noEnv); err != nil {
+		t.Errorf("probe of a serving instance: %v", err)
+	}
+	// The environment configures the probe as it does the service.
+	env := func(k string) string {
+		if k == "MESHMART_GRPC_ADDR" {
+			return plain
+		}
+		return ""
+	}
+	if err := server.Probe(t.Context(), ":50051", nil, env); err != nil {
+		t.Errorf("probe configured by the environment: %v", err)
+	}
+
+	certs := testkit.NewCerts(t)
+	cfg := testkit.TestConfig()
+	cfg.TLSCert, cfg.TLSKey = certs.ServerCert, certs.ServerKey
+	tlsAddr := serve(cfg)
+	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr, "-tls-cert", certs.ServerCert, "-tls-key", certs.ServerKey}, noEnv); err != nil {
+		t.Errorf("probe over TLS: %v", err)
+	}
+	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr}, noEnv); err == nil {
+		t.Error("a plaintext probe of a TLS server passed")
+	}
+
+	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
+	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", closed}, noEnv); err == nil {
+		t.Error("probe of a closed port passed")
+	}
+}

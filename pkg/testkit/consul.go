@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshmart/meshmart/pkg/proc"
 )
 
 // Consul is a Consul dev agent (a single in-memory server) on free loopback ports.
@@ -83,7 +85,7 @@ func (c *Consul) Start() {
 	cmd.Stdout, cmd.Stderr = c.logs, c.logs
 	// The agent dies with the test binary even when cleanups do not run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited, err := startLocked(cmd)
+	exited, err := proc.Start(cmd)
 	if err != nil {
 		c.mu.Unlock()
 		c.t.Fatalf("testkit: start consul: %v", err)
@@ -173,20 +175,9 @@ func (b *SyncBuffer) String() string {
 
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ports := make([]int, 0, n)
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("testkit: free port: %v", err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	ports, err := proc.FreePorts(n)
+	if err != nil {
+		t.Fatalf("testkit: free port: %v", err)
 	}
 	return ports
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/meshmart/meshmart/pkg/proc"
 )
 
 // SQLitePath returns the path of a fresh SQLite database file in a temporary directory, removed
@@ -146,7 +148,7 @@ func startCluster() (string, error) {
 	pg.Stdout, pg.Stderr = logs, logs
 	// Fast shutdown when the test binary dies, however it dies.
 	pg.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGINT}
-	exited, err := startLocked(pg)
+	exited, err := proc.Start(pg)
 	if err != nil {
 		return "", fmt.Errorf("start postgres: %w", err)
 	}

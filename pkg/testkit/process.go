@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/proc"
 )
 
 // BuildBinary builds the main package pkg (an import path or a directory) into a temporary file
@@ -43,7 +45,7 @@ func StartProcess(t testing.TB, name, bin string, args []string, env ...string) 
 	p := &Process{t: t, name: name, cmd: cmd, logs: &SyncBuffer{}}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	exited, err := startLocked(cmd)
+	exited, err := proc.Start(cmd)
 	if err != nil {
 		t.Fatalf("testkit: start %s: %v", name, err)
 	}

@@ -30,7 +30,11 @@ import (
 	"github.com/meshmart/meshmart/services/order/internal/store"
 )
 
+// grpcAddr is where the service listens by default.
+const grpcAddr = ":50052"
+
 func main() {
+	server.HandleProbe("order", grpcAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
@@ -48,7 +52,7 @@ type config struct {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg := server.DefaultConfig(":50052")
+	cfg := server.DefaultConfig(grpcAddr)
 	fs := flag.NewFlagSet("order", flag.ContinueOnError)
 	if err := cfg.RegisterFlags(fs, getenv); err != nil {
 		return err

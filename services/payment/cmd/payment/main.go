@@ -25,7 +25,11 @@ import (
 	"github.com/meshmart/meshmart/services/payment/internal/store"
 )
 
+// grpcAddr is where the service listens by default.
+const grpcAddr = ":50053"
+
 func main() {
+	server.HandleProbe("payment", grpcAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
@@ -35,7 +39,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg := server.DefaultConfig(":50053")
+	cfg := server.DefaultConfig(grpcAddr)
 	fs := flag.NewFlagSet("payment", flag.ContinueOnError)
 	if err := cfg.RegisterFlags(fs, getenv); err != nil {
 		return err

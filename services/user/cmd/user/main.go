@@ -29,13 +29,40 @@ import (
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
 
+// grpcAddr is where the service listens by default.
+const grpcAddr = ":50051"
+
 func main() {
+	server.HandleProbe("user", grpcAddr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "keygen" {
+		if err := keygen(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "user keygen:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
 		fmt.Fprintln(os.Stderr, "user:", err)
 		os.Exit(1)
 	}
+}
+
+// keygen is `user keygen [-dir D]`: it makes sure D holds the key pair every replica shares,
+// for deployments that make their development keys with the image itself (the compose stack).
+func keygen(args []string) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	dir := fs.String("dir", "data/keys", "directory for auth.key.pem and auth.pub.pem; an existing pair is kept")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	created, err := auth.WriteKeyPair(*dir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("key pair in %s (new: %v)\n", *dir, created)
+	return nil
 }
 
 // config is the user service's own settings, beside the chassis' server.Config.
@@ -47,7 +74,7 @@ type config struct {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg := server.DefaultConfig(":50051")
+	cfg := server.DefaultConfig(grpcAddr)
 	fs := flag.NewFlagSet("user", flag.ContinueOnError)
 	if err := cfg.RegisterFlags(fs, getenv); err != nil {
 		return err

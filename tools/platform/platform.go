@@ -1,0 +1,524 @@
+// Package platform runs the whole meshmart platform on one machine, with nothing but Go: a Consul
+// dev agent and replicas of the user, payment and order services, each a real process listening
+// on loopback, registered in Consul, and storing its data in SQLite files (or the databases it is
+// given). `make run` is its command (tools/run); the smoke test and the benchmarks start the
+// platform through it too.
+package platform
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/proc"
+)
+
+// Services are the platform's services, in start order: order calls the other two.
+var Services = []string{"user", "payment", "order"}
+
+// basePorts are the gRPC ports of the first replica of each service; replica i listens 10*i
+// above it (user 50051 and 50061, order 50052 and 50062, payment 50053 and 50063), its metrics
+// 10000 above its gRPC port. The compose stack publishes the same ports.
+var basePorts = map[string]int{"user": 50051, "order": 50052, "payment": 50053}
+
+// ConsulHTTPPort is the Consul agent's HTTP port when the platform runs on well-known ports.
+const ConsulHTTPPort = 8500
+
+// Addrs returns the well-known gRPC addresses of a service's replicas, on host.
+func Addrs(host, service string, replicas int) []string {
+	addrs := make([]string, replicas)
+	for i := range addrs {
+		addrs[i] = net.JoinHostPort(host, strconv.Itoa(basePorts[service]+10*i))
+	}
+	return addrs
+}
+
+// Options configure Start. The zero value, with Root set, is `make run`.
+type Options struct {
+	// Root is the repository root: service binaries are built from it into BinDir.
+	Root string
+	// BinDir receives the service binaries; default Root/bin.
+	BinDir string
+	// DataDir holds the SQLite files, the development key pair and the order service's account
+	// password; default Root/data.
+	DataDir string
+	// Replicas of each service; default 2.
+	Replicas int
+	// FreePorts puts every process on free ports instead of the well-known ones, so that tests
+	// run beside a `make run`.
+	FreePorts bool
+	// Databases maps a service to its DATABASE_URL; a missing one is a SQLite file in DataDir.
+	Databases map[string]string
+	// Env is added to every service's environment (MESHMART_* settings, OTEL_*).
+	Env []string
+	// Out receives every process's output, each line prefixed with the instance's name;
+	// default os.Stdout.
+	Out io.Writer
+}
+
+// Instance is one running service process.
+type Instance struct {
+	Name        string // user-1, user-2, ...
+	Service     string
+	Addr        string // gRPC host:port
+	MetricsAddr string // /metrics host:port
+
+	bin  string
+	args []string
+	env  []string
+	p    *process
+}
+
+// Platform is a running platform.
+type Platform struct {
+	// ConsulAddr is the Consul agent's HTTP address.
+	ConsulAddr string
+	Instances  []*Instance
+
+	opts   Options
+	out    *prefixer
+	consul *process
+	died   chan string
+}
+
+// Start builds the services, starts Consul and every replica, and returns once Consul reports
+// every instance passing its health check. On error nothing is left running.
+func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
+	if opts.Root == "" {
+		return nil, errors.New("platform: Options.Root is required")
+	}
+	opts.BinDir = or(opts.BinDir, filepath.Join(opts.Root, "bin"))
+	opts.DataDir = or(opts.DataDir, filepath.Join(opts.Root, "data"))
+	if opts.Replicas == 0 {
+		opts.Replicas = 2
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	p := &Platform{opts: opts, out: &prefixer{w: opts.Out, width: len("payment-2")}, died: make(chan string, 16)}
+	defer func() {
+		if err != nil {
+			p.Stop()
+		}
+	}()
+
+	consulBin, err := consulBinary(opts.Root)
+	if err != nil {
+		return nil, err
+	}
+	ports, err := p.ports()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.build(ctx); err != nil {
+		return nil, err
+	}
+	secrets, err := p.secrets()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.startConsul(ctx, consulBin, ports); err != nil {
+		return nil, err
+	}
+
+	common := []string{
+		"CONSUL_HTTP_ADDR=" + p.ConsulAddr,
+		"MESHMART_AUTH_PUBLIC_KEY=" + filepath.Join(secrets.keys, auth.PublicKeyFile),
+	}
+	for _, svc := range Services {
+		env := slices.Clone(common)
+		switch svc {
+		case "user":
+			env = append(env, "MESHMART_SIGNING_KEY="+filepath.Join(secrets.keys, auth.PrivateKeyFile),
+				"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
+		case "order":
+			env = append(env, "MESHMART_SERVICE_PASSWORD="+secrets.password,
+				"MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
+				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
+		}
+		db := opts.Databases[svc]
+		if db == "" {
+			db = filepath.Join(opts.DataDir, svc+".sqlite")
+		}
+		env = append(env, "DATABASE_URL="+db)
+		for i := range opts.Replicas {
+			grpcPort, metricsPort := ports.service[svc][i], ports.metrics[svc][i]
+			in := &Instance{
+				Name:        fmt.Sprintf("%s-%d", svc, i+1),
+				Service:     svc,
+				Addr:        net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)),
+				MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(metricsPort)),
+				bin:         filepath.Join(opts.BinDir, svc),
+			}
+			in.env = append(slices.Clone(env), "MESHMART_GRPC_ADDR="+in.Addr, "MESHMART_HTTP_ADDR="+in.MetricsAddr)
+			in.env = append(in.env, opts.Env...)
+			if err := p.startInstance(in); err != nil {
+				return nil, err
+			}
+			p.Instances = append(p.Instances, in)
+		}
+	}
+	if err := p.waitPassing(ctx, 90*time.Second); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Addrs returns the gRPC addresses of a service's instances.
+func (p *Platform) Addrs(service string) []string {
+	var addrs []string
+	for _, in := range p.Instances {
+		if in.Service == service {
+			addrs = append(addrs, in.Addr)
+		}
+	}
+	return addrs
+}
+
+// Died reports the name of each process that exits without having been asked to.
+func (p *Platform) Died() <-chan string { return p.died }
+
+// Stop stops every service gracefully (SIGTERM: they leave Consul, drain and stop; SIGKILL
+// after 30 seconds), then Consul, and waits for all of them.
+func (p *Platform) Stop() {
+	var wg sync.WaitGroup
+	for _, in := range p.Instances {
+		wg.Go(func() { in.p.stop(30 * time.Second) })
+	}
+	wg.Wait()
+	if p.consul != nil {
+		p.consul.stop(10 * time.Second)
+	}
+}
+
+// ports are the ports every process listens on.
+type portPlan struct {
+	consul           [4]int // http, serf_lan, serf_wan, server
+	service, metrics map[string][]int
+}
+
+func (p *Platform) ports() (portPlan, error) {
+	plan := portPlan{service: map[string][]int{}, metrics: map[string][]int{}}
+	if p.opts.FreePorts {
+		n := 4 + 2*len(Services)*p.opts.Replicas
+		free, err := proc.FreePorts(n)
+		if err != nil {
+			return plan, err
+		}
+		copy(plan.consul[:], free)
+		free = free[4:]
+		for _, svc := range Services {
+			plan.service[svc], plan.metrics[svc] = free[:p.opts.Replicas], free[p.opts.Replicas:2*p.opts.Replicas]
+			free = free[2*p.opts.Replicas:]
+		}
+		return plan, nil
+	}
+	plan.consul = [4]int{ConsulHTTPPort, 8301, 8302, 8300}
+	var busy []string
+	check := func(port int) {
+		lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			busy = append(busy, strconv.Itoa(port))
+			return
+		}
+		lis.Close()
+	}
+	for _, port := range plan.consul {
+		check(port)
+	}
+	for _, svc := range Services {
+		for i := range p.opts.Replicas {
+			port := basePorts[svc] + 10*i
+			plan.service[svc] = append(plan.service[svc], port)
+			plan.metrics[svc] = append(plan.metrics[svc], port+10000)
+			check(port)
+			check(port + 10000)
+		}
+	}
+	if len(busy) > 0 {
+		return plan, fmt.Errorf("ports %s are in use: is the platform already running (make run, or docker compose up)?", strings.Join(busy, ", "))
+	}
+	return plan, nil
+}
+
+// build compiles the three services into BinDir (incremental: seconds when nothing changed).
+func (p *Platform) build(ctx context.Context) error {
+	for _, svc := range Services {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(p.opts.BinDir, svc), "./services/"+svc+"/cmd/"+svc)
+		cmd.Dir = p.opts.Root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", svc, err, out)
+		}
+	}
+	return nil
+}
+
+type secrets struct {
+	keys     string // directory of the token key pair
+	password string // the order service's account password
+}
+
+// secrets makes the development key pair and the order service's account password, once: both
+// live in DataDir, so a restart keeps every token and the account valid.
+func (p *Platform) secrets() (secrets, error) {
+	s := secrets{keys: filepath.Join(p.opts.DataDir, "keys")}
+	if _, err := auth.WriteKeyPair(s.keys); err != nil {
+		return s, err
+	}
+	file := filepath.Join(p.opts.DataDir, "order-service-password")
+	pw, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		b := make([]byte, 18)
+		_, _ = rand.Read(b)
+		pw = []byte(hex.EncodeToString(b))
+		err = os.WriteFile(file, pw, 0o600)
+	}
+	s.password = strings.TrimSpace(string(pw))
+	return s, err
+}
+
+// consulBinary is consul from PATH, else bin/consul, which `make consul` builds.
+func consulBinary(root string) (string, error) {
+	if p, err := exec.LookPath("consul"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(root, "bin", "consul")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no consul on PATH and no %s: run `make consul` (it builds Consul from the Go module proxy)", p)
+	}
+	return p, nil
+}
+
+func (p *Platform) startConsul(ctx context.Context, bin string, plan portPlan) error {
+	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(plan.consul[0]))
+	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=meshmart", "-log-level=warn",
+		"-hcl", fmt.Sprintf(`ports { http = %d, serf_lan = %d, serf_wan = %d, server = %d, dns = -1, grpc = -1, grpc_tls = -1 }`,
+			plan.consul[0], plan.consul[1], plan.consul[2], plan.consul[3]),
+		// Six instances, their resolvers and health checks all come from 127.0.0.1.
+		"-hcl", "limits { http_max_conns_per_client = 4096 }",
+	}
+	proc, err := p.spawn("consul", bin, args, nil)
+	if err != nil {
+		return err
+	}
+	p.consul = proc
+	client, err := p.client()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, err := client.Status().Leader()
+		if err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-proc.exited:
+			return fmt.Errorf("consul exited at start (see its output above); is port %d taken?", plan.consul[0])
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consul at %s has no leader after 30s: %v", p.ConsulAddr, err)
+		}
+	}
+}
+
+func (p *Platform) client() (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = p.ConsulAddr
+	return api.NewClient(cfg)
+}
+
+func (p *Platform) startInstance(in *Instance) error {
+	proc, err := p.spawn(in.Name, in.bin, in.args, in.env)
+	if err != nil {
+		return err
+	}
+	in.p = proc
+	return nil
+}
+
+// Restart stops an instance gracefully and starts it again with the same settings.
+func (p *Platform) Restart(in *Instance) error {
+	in.p.stop(30 * time.Second)
+	return p.startInstance(in)
+}
+
+// waitPassing waits until Consul reports every instance passing.
+func (p *Platform) waitPassing(ctx context.Context, within time.Duration) error {
+	client, err := p.client()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(within)
+	for {
+		missing := p.notPassing(client)
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case name := <-p.died:
+			return fmt.Errorf("%s exited at start (see its output above)", name)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not passing in Consul after %v: %s", within, strings.Join(missing, ", "))
+		}
+	}
+}
+
+func (p *Platform) notPassing(client *api.Client) []string {
+	passing := map[string]bool{}
+	for _, svc := range Services {
+		entries, _, err := client.Health().Service(svc, "", true, nil)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			passing[net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port))] = true
+		}
+	}
+	var missing []string
+	for _, in := range p.Instances {
+		if !passing[in.Addr] {
+			missing = append(missing, in.Name)
+		}
+	}
+	return missing
+}
+
+// process is one child process.
+type process struct {
+	name     string
+	cmd      *exec.Cmd
+	exited   <-chan struct{}
+	mu       sync.Mutex
+	stopping bool
+}
+
+// spawn starts a child in a process group of its own, so that Ctrl-C reaches only the launcher,
+// which stops the children in order; the children die with the launcher (Pdeathsig) even if it
+// is killed.
+func (p *Platform) spawn(name, bin string, args, env []string) (*process, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	w := p.out.forName(name)
+	cmd.Stdout, cmd.Stderr = w, w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	exited, err := proc.Start(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	pr := &process{name: name, cmd: cmd, exited: exited}
+	go func() {
+		<-exited
+		w.flush()
+		pr.mu.Lock()
+		stopping := pr.stopping
+		pr.mu.Unlock()
+		if !stopping {
+			select {
+			case p.died <- name:
+			default:
+			}
+		}
+	}()
+	return pr, nil
+}
+
+// Signal sends sig to the instance's process, as a fault test would.
+func (in *Instance) Signal(sig syscall.Signal) error { return in.p.cmd.Process.Signal(sig) }
+
+func (pr *process) stop(grace time.Duration) {
+	pr.mu.Lock()
+	pr.stopping = true
+	pr.mu.Unlock()
+	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-pr.exited:
+	case <-time.After(grace):
+		_ = pr.cmd.Process.Kill()
+		<-pr.exited
+	}
+}
+
+// prefixer writes whole lines from several processes, each prefixed with its process's name.
+type prefixer struct {
+	mu    sync.Mutex
+	w     io.Writer
+	width int
+}
+
+func (p *prefixer) forName(name string) *lineWriter {
+	p.mu.Lock()
+	p.width = max(p.width, len(name))
+	p.mu.Unlock()
+	return &lineWriter{p: p, name: name}
+}
+
+// lineWriter buffers a process's output up to each newline.
+type lineWriter struct {
+	p    *prefixer
+	name string
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, b...)
+	for {
+		i := slices.Index(l.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		l.emit(l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+}
+
+func (l *lineWriter) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = nil
+	}
+}
+
+func (l *lineWriter) emit(line []byte) {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	w := bufio.NewWriter(l.p.w)
+	fmt.Fprintf(w, "%-*s | %s\n", l.p.width, l.name, line)
+	_ = w.Flush()
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

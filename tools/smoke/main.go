@@ -1,0 +1,482 @@
+// Command smoke is `make smoke`: the whole user journey against a running platform (`make run` or
+// `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it. It
+// lists and describes every service through reflection on every instance, health-checks every
+// instance, signs up, logs in, creates a paid and a declined order, cancels the paid one (which
+// refunds it), reads the payments, and checks every answer, spreading the calls over the
+// replicas. It stops at the first wrong answer, saying what it expected and what it got.
+//
+// Usage:
+//
+//	smoke [-grpcurl path] [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshmart/meshmart/tools/platform"
+)
+
+func main() {
+	cfg := config{}
+	flag.StringVar(&cfg.grpcurl, "grpcurl", "grpcurl", "the grpcurl executable (make smoke passes go tool's)")
+	host := flag.String("host", "127.0.0.1", "host the services' well-known ports are on")
+	replicas := flag.Int("replicas", 2, "replicas of each service")
+	flag.StringVar(&cfg.consul, "consul", "127.0.0.1:8500", "Consul HTTP address, to check every instance is registered and passing; empty skips")
+	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
+	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
+	flag.Parse()
+	cfg.instances = map[string][]string{}
+	for _, svc := range platform.Services {
+		cfg.instances[svc] = platform.Addrs(*host, svc, *replicas)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := journey(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "smoke: FAILED:", err)
+		os.Exit(1)
+	}
+	fmt.Println("smoke: every answer as expected")
+}
+
+type config struct {
+	grpcurl    string
+	consul     string
+	prometheus string
+	jaeger     string
+	instances  map[string][]string // service -> gRPC addresses
+}
+
+// fullNames are the gRPC services the platform's services serve.
+var fullNames = map[string]string{
+	"user":    "meshmart.user.v1.UserService",
+	"order":   "meshmart.order.v1.OrderService",
+	"payment": "meshmart.payment.v1.PaymentService",
+}
+
+// call is one grpcurl invocation and what came of it.
+type call struct {
+	args   []string
+	out    []byte // stdout
+	errOut string // stderr
+	err    error
+}
+
+// object decodes the JSON answer.
+func (c call) object() (map[string]any, error) {
+	var m map[string]any
+	if err := json.Unmarshal(c.out, &m); err != nil {
+		return nil, fmt.Errorf("grpcurl %s: answer is not a JSON object: %v\n%s", strings.Join(c.args, " "), err, c.out)
+	}
+	return m, nil
+}
+
+type runner struct {
+	cfg config
+	log *os.File
+}
+
+// grpcurl runs grpcurl with args, a JSON request body when data is not nil, and a bearer token
+// when token is not empty.
+func (r runner) grpcurl(ctx context.Context, token string, data any, args ...string) call {
+	full := []string{"-plaintext", "-max-time", "20"}
+	if token != "" {
+		full = append(full, "-H", "authorization: Bearer "+token)
+	}
+	var stdin []byte
+	if data != nil {
+		stdin, _ = json.Marshal(data)
+		full = append(full, "-d", "@")
+	}
+	full = append(full, args...)
+	cmd := exec.CommandContext(ctx, r.cfg.grpcurl, full...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	shown := slices.Clone(full)
+	for i, a := range shown {
+		if strings.HasPrefix(a, "authorization: ") {
+			shown[i] = "authorization: Bearer $TOKEN"
+		}
+	}
+	return call{args: shown, out: stdout.Bytes(), errOut: stderr.String(), err: err}
+}
+
+// ok runs a call that must succeed and returns its answer.
+func (r runner) ok(ctx context.Context, token string, data any, args ...string) (map[string]any, error) {
+	c := r.grpcurl(ctx, token, data, args...)
+	if c.err != nil {
+		return nil, fmt.Errorf("grpcurl %s: %v\n%s", strings.Join(c.args, " "), c.err, c.errOut)
+	}
+	return c.object()
+}
+
+// fails runs a call that must fail with the given gRPC code (grpcurl prints "Code: X").
+func (r runner) fails(ctx context.Context, code, token string, data any, args ...string) error {
+	c := r.grpcurl(ctx, token, data, args...)
+	if c.err == nil {
+		return fmt.Errorf("grpcurl %s: succeeded, want %s\n%s", strings.Join(c.args, " "), code, c.out)
+	}
+	if !strings.Contains(c.errOut, "Code: "+code+"\n") {
+		return fmt.Errorf("grpcurl %s: want %s, got\n%s", strings.Join(c.args, " "), code, c.errOut)
+	}
+	return nil
+}
+
+func (r runner) step(format string, args ...any) {
+	fmt.Fprintf(r.log, "smoke: "+format+"\n", args...)
+}
+
+// get walks a decoded JSON answer: get(m, "order", "status").
+func get(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = obj[p]
+	}
+	return v
+}
+
+func str(m map[string]any, path ...string) string {
+	s, _ := get(m, path...).(string)
+	return s
+}
+
+// expect fails when an answer's field is not want.
+func expect(what string, m map[string]any, want string, path ...string) error {
+	if got := str(m, path...); got != want {
+		answer, _ := json.Marshal(m)
+		return fmt.Errorf("%s: %s = %q, want %q (answer %s)", what, strings.Join(path, "."), got, want, answer)
+	}
+	return nil
+}
+
+func journey(ctx context.Context, cfg config, log *os.File) error {
+	r := runner{cfg: cfg, log: log}
+	if err := r.everyInstance(ctx); err != nil {
+		return err
+	}
+	if cfg.consul != "" {
+		if err := r.registered(ctx); err != nil {
+			return err
+		}
+	}
+	user1, user2 := cfg.instances["user"][0], cfg.instances["user"][len(cfg.instances["user"])-1]
+	order1, order2 := cfg.instances["order"][0], cfg.instances["order"][len(cfg.instances["order"])-1]
+	pay1, pay2 := cfg.instances["payment"][0], cfg.instances["payment"][len(cfg.instances["payment"])-1]
+
+	// Sign up, with a name of its own so that the journey can run again on the same data.
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	name := "smoke" + hex.EncodeToString(suffix)
+	email := name + "@example.com"
+	r.step("sign up %s on %s", email, user1)
+	if err := r.fails(ctx, "InvalidArgument", "", map[string]any{"email": "not-an-email", "username": name, "password": "correct horse", "given_name": "Smoke"},
+		user1, fullNames["user"]+"/CreateUser"); err != nil {
+		return err
+	}
+	created, err := r.ok(ctx, "", map[string]any{"email": email, "username": name, "password": "correct horse", "given_name": "Smoke"},
+		user1, fullNames["user"]+"/CreateUser")
+	if err != nil {
+		return err
+	}
+	if err := expect("CreateUser", created, "USER_STATUS_ACTIVE", "user", "status"); err != nil {
+		return err
+	}
+	userID := str(created, "user", "id")
+	if userID == "" || get(created, "user", "password") != nil || get(created, "user", "passwordHash") != nil {
+		return fmt.Errorf("CreateUser: want an id and no password in %v", created)
+	}
+	if err := r.fails(ctx, "AlreadyExists", "", map[string]any{"email": email, "username": name + "x", "password": "correct horse", "given_name": "Smoke"},
+		user2, fullNames["user"]+"/CreateUser"); err != nil {
+		return err
+	}
+
+	r.step("log in on the other replica, %s", user2)
+	if err := r.fails(ctx, "Unauthenticated", "", map[string]any{"username": name, "password": "wrong horse"}, user2, fullNames["user"]+"/Login"); err != nil {
+		return err
+	}
+	login, err := r.ok(ctx, "", map[string]any{"username": name, "password": "correct horse"}, user2, fullNames["user"]+"/Login")
+	if err != nil {
+		return err
+	}
+	token := str(login, "accessToken")
+	if token == "" {
+		return fmt.Errorf("Login: no accessToken in %v", login)
+	}
+	me, err := r.ok(ctx, token, map[string]any{"id": userID}, user1, fullNames["user"]+"/GetUser")
+	if err != nil {
+		return err
+	}
+	if err := expect("GetUser", me, email, "user", "email"); err != nil {
+		return err
+	}
+
+	r.step("create a paid order on %s", order1)
+	if err := r.fails(ctx, "Unauthenticated", "", map[string]any{}, order1, fullNames["order"]+"/ListOrders"); err != nil {
+		return err
+	}
+	item := map[string]any{"sku": "BOOK-1", "quantity": 2, "unit_price_minor": 1999}
+	paid, err := r.ok(ctx, token, map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"},
+		order1, fullNames["order"]+"/CreateOrder")
+	if err != nil {
+		return err
+	}
+	if err := expect("the paid order", paid, "ORDER_STATUS_PAID", "order", "status"); err != nil {
+		return err
+	}
+	if err := expect("the paid order's total", paid, "3998", "order", "total", "minorUnits"); err != nil {
+		return err
+	}
+	orderID, paymentID := str(paid, "order", "id"), str(paid, "order", "paymentId")
+	if paymentID == "" {
+		return fmt.Errorf("the paid order has no paymentId: %v", paid)
+	}
+	again, err := r.ok(ctx, token, map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"},
+		order2, fullNames["order"]+"/CreateOrder")
+	if err != nil {
+		return err
+	}
+	if err := expect("CreateOrder retried with the same key on the other replica", again, orderID, "order", "id"); err != nil {
+		return err
+	}
+
+	r.step("create a declined order on %s", order2)
+	declined, err := r.ok(ctx, token, map[string]any{"items": []any{map[string]any{"sku": "PEN-7", "quantity": 1, "unit_price_minor": 250}},
+		"currency_code": "USD", "payment_method_token": "tok_decline", "idempotency_key": name + "-declined"},
+		order2, fullNames["order"]+"/CreateOrder")
+	if err != nil {
+		return err
+	}
+	if err := expect("the declined order", declined, "ORDER_STATUS_PAYMENT_FAILED", "order", "status"); err != nil {
+		return err
+	}
+	if str(declined, "order", "paymentFailureReason") == "" {
+		return fmt.Errorf("the declined order has no paymentFailureReason: %v", declined)
+	}
+
+	r.step("cancel the paid order on %s: it is refunded", order2)
+	cancelled, err := r.ok(ctx, token, map[string]any{"id": orderID, "reason": "smoke test"}, order2, fullNames["order"]+"/CancelOrder")
+	if err != nil {
+		return err
+	}
+	if err := expect("CancelOrder", cancelled, "ORDER_STATUS_CANCELLED", "order", "status"); err != nil {
+		return err
+	}
+	got, err := r.ok(ctx, token, map[string]any{"id": orderID}, order1, fullNames["order"]+"/GetOrder")
+	if err != nil {
+		return err
+	}
+	if err := expect("GetOrder after the cancellation", got, "ORDER_STATUS_CANCELLED", "order", "status"); err != nil {
+		return err
+	}
+
+	r.step("read the payments on %s and %s", pay1, pay2)
+	payment, err := r.ok(ctx, token, map[string]any{"id": paymentID}, pay1, fullNames["payment"]+"/GetPayment")
+	if err != nil {
+		return err
+	}
+	if err := expect("the cancelled order's payment", payment, "PAYMENT_STATUS_REFUNDED", "payment", "status"); err != nil {
+		return err
+	}
+	if err := expect("the cancelled order's payment", payment, "3998", "payment", "refundedAmount", "minorUnits"); err != nil {
+		return err
+	}
+	list, err := r.ok(ctx, token, map[string]any{}, pay2, fullNames["payment"]+"/ListPayments")
+	if err != nil {
+		return err
+	}
+	payments, _ := get(list, "payments").([]any)
+	var statuses []string
+	for _, p := range payments {
+		m, _ := p.(map[string]any)
+		statuses = append(statuses, str(m, "status"))
+	}
+	slices.Sort(statuses)
+	if want := []string{"PAYMENT_STATUS_DECLINED", "PAYMENT_STATUS_REFUNDED"}; !slices.Equal(statuses, want) {
+		return fmt.Errorf("ListPayments: statuses %v, want %v", statuses, want)
+	}
+	if err := r.fails(ctx, "NotFound", token, map[string]any{"id": "00000000-0000-4000-8000-000000000000"}, pay1, fullNames["payment"]+"/GetPayment"); err != nil {
+		return err
+	}
+	if cfg.prometheus != "" {
+		r.step("Prometheus at %s scrapes every instance", cfg.prometheus)
+		if err := r.scraped(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.jaeger != "" {
+		r.step("Jaeger at %s holds a CreateOrder trace through all three services", cfg.jaeger)
+		if err := r.traced(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// getJSON fetches url into v.
+func getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// poll retries check every second for a minute: scrapes and trace exports run on their own
+// schedules.
+func poll(ctx context.Context, check func() error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// scraped checks that Prometheus found every instance through Consul and scrapes it.
+func (r runner) scraped(ctx context.Context) error {
+	want := 0
+	for _, svc := range platform.Services {
+		want += len(r.cfg.instances[svc])
+	}
+	return poll(ctx, func() error {
+		var targets struct {
+			Data struct {
+				ActiveTargets []struct {
+					Labels map[string]string `json:"labels"`
+					Health string            `json:"health"`
+				} `json:"activeTargets"`
+			} `json:"data"`
+		}
+		if err := getJSON(ctx, "http://"+r.cfg.prometheus+"/api/v1/targets?state=active", &targets); err != nil {
+			return fmt.Errorf("prometheus: %w", err)
+		}
+		var up []string
+		for _, t := range targets.Data.ActiveTargets {
+			if t.Health == "up" && fullNames[t.Labels["service"]] != "" {
+				up = append(up, t.Labels["instance"])
+			}
+		}
+		if len(up) != want {
+			return fmt.Errorf("prometheus scrapes %d instances (%v), want %d", len(up), up, want)
+		}
+		return nil
+	})
+}
+
+// traced checks that Jaeger holds a trace of the order service that reached user and payment.
+func (r runner) traced(ctx context.Context) error {
+	return poll(ctx, func() error {
+		var traces struct {
+			Data []struct {
+				Processes map[string]struct {
+					ServiceName string `json:"serviceName"`
+				} `json:"processes"`
+			} `json:"data"`
+		}
+		if err := getJSON(ctx, "http://"+r.cfg.jaeger+"/api/traces?service=order&operation=meshmart.order.v1.OrderService%2FCreateOrder&limit=20&lookback=1h", &traces); err != nil {
+			return fmt.Errorf("jaeger: %w", err)
+		}
+		for _, t := range traces.Data {
+			seen := map[string]bool{}
+			for _, p := range t.Processes {
+				seen[p.ServiceName] = true
+			}
+			if seen["order"] && seen["user"] && seen["payment"] {
+				return nil
+			}
+		}
+		return fmt.Errorf("jaeger: none of %d CreateOrder traces spans order, user and payment", len(traces.Data))
+	})
+}
+
+// everyInstance lists and describes every instance's services through reflection and checks
+// its health, overall and per service.
+func (r runner) everyInstance(ctx context.Context) error {
+	for _, svc := range platform.Services {
+		full := fullNames[svc]
+		for _, addr := range r.cfg.instances[svc] {
+			r.step("%s at %s: reflection and health", svc, addr)
+			c := r.grpcurl(ctx, "", nil, addr, "list")
+			if c.err != nil {
+				return fmt.Errorf("grpcurl %s list: %v\n%s", addr, c.err, c.errOut)
+			}
+			listed := strings.Fields(string(c.out))
+			for _, want := range []string{full, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+				if !slices.Contains(listed, want) {
+					return fmt.Errorf("grpcurl %s list: %s missing from %v", addr, want, listed)
+				}
+			}
+			c = r.grpcurl(ctx, "", nil, addr, "describe", full)
+			if c.err != nil || !bytes.Contains(c.out, []byte("service "+strings.TrimPrefix(full, full[:strings.LastIndex(full, ".")+1])+" {")) {
+				return fmt.Errorf("grpcurl %s describe %s: %v\n%s%s", addr, full, c.err, c.out, c.errOut)
+			}
+			for _, name := range []string{"", full} {
+				health, err := r.ok(ctx, "", map[string]any{"service": name}, addr, "grpc.health.v1.Health/Check")
+				if err != nil {
+					return err
+				}
+				if err := expect("health of "+addr+" ("+name+")", health, "SERVING", "status"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// registered checks through Consul's HTTP API that every service has its replicas passing.
+func (r runner) registered(ctx context.Context) error {
+	for _, svc := range platform.Services {
+		want := len(r.cfg.instances[svc])
+		r.step("%s: %d instances passing in Consul at %s", svc, want, r.cfg.consul)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.cfg.consul+"/v1/health/service/"+svc+"?passing", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("consul: %w", err)
+		}
+		var entries []json.RawMessage
+		err = json.NewDecoder(resp.Body).Decode(&entries)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("consul health of %s: %w", svc, err)
+		}
+		if len(entries) != want {
+			return fmt.Errorf("consul: %d %s instances passing, want %d", len(entries), svc, want)
+		}
+	}
+	return nil
+}
