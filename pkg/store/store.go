@@ -74,8 +74,8 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 		q := url.Values{}
-		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "busy_timeout(5000)")
+		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "foreign_keys(1)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Set("_txlock", "immediate")
@@ -90,11 +90,30 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db, dialect); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
 	}
 	return &DB{DB: db, Dialect: dialect}, nil
+}
+
+// ping makes the first connection. Two processes opening a new SQLite file at the same moment
+// (two replicas starting together) can find each other switching it to WAL: SQLite then answers
+// SQLITE_BUSY at once, without its busy handler, since waiting could deadlock. The connection is
+// simply made again, a bounded number of times; the pragmas run anew each time.
+func ping(ctx context.Context, db *sql.DB, dialect Dialect) error {
+	for attempt := 1; ; attempt++ {
+		err := db.PingContext(ctx)
+		var sqliteErr *sqlite.Error
+		if err == nil || dialect != SQLite || !errors.As(err, &sqliteErr) || sqliteErr.Code()&0xff != sqlite3.SQLITE_BUSY || attempt == 100 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(10+attempt%7*5) * time.Millisecond):
+		}
+	}
 }
 
 // Describe renders dsn for a log line: a PostgreSQL URL without its password, or the SQLite path.

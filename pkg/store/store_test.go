@@ -104,3 +104,32 @@ func TestRebind(t *testing.T) {
 		t.Errorf("SQLite Rebind = %q", got)
 	}
 }
+
+// TestReplicasOpenANewSQLiteFileTogether opens one new SQLite file from several connections at
+// once, as replicas starting together do: each must get through the switch to WAL.
+func TestReplicasOpenANewSQLiteFileTogether(t *testing.T) {
+	t.Parallel()
+	for range 20 {
+		path := testkit.SQLitePath(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() {
+				db, err := store.Open(context.Background(), path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				errs <- db.PingContext(context.Background())
+				db.Close()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
