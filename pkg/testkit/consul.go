@@ -3,11 +3,8 @@ package testkit
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/proc"
 )
 
@@ -38,12 +36,9 @@ type Consul struct {
 // which `make consul` builds from the Go module proxy.
 func ConsulBinary(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p
-	}
-	p := filepath.Join(RepoRoot(t), "bin", "consul")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("testkit: no consul on PATH and no %s: run `make consul` (builds it from the Go module proxy)", p)
+	p, err := consul.AgentBinary(RepoRoot(t))
+	if err != nil {
+		t.Fatalf("testkit: %v", err)
 	}
 	return p
 }
@@ -58,14 +53,8 @@ func StartConsul(t testing.TB) *Consul {
 		t:    t,
 		bin:  ConsulBinary(t),
 		logs: &SyncBuffer{},
-		args: []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-			"-node=testkit-" + strconv.Itoa(ports[0]), "-log-level=warn",
-			"-hcl", fmt.Sprintf(`ports { http = %d, serf_lan = %d, serf_wan = %d, server = %d, dns = -1, grpc = -1, grpc_tls = -1 }`,
-				ports[0], ports[1], ports[2], ports[3]),
-			// Every test process talks to its agent from 127.0.0.1; the default cap of 200
-			// connections per client address is too low for many watchers and pollers.
-			"-hcl", "limits { http_max_conns_per_client = 4096 }",
-		},
+		args: consul.DevAgentArgs("testkit-"+strconv.Itoa(ports[0]),
+			consul.DevAgentPorts{HTTP: ports[0], SerfLAN: ports[1], SerfWAN: ports[2], Server: ports[3]}),
 	}
 	t.Cleanup(func() {
 		c.Stop()
@@ -93,17 +82,8 @@ func (c *Consul) Start() {
 	c.cmd, c.exited = cmd, exited
 	c.mu.Unlock()
 
-	client := c.Client()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		leader, err := client.Status().Leader()
-		if err == nil && leader != "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("testkit: consul at %s has no leader after 30s (last error: %v)\n%s", c.Addr, err, c.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := consul.WaitForLeader(context.Background(), c.Client(), 30*time.Second, exited); err != nil {
+		c.t.Fatalf("testkit: consul at %s: %v\n%s", c.Addr, err, c.logs.String())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -137,10 +136,11 @@ func startCluster() (string, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	port, err := freePort()
+	ports, err := proc.FreePorts(1)
 	if err != nil {
 		return "", err
 	}
+	port := ports[0]
 	pg := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
@@ -189,15 +189,6 @@ func postgresBinDir() (string, error) {
 		return filepath.Dir(matches[len(matches)-1]), nil
 	}
 	return "", fmt.Errorf("no initdb on PATH or in /usr/lib/postgresql: %s", installPostgres)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Database names a kind of database and makes fresh ones.

@@ -27,6 +27,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/proc"
 )
 
@@ -80,10 +81,9 @@ type Instance struct {
 	Addr        string // gRPC host:port
 	MetricsAddr string // /metrics host:port
 
-	bin  string
-	args []string
-	env  []string
-	p    *process
+	bin string
+	env []string
+	p   *process
 }
 
 // Platform is a running platform.
@@ -119,7 +119,7 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		}
 	}()
 
-	consulBin, err := consulBinary(opts.Root)
+	consulBin, err := consul.AgentBinary(opts.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +210,7 @@ func (p *Platform) Stop() {
 
 // ports are the ports every process listens on.
 type portPlan struct {
-	consul           [4]int // http, serf_lan, serf_wan, server
+	consul           consul.DevAgentPorts
 	service, metrics map[string][]int
 }
 
@@ -222,7 +222,7 @@ func (p *Platform) ports() (portPlan, error) {
 		if err != nil {
 			return plan, err
 		}
-		copy(plan.consul[:], free)
+		plan.consul = consul.DevAgentPorts{HTTP: free[0], SerfLAN: free[1], SerfWAN: free[2], Server: free[3]}
 		free = free[4:]
 		for _, svc := range Services {
 			plan.service[svc], plan.metrics[svc] = free[:p.opts.Replicas], free[p.opts.Replicas:2*p.opts.Replicas]
@@ -230,7 +230,7 @@ func (p *Platform) ports() (portPlan, error) {
 		}
 		return plan, nil
 	}
-	plan.consul = [4]int{ConsulHTTPPort, 8301, 8302, 8300}
+	plan.consul = consul.DevAgentPorts{HTTP: ConsulHTTPPort, SerfLAN: 8301, SerfWAN: 8302, Server: 8300}
 	var busy []string
 	check := func(port int) {
 		lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -240,7 +240,7 @@ func (p *Platform) ports() (portPlan, error) {
 		}
 		lis.Close()
 	}
-	for _, port := range plan.consul {
+	for _, port := range []int{plan.consul.HTTP, plan.consul.SerfLAN, plan.consul.SerfWAN, plan.consul.Server} {
 		check(port)
 	}
 	for _, svc := range Services {
@@ -294,52 +294,22 @@ func (p *Platform) secrets() (secrets, error) {
 	return s, err
 }
 
-// consulBinary is consul from PATH, else bin/consul, which `make consul` builds.
-func consulBinary(root string) (string, error) {
-	if p, err := exec.LookPath("consul"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(root, "bin", "consul")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no consul on PATH and no %s: run `make consul` (it builds Consul from the Go module proxy)", p)
-	}
-	return p, nil
-}
-
 func (p *Platform) startConsul(ctx context.Context, bin string, plan portPlan) error {
-	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(plan.consul[0]))
-	args := []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=meshmart", "-log-level=warn",
-		"-hcl", fmt.Sprintf(`ports { http = %d, serf_lan = %d, serf_wan = %d, server = %d, dns = -1, grpc = -1, grpc_tls = -1 }`,
-			plan.consul[0], plan.consul[1], plan.consul[2], plan.consul[3]),
-		// Six instances, their resolvers and health checks all come from 127.0.0.1.
-		"-hcl", "limits { http_max_conns_per_client = 4096 }",
-	}
-	proc, err := p.spawn("consul", bin, args, nil)
+	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(plan.consul.HTTP))
+	agent, err := p.spawn("consul", bin, consul.DevAgentArgs("meshmart", plan.consul), nil)
 	if err != nil {
 		return err
 	}
-	p.consul = proc
+	p.consul = agent
 	client, err := p.client()
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		leader, err := client.Status().Leader()
-		if err == nil && leader != "" {
-			return nil
-		}
-		select {
-		case <-proc.exited:
-			return fmt.Errorf("consul exited at start (see its output above); is port %d taken?", plan.consul[0])
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("consul at %s has no leader after 30s: %v", p.ConsulAddr, err)
-		}
+	err = consul.WaitForLeader(ctx, client, 30*time.Second, agent.exited)
+	if errors.Is(err, consul.ErrAgentExited) {
+		return fmt.Errorf("%w (see its output above); is port %d taken?", err, plan.consul.HTTP)
 	}
+	return err
 }
 
 func (p *Platform) client() (*api.Client, error) {
@@ -349,7 +319,7 @@ func (p *Platform) client() (*api.Client, error) {
 }
 
 func (p *Platform) startInstance(in *Instance) error {
-	proc, err := p.spawn(in.Name, in.bin, in.args, in.env)
+	proc, err := p.spawn(in.Name, in.bin, nil, in.env)
 	if err != nil {
 		return err
 	}

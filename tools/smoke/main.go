@@ -438,7 +438,7 @@ func (r runner) everyInstance(ctx context.Context) error {
 				}
 			}
 			c = r.grpcurl(ctx, "", nil, addr, "describe", full)
-			if c.err != nil || !bytes.Contains(c.out, []byte("service "+strings.TrimPrefix(full, full[:strings.LastIndex(full, ".")+1])+" {")) {
+			if c.err != nil || !bytes.Contains(c.out, []byte("service "+full[strings.LastIndex(full, ".")+1:]+" {")) {
 				return fmt.Errorf("grpcurl %s describe %s: %v\n%s%s", addr, full, c.err, c.out, c.errOut)
 			}
 			for _, name := range []string{"", full} {
@@ -460,18 +460,8 @@ func (r runner) registered(ctx context.Context) error {
 	for _, svc := range platform.Services {
 		want := len(r.cfg.instances[svc])
 		r.step("%s: %d instances passing in Consul at %s", svc, want, r.cfg.consul)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.cfg.consul+"/v1/health/service/"+svc+"?passing", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("consul: %w", err)
-		}
 		var entries []json.RawMessage
-		err = json.NewDecoder(resp.Body).Decode(&entries)
-		resp.Body.Close()
-		if err != nil {
+		if err := getJSON(ctx, "http://"+r.cfg.consul+"/v1/health/service/"+svc+"?passing", &entries); err != nil {
 			return fmt.Errorf("consul health of %s: %w", svc, err)
 		}
 		if len(entries) != want {

@@ -1,0 +1,68 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// AgentBinary returns the consul executable for a local dev agent: the one on PATH, else
+// root/bin/consul, which `make consul` builds from the Go module proxy.
+func AgentBinary(root string) (string, error) {
+	if p, err := exec.LookPath("consul"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(root, "bin", "consul")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no consul on PATH and no %s: run `make consul` (it builds Consul from the Go module proxy)", p)
+	}
+	return p, nil
+}
+
+// DevAgentPorts are the ports a dev agent listens on; DNS and gRPC stay off.
+type DevAgentPorts struct {
+	HTTP, SerfLAN, SerfWAN, Server int
+}
+
+// DevAgentArgs are the arguments of `consul` for a single in-memory dev agent on loopback, as the
+// test kit and `make run` start it.
+func DevAgentArgs(node string, ports DevAgentPorts) []string {
+	return []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=" + node, "-log-level=warn",
+		"-hcl", fmt.Sprintf(`ports { http = %d, serf_lan = %d, serf_wan = %d, server = %d, dns = -1, grpc = -1, grpc_tls = -1 }`,
+			ports.HTTP, ports.SerfLAN, ports.SerfWAN, ports.Server),
+		// Every instance, resolver and health check talks to the agent from 127.0.0.1; the default
+		// cap of 200 connections per client address is too low for many watchers and pollers.
+		"-hcl", "limits { http_max_conns_per_client = 4096 }",
+	}
+}
+
+// ErrAgentExited is what WaitForLeader returns when the agent's process exits first.
+var ErrAgentExited = errors.New("consul agent exited at start")
+
+// WaitForLeader polls the agent until it has a leader, for at most within; exited, when not
+// nil, is closed if the agent's process exits, which ends the wait at once.
+func WaitForLeader(ctx context.Context, client *api.Client, within time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(within)
+	for {
+		leader, err := client.Status().Leader()
+		if err == nil && leader != "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consul has no leader after %v (last error: %v)", within, err)
+		}
+		select {
+		case <-exited:
+			return ErrAgentExited
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
