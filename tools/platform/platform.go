@@ -123,7 +123,7 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := p.ports()
+	ports, err := p.ports(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +214,7 @@ type portPlan struct {
 	service, metrics map[string][]int
 }
 
-func (p *Platform) ports() (portPlan, error) {
+func (p *Platform) ports(ctx context.Context) (portPlan, error) {
 	plan := portPlan{service: map[string][]int{}, metrics: map[string][]int{}}
 	if p.opts.FreePorts {
 		n := 4 + 2*len(Services)*p.opts.Replicas
@@ -231,31 +231,57 @@ func (p *Platform) ports() (portPlan, error) {
 		return plan, nil
 	}
 	plan.consul = consul.DevAgentPorts{HTTP: ConsulHTTPPort, SerfLAN: 8301, SerfWAN: 8302, Server: 8300}
-	var busy []string
-	check := func(port int) {
-		lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			busy = append(busy, strconv.Itoa(port))
-			return
-		}
-		lis.Close()
-	}
-	for _, port := range []int{plan.consul.HTTP, plan.consul.SerfLAN, plan.consul.SerfWAN, plan.consul.Server} {
-		check(port)
-	}
+	wanted := []int{plan.consul.HTTP, plan.consul.SerfLAN, plan.consul.SerfWAN, plan.consul.Server}
 	for _, svc := range Services {
 		for i := range p.opts.Replicas {
 			port := basePorts[svc] + 10*i
 			plan.service[svc] = append(plan.service[svc], port)
 			plan.metrics[svc] = append(plan.metrics[svc], port+10000)
-			check(port)
-			check(port + 10000)
+			wanted = append(wanted, port, port+10000)
 		}
 	}
-	if len(busy) > 0 {
-		return plan, fmt.Errorf("ports %s are in use: is the platform already running (make run, or docker compose up)?", strings.Join(busy, ", "))
+	return plan, waitForPorts(ctx, wanted, p.opts.Out)
+}
+
+// waitForPorts returns once every port can be listened on. A port something listens on means
+// the platform (or something else) already runs there: an error at once. A port held by no
+// listener is held by a connection: the well-known ports lie in the kernel's ephemeral range,
+// so a recent outgoing connection from that port, lingering in TIME-WAIT, blocks it for up to
+// a minute; that is waited out.
+func waitForPorts(ctx context.Context, ports []int, out io.Writer) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for said := false; ; said = true {
+		var serving, held []string
+		for _, port := range ports {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			lis, err := net.Listen("tcp", addr)
+			if err == nil {
+				lis.Close()
+				continue
+			}
+			if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				conn.Close()
+				serving = append(serving, strconv.Itoa(port))
+			} else {
+				held = append(held, strconv.Itoa(port))
+			}
+		}
+		switch {
+		case len(serving) > 0:
+			return fmt.Errorf("ports %s are in use: is the platform already running (make run, or docker compose up)?", strings.Join(serving, ", "))
+		case len(held) == 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("ports %s are still held by connections after 90s", strings.Join(held, ", "))
+		case !said:
+			fmt.Fprintf(out, "waiting for ports %s: a closing connection holds them (up to a minute)\n", strings.Join(held, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	return plan, nil
 }
 
 // build compiles the three services into BinDir (incremental: seconds when nothing changed).
