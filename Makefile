@@ -85,7 +85,11 @@ build: ## build every module
 
 .PHONY: test
 test: third_party consul ## run every test of every module, with the race detector
-	go test -race -count=1 $(MODULES)
+	go test -race -count=1 -timeout 30m $(MODULES)
+
+.PHONY: bench
+bench: third_party consul ## the platform under load (3 replicas, SQLite and PostgreSQL): one table of ratios and percentiles, as in BENCHMARKS.md
+	go test -run '^$$' -bench BenchmarkPlatform -benchtime 1x -timeout 20m ./tools/bench/
 
 .PHONY: bench-user
 bench-user: ## user service: GetUser and CreateUser through the chassis vs a bare grpc-go server

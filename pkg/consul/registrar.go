@@ -56,10 +56,15 @@ func NewRegistrar(addr string, reg Registration, log *slog.Logger) (*Registrar, 
 }
 
 func newClient(addr string) (*api.Client, error) {
+	return newClientWith(addr, func(*api.Config) {})
+}
+
+func newClientWith(addr string, tune func(*api.Config)) (*api.Client, error) {
 	cfg := api.DefaultConfig() // honours CONSUL_HTTP_TOKEN and the other standard variables
 	if addr != "" {
 		cfg.Address = addr
 	}
+	tune(cfg)
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", addr, err)

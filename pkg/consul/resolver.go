@@ -27,6 +27,11 @@ const Scheme = "consul"
 // waitTime bounds one blocking query; Consul answers sooner when the service changes.
 const waitTime = 5 * time.Minute
 
+// restartGrace is how long an empty answer from an agent that has lost its state (its index went
+// backwards: a restarted dev agent, or servers restored from nothing) is taken as "not registered
+// again yet" rather than "no instance passes": the last known addresses are kept meanwhile.
+const restartGrace = 30 * time.Second
+
 // minRequery spaces out the immediate re-queries that ResolveNow asks for, so a flapping
 // connection cannot turn into a query storm.
 const minRequery = 250 * time.Millisecond
@@ -50,7 +55,10 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if service == "" {
 		return nil, fmt.Errorf("consul target %q names no service", target.URL.String())
 	}
-	client, err := newClient(target.URL.Host)
+	// A fresh connection per query: on a reused one, Go's HTTP client silently sends a GET again
+	// when the connection breaks, so a blocking query cut off by an agent's restart would be
+	// re-sent to the restarted agent with the old, higher index and wait its full time there.
+	client, err := newClientWith(target.URL.Host, func(c *api.Config) { c.Transport.DisableKeepAlives = true })
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +118,8 @@ func (r *consulResolver) watch() {
 	defer r.wg.Done()
 	var (
 		index     uint64
+		seen      uint64 // the highest index Consul has reported
+		forgot    time.Time
 		last      []string
 		haveState bool
 		lastQuery time.Time
@@ -138,17 +148,36 @@ func (r *consulResolver) watch() {
 				r.cc.ReportError(fmt.Errorf("consul: resolve %s: %w", r.service, err))
 			}
 			r.log.Warn("consul query failed; keeping the last known addresses", "error", err, "addresses", len(last))
+			// The agent may come back restarted, with a lower index than ours: a blocking query
+			// would then wait its full time before answering. Ask afresh.
+			index = 0
 			if !r.sleep(bo.next(), true) {
 				return
 			}
 			continue
 		}
 		bo.reset()
-		// Consul's index only grows, except across a restart of the servers; start over then.
-		if meta.LastIndex < index {
+		// Consul's index only grows, except across a restart that lost its state; start over then.
+		if meta.LastIndex < seen {
+			r.log.Info("consul lost its state (restarted?); keeping the last known addresses until instances register again", "addresses", len(last))
+			forgot = time.Now()
+		}
+		seen = meta.LastIndex
+		switch {
+		case index != 0 && meta.LastIndex == index:
+			// An answer without progress: the wait ran out, or the agent is shutting down (it
+			// answers blocking queries at once then, and may come back with a lower index that
+			// a blocking query would wait out). Ask afresh, once.
 			index = 0
-		} else {
+		case meta.LastIndex < index:
+			index = 0
+		default:
 			index = meta.LastIndex
+		}
+		if len(addrs) == 0 && len(last) > 0 && time.Since(forgot) < restartGrace {
+			// Not "no instance passes" but "none has registered again yet": poll until one has.
+			index = 0
+			continue
 		}
 		if haveState && slices.Equal(addrs, last) {
 			continue

@@ -137,3 +137,31 @@ func TestResolverKeepsAddressesWhileConsulIsDown(t *testing.T) {
 		t.Errorf("with consul down: last state %v and %d error reports, want the last addresses and no report", got, errs)
 	}
 }
+
+// A restarted dev agent knows nothing until the instances register again. The resolver must not
+// take that empty answer for "no instance passes", and must not wait out a blocking query on the
+// old, higher index before it sees the new registrations.
+func TestResolverFollowsARestartedAgent(t *testing.T) {
+	t.Parallel()
+	agent := testkit.StartConsul(t)
+	for i := range 20 { // raise the index well above what the restarted agent starts from
+		register(t, agent, "one", 1001, fmt.Sprint(i))
+	}
+	rec := build(t, "consul://"+agent.Addr+"/example")
+	testkit.Eventually(t, 10*time.Second, "resolved addresses", func() (bool, string) {
+		got, _, _ := rec.last()
+		return slices.Equal(got, []string{"127.0.0.1:1001"}), fmt.Sprint(got)
+	})
+	time.Sleep(time.Second) // the resolver waits in a blocking query
+	agent.Stop()
+	agent.Start()
+	time.Sleep(time.Second)
+	if got, _, _ := rec.last(); !slices.Equal(got, []string{"127.0.0.1:1001"}) {
+		t.Fatalf("after the agent restarted, before any registration: %v, want the last known addresses", got)
+	}
+	register(t, agent, "two", 1002)
+	testkit.Eventually(t, 5*time.Second, "the registration on the restarted agent", func() (bool, string) {
+		got, _, _ := rec.last()
+		return slices.Equal(got, []string{"127.0.0.1:1002"}), fmt.Sprint(got)
+	})
+}

@@ -43,6 +43,12 @@ func PostgresURL(t testing.TB) string {
 			t.Fatalf("testkit: PostgreSQL: %v", err)
 		}
 	}
+	return createDatabase(t, admin)
+}
+
+// createDatabase creates a database through the admin URL and drops it when the test ends.
+func createDatabase(t testing.TB, admin string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
@@ -71,7 +77,7 @@ func PostgresURL(t testing.TB) string {
 	})
 	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatalf("testkit: TEST_POSTGRES_URL: %v", err)
+		t.Fatalf("testkit: PostgreSQL URL: %v", err)
 	}
 	u.Path = "/" + name
 	return u.String()
@@ -93,87 +99,143 @@ var (
 
 // sharedCluster starts, once per test binary, a PostgreSQL cluster that dies with the binary.
 func sharedCluster() (string, error) {
-	clusterOnce.Do(func() { clusterURL, clusterErr = startCluster() })
+	clusterOnce.Do(func() {
+		var pg *Postgres
+		if pg, clusterErr = newPostgres(); clusterErr == nil {
+			clusterURL = pg.Admin
+		}
+	})
 	return clusterURL, clusterErr
 }
 
 const installPostgres = "install it with `apt-get install -y postgresql` (Debian) or set TEST_POSTGRES_URL"
 
-func startCluster() (string, error) {
+// Postgres is a throw-away PostgreSQL cluster that a test may stop and start again, to prove
+// what survives a database outage. It listens on loopback and dies with the test binary.
+type Postgres struct {
+	// Admin is the superuser's URL of the postgres database.
+	Admin string
+
+	bin, dir, data string
+	port           int
+	cred           *syscall.Credential
+	logs           *SyncBuffer
+	cmd            *exec.Cmd
+	exited         <-chan struct{}
+}
+
+// StartPostgres starts a cluster of the test's own, removed when the test ends.
+func StartPostgres(t testing.TB) *Postgres {
+	t.Helper()
+	pg, err := newPostgres()
+	if err != nil {
+		t.Fatalf("testkit: PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		pg.Stop()
+		_ = os.RemoveAll(pg.dir)
+	})
+	return pg
+}
+
+// Database creates a fresh database on the cluster, dropped when the test ends, and returns its URL.
+func (pg *Postgres) Database(t testing.TB) string {
+	t.Helper()
+	return createDatabase(t, pg.Admin)
+}
+
+// Logs returns what the server printed.
+func (pg *Postgres) Logs() string { return pg.logs.String() }
+
+func newPostgres() (*Postgres, error) {
 	bin, err := postgresBinDir()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var cred *syscall.Credential
+	pg := &Postgres{bin: bin, logs: &SyncBuffer{}}
 	owner := -1
 	if os.Geteuid() == 0 {
 		// initdb refuses to run as root: run the cluster as the postgres user.
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			return "", fmt.Errorf("running as root needs a postgres user: %w; %s", err, installPostgres)
+			return nil, fmt.Errorf("running as root needs a postgres user: %w; %s", err, installPostgres)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		cred, owner = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid
+		pg.cred, owner = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, uid
 	}
-	dir, err := os.MkdirTemp("", "meshmart-pg-")
-	if err != nil {
-		return "", err
+	if pg.dir, err = os.MkdirTemp("", "meshmart-pg-"); err != nil {
+		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o700); err != nil {
-		return "", err
+	pg.data = filepath.Join(pg.dir, "data")
+	if err := os.Mkdir(pg.data, 0o700); err != nil {
+		return nil, err
 	}
 	if owner >= 0 {
-		for _, p := range []string{dir, data} {
+		for _, p := range []string{pg.dir, pg.data} {
 			if err := os.Chown(p, owner, -1); err != nil {
-				return "", err
+				return nil, err
 			}
 		}
 	}
-	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", pg.data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: pg.cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("initdb: %w\n%s", err, out)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	ports, err := proc.FreePorts(1)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	port := ports[0]
-	pg := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-k", dir,
+	pg.port = ports[0]
+	pg.Admin = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", pg.port)
+	return pg, pg.Start()
+}
+
+// Start starts the server (again, after Stop) on the same port and data, and returns once it
+// accepts connections.
+func (pg *Postgres) Start() error {
+	cmd := exec.Command(filepath.Join(pg.bin, "postgres"), "-D", pg.data, "-p", strconv.Itoa(pg.port), "-k", pg.dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300")
-	logs := &SyncBuffer{}
-	pg.Stdout, pg.Stderr = logs, logs
+	cmd.Stdout, cmd.Stderr = pg.logs, pg.logs
 	// Fast shutdown when the test binary dies, however it dies.
-	pg.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGINT}
-	exited, err := proc.Start(pg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: pg.cred, Pdeathsig: syscall.SIGINT}
+	exited, err := proc.Start(cmd)
 	if err != nil {
-		return "", fmt.Errorf("start postgres: %w", err)
+		return fmt.Errorf("start postgres: %w", err)
 	}
-	go func() { <-exited; _ = os.RemoveAll(dir) }()
-
-	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	pg.cmd, pg.exited = cmd, exited
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		conn, err := pgx.Connect(ctx, admin)
+		conn, err := pgx.Connect(ctx, pg.Admin)
 		cancel()
 		if err == nil {
 			conn.Close(context.Background())
-			return admin, nil
+			return nil
 		}
 		select {
 		case <-exited:
-			return "", fmt.Errorf("postgres exited: %s", logs.String())
+			return fmt.Errorf("postgres exited: %s", pg.logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("postgres not ready after 30s: %v\n%s", err, logs.String())
+			return fmt.Errorf("postgres not ready after 30s: %v\n%s", err, pg.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Stop shuts the server down fast (SIGINT: open transactions are rolled back, clients are
+// disconnected) and waits for it to exit.
+func (pg *Postgres) Stop() {
+	if pg.cmd == nil {
+		return
+	}
+	_ = pg.cmd.Process.Signal(syscall.SIGINT)
+	<-pg.exited
+	pg.cmd = nil
 }
 
 // postgresBinDir finds the directory holding initdb and postgres.

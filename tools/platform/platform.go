@@ -92,10 +92,12 @@ type Platform struct {
 	ConsulAddr string
 	Instances  []*Instance
 
-	opts   Options
-	out    *prefixer
-	consul *process
-	died   chan string
+	opts      Options
+	out       *prefixer
+	consul    *process
+	consulBin string
+	plan      portPlan
+	died      chan string
 }
 
 // Start builds the services, starts Consul and every replica, and returns once Consul reports
@@ -134,7 +136,8 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.startConsul(ctx, consulBin, ports); err != nil {
+	p.consulBin, p.plan = consulBin, ports
+	if err := p.startConsul(ctx); err != nil {
 		return nil, err
 	}
 
@@ -320,9 +323,9 @@ func (p *Platform) secrets() (secrets, error) {
 	return s, err
 }
 
-func (p *Platform) startConsul(ctx context.Context, bin string, plan portPlan) error {
-	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(plan.consul.HTTP))
-	agent, err := p.spawn("consul", bin, consul.DevAgentArgs("meshmart", plan.consul), nil)
+func (p *Platform) startConsul(ctx context.Context) error {
+	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.plan.consul.HTTP))
+	agent, err := p.spawn("consul", p.consulBin, consul.DevAgentArgs("meshmart", p.plan.consul), nil)
 	if err != nil {
 		return err
 	}
@@ -333,7 +336,7 @@ func (p *Platform) startConsul(ctx context.Context, bin string, plan portPlan) e
 	}
 	err = consul.WaitForLeader(ctx, client, 30*time.Second, agent.exited)
 	if errors.Is(err, consul.ErrAgentExited) {
-		return fmt.Errorf("%w (see its output above); is port %d taken?", err, plan.consul.HTTP)
+		return fmt.Errorf("%w (see its output above); is port %d taken?", err, p.plan.consul.HTTP)
 	}
 	return err
 }
@@ -357,6 +360,18 @@ func (p *Platform) startInstance(in *Instance) error {
 func (p *Platform) Restart(in *Instance) error {
 	in.p.stop(30 * time.Second)
 	return p.startInstance(in)
+}
+
+// RestartConsul stops the Consul agent gracefully and starts it again on the same ports. A dev
+// agent keeps nothing: every instance has to register again by itself.
+func (p *Platform) RestartConsul(ctx context.Context) error {
+	p.consul.stop(10 * time.Second)
+	return p.startConsul(ctx)
+}
+
+// WaitPassing waits until Consul reports every instance passing.
+func (p *Platform) WaitPassing(ctx context.Context, within time.Duration) error {
+	return p.waitPassing(ctx, within)
 }
 
 // waitPassing waits until Consul reports every instance passing.
@@ -445,6 +460,9 @@ func (p *Platform) spawn(name, bin string, args, env []string) (*process, error)
 
 // Signal sends sig to the instance's process, as a fault test would.
 func (in *Instance) Signal(sig syscall.Signal) error { return in.p.cmd.Process.Signal(sig) }
+
+// Pid is the instance's process id.
+func (in *Instance) Pid() int { return in.p.cmd.Process.Pid }
 
 func (pr *process) stop(grace time.Duration) {
 	pr.mu.Lock()

@@ -1,0 +1,402 @@
+// Package bench measures the platform as `make run` starts it (three replicas of each service,
+// Consul, real processes on loopback), on SQLite and on PostgreSQL, with ghz as the load
+// generator. Every figure is a ratio or a percentile of loads run side by side, in alternating
+// rounds, in the same run: this machine is noisy, so absolute figures from separate runs do not
+// compare. `make bench` runs it and prints one table; BENCHMARKS.md keeps the latest.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bojand/ghz/runner"
+	"github.com/google/uuid"
+	"github.com/jhump/protoreflect/dynamic"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+	"github.com/meshmart/meshmart/tools/loadkit"
+	"github.com/meshmart/meshmart/tools/platform"
+)
+
+const (
+	concurrency = 16
+	round       = 2 * time.Second
+	rounds      = 3
+	// seeded accounts, for ExportUsers to stream.
+	seeded = 100
+)
+
+func init() {
+	// ghz dials consul:// targets through gRPC's global resolver registry.
+	resolver.Register(consul.NewBuilder(testkit.DiscardLogger()))
+}
+
+// BenchmarkPlatform prints one table with a column per database. Run it with -benchtime 1x.
+func BenchmarkPlatform(b *testing.B) {
+	t := &table{}
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run(db, func(b *testing.B) { measure(b, db, t.column(db)) })
+	}
+	fmt.Println()
+	fmt.Print(t)
+}
+
+// call is one ghz load: a method, a target and what to send.
+type call struct {
+	method string
+	target string
+	data   any
+	token  string
+	opts   []runner.Option
+}
+
+// stat is what alternating rounds of one call measured, merged.
+type stat struct {
+	calls, errors int
+	elapsed       time.Duration
+	latencies     []time.Duration
+	msgs          int64 // stream messages received
+}
+
+func (s *stat) rate() float64 { return float64(s.calls) / s.elapsed.Seconds() }
+func (s *stat) pct(p float64) time.Duration {
+	if len(s.latencies) == 0 {
+		return 0
+	}
+	return s.latencies[int(float64(len(s.latencies)-1)*p)]
+}
+
+// alternate runs each call for a round, in turn, rounds times, and merges each call's rounds.
+func alternate(b *testing.B, calls ...call) []*stat {
+	stats := make([]*stat, len(calls))
+	for i := range stats {
+		stats[i] = &stat{}
+	}
+	for range rounds {
+		for i, c := range calls {
+			var msgs atomic.Int64
+			opts := append([]runner.Option{
+				runner.WithInsecure(true),
+				runner.WithConcurrency(concurrency),
+				runner.WithRunDuration(round),
+				// "wait" lets the calls in flight at the round's end finish; the default
+				// "close" would count them as errors.
+				runner.WithDurationStopAction("wait"),
+				runner.WithData(c.data),
+				runner.WithClientLoadBalancing("round_robin"),
+				runner.WithStreamRecvMsgIntercept(func(m *dynamic.Message, err error) error {
+					if err == nil && m != nil {
+						msgs.Add(1)
+					}
+					return nil
+				}),
+			}, c.opts...)
+			if c.token != "" {
+				opts = append(opts, runner.WithMetadata(map[string]string{"authorization": "Bearer " + c.token}))
+			}
+			rep, err := runner.Run(c.method, c.target, opts...)
+			if err != nil {
+				b.Fatalf("ghz %s on %s: %v", c.method, c.target, err)
+			}
+			s := stats[i]
+			s.calls += int(rep.Count)
+			s.elapsed += rep.Total
+			s.msgs += msgs.Load()
+			for _, d := range rep.Details {
+				if d.Error != "" {
+					s.errors++
+				}
+				s.latencies = append(s.latencies, d.Latency)
+			}
+			if len(rep.ErrorDist) > 0 {
+				b.Logf("%s on %s: errors %v", c.method, c.target, rep.ErrorDist)
+			}
+		}
+	}
+	for _, s := range stats {
+		slices.Sort(s.latencies)
+	}
+	return stats
+}
+
+func measure(b *testing.B, db string, col *column) {
+	opts := loadkit.Options{}
+	if db == "postgres" {
+		opts.Databases = map[string]string{}
+		for _, svc := range platform.Services {
+			opts.Databases[svc] = testkit.PostgresURL(b)
+		}
+	}
+	r := loadkit.Start(b, opts)
+	admin := r.SignUp(b, "bench-admin", loadkit.AdminEmail)
+	user := r.SignUp(b, "bench-user")
+	seed(b, r)
+	consulTarget := func(svc string) string { return "consul://" + r.ConsulAddr + "/" + svc }
+
+	// Chassis overhead: the same handler behind the chassis' whole interceptor chain and behind a
+	// bare grpc-go server, both in this process.
+	chassis, bare, token := exampleServers(b)
+	getExample := map[string]any{"username": "ada"}
+	s := alternate(b,
+		call{method: "meshmart.user.v1.UserService.GetUser", target: chassis, data: getExample, token: token},
+		call{method: "meshmart.user.v1.UserService.GetUser", target: bare, data: getExample, token: token})
+	col.set("chassis", fmt.Sprintf("%.2f× the calls/s of bare grpc-go (%.0f vs %.0f); p50 %v vs %v",
+		s[0].rate()/s[1].rate(), s[0].rate(), s[1].rate(), ms(s[0].pct(.5)), ms(s[1].pct(.5))))
+
+	// Discovery: consul:// vs the same three addresses given statically, both balanced round
+	// robin; and a direct dial of one replica.
+	static := manual.NewBuilderWithScheme("static-" + db)
+	var endpoints []resolver.Endpoint
+	for _, a := range r.Addrs("user") {
+		endpoints = append(endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}})
+	}
+	static.InitialState(resolver.State{Endpoints: endpoints})
+	resolver.Register(static)
+	getUser := map[string]any{"id": user.ID}
+	before := handled(b, r, "user", "GetUser")
+	s = alternate(b,
+		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
+		call{method: "meshmart.user.v1.UserService.GetUser", target: "static-" + db + ":///user", data: getUser, token: user.Token},
+		call{method: "meshmart.user.v1.UserService.GetUser", target: r.Addrs("user")[0], data: getUser, token: user.Token})
+	col.set("discovery", fmt.Sprintf("%.2f× the calls/s of a static list (%.0f vs %.0f); p50 %v vs %v",
+		s[0].rate()/s[1].rate(), s[0].rate(), s[1].rate(), ms(s[0].pct(.5)), ms(s[1].pct(.5))))
+	col.set("direct", fmt.Sprintf("%.2f× the calls/s of a direct dial of one replica (%.0f vs %.0f); p50 %v vs %v",
+		s[0].rate()/s[2].rate(), s[0].rate(), s[2].rate(), ms(s[0].pct(.5)), ms(s[2].pct(.5))))
+	after := handled(b, r, "user", "GetUser")
+	// The direct rounds all went to the first replica; the static ones are spread like the
+	// consul ones. Take the direct ones out.
+	after[0] -= float64(s[2].calls)
+	var shares []string
+	var total float64
+	for i := range after {
+		total += after[i] - before[i]
+	}
+	for i := range after {
+		shares = append(shares, fmt.Sprintf("%.1f%%", 100*(after[i]-before[i])/total))
+	}
+	col.set("balance", strings.Join(shares, " / "))
+
+	// The business calls through consul://, side by side, with memory sampled meanwhile.
+	idle := rss(b, r)
+	peak := map[string]int64{}
+	stop := sampleRSS(r, peak)
+	order := map[string]any{
+		"items":                []map[string]any{{"sku": "BOOK-1", "quantity": 2, "unit_price_minor": 1999}, {"sku": "PEN-7", "quantity": 3, "unit_price_minor": 250}},
+		"currency_code":        "USD",
+		"payment_method_token": "tok_approve",
+		"idempotency_key":      "bench-{{newUUID}}",
+	}
+	charge := map[string]any{
+		"order_id":             "{{newUUID}}",
+		"amount":               map[string]any{"currency_code": "USD", "minor_units": 1000},
+		"payment_method_token": "tok_approve",
+		"idempotency_key":      "bench-{{newUUID}}",
+	}
+	s = alternate(b,
+		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
+		call{method: "meshmart.payment.v1.PaymentService.CreatePayment", target: consulTarget("payment"), data: charge, token: user.Token},
+		call{method: "meshmart.order.v1.OrderService.CreateOrder", target: consulTarget("order"), data: order, token: user.Token},
+		call{method: "meshmart.user.v1.UserService.ExportUsers", target: consulTarget("user"), data: map[string]any{}, token: admin.Token})
+	stop()
+	for i, name := range []string{"GetUser", "Charge", "CreateOrder"} {
+		col.set(name, fmt.Sprintf("%.0f/s; p50 %v, p95 %v, p99 %v; %d errors", s[i].rate(), ms(s[i].pct(.5)), ms(s[i].pct(.95)), ms(s[i].pct(.99)), s[i].errors))
+	}
+	col.set("CreateOrder/GetUser", fmt.Sprintf("%.1f× the p50 latency, %.2f× the calls/s", float64(s[2].pct(.5))/float64(s[0].pct(.5)), s[2].rate()/s[0].rate()))
+	export := float64(s[3].msgs) / s[3].elapsed.Seconds()
+	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].calls, 1)), export/s[0].rate()))
+	for _, svc := range platform.Services {
+		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle, %.0f MiB at most under load", mib(idle[svc]), mib(peak[svc])))
+	}
+	for _, st := range s {
+		if st.errors > 0 {
+			b.Errorf("%d calls failed", st.errors)
+		}
+	}
+}
+
+// seed signs up accounts for ExportUsers to stream, 8 at a time.
+func seed(b *testing.B, r *loadkit.Rig) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, seeded)
+	sem := make(chan struct{}, 8)
+	for i := range seeded {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			name := fmt.Sprintf("seeded-%d", i)
+			_, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: loadkit.Password, GivenName: "Seeded"})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			b.Fatalf("seed accounts: %v", err)
+		}
+	}
+}
+
+// exampleServers serves testkit's example GetUser behind the chassis (every interceptor, a
+// token to verify) and behind a bare grpc-go server, and returns their addresses and a token.
+func exampleServers(b *testing.B) (chassis, bare, token string) {
+	keys := testkit.NewKeys(b)
+	cfg := testkit.TestConfig()
+	cfg.AuthPublicKey = keys.PublicKeyFile
+	cfg.LogLevel = "warn"
+	srv, err := server.New("example", cfg, testkit.DiscardLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("chassis"))
+	chassis = testkit.Serve(b, srv).Addr
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain := grpc.NewServer()
+	userv1.RegisterUserServiceServer(plain, testkit.NewExampleUsers("bare"))
+	reflection.Register(plain) // for ghz to find the method; not on the measured path
+	go func() { _ = plain.Serve(lis) }()
+	b.Cleanup(plain.Stop)
+	return chassis, lis.Addr().String(), keys.Token(b, uuid.NewString(), auth.RoleUser)
+}
+
+// handled returns how many calls of method each replica of service has answered.
+func handled(b *testing.B, r *loadkit.Rig, service, method string) []float64 {
+	var counts []float64
+	for _, in := range r.Instances {
+		if in.Service != service {
+			continue
+		}
+		n, err := loadkit.Handled(in.MetricsAddr, method)
+		if err != nil {
+			b.Fatalf("%s metrics: %v", in.Name, err)
+		}
+		counts = append(counts, n)
+	}
+	return counts
+}
+
+// rss returns each service's resident memory: the mean over its replicas.
+func rss(b *testing.B, r *loadkit.Rig) map[string]int64 {
+	sum := map[string]int64{}
+	n := map[string]int64{}
+	for _, in := range r.Instances {
+		v, err := loadkit.RSS(in.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sum[in.Service] += v
+		n[in.Service]++
+	}
+	for svc := range sum {
+		sum[svc] /= n[svc]
+	}
+	return sum
+}
+
+// sampleRSS records, every 200 ms until stopped, the largest resident memory of any replica of
+// each service.
+func sampleRSS(r *loadkit.Rig, peak map[string]int64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			for _, in := range r.Instances {
+				if v, err := loadkit.RSS(in.Pid()); err == nil && v > peak[in.Service] {
+					peak[in.Service] = v
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// table is the printed result: a row per figure, a column per database.
+type table struct {
+	mu   sync.Mutex
+	cols []*column
+}
+
+type column struct {
+	name  string
+	cells map[string]string
+}
+
+func (c *column) set(row, v string) { c.cells[row] = v }
+
+func (t *table) column(name string) *column {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := &column{name: name, cells: map[string]string{}}
+	t.cols = append(t.cols, c)
+	return c
+}
+
+var rows = []struct{ key, label string }{
+	{"chassis", "Chassis overhead: GetUser through every interceptor vs bare grpc-go (in-process example handler)"},
+	{"discovery", "Discovery: `consul://` vs a static list of the same 3 replicas, both round robin (GetUser)"},
+	{"direct", "Balancing: `consul://` round robin over 3 replicas vs a direct dial of one (GetUser)"},
+	{"balance", "Balance: share of round-robin GetUser calls per replica (server-side counts)"},
+	{"GetUser", "GetUser through `consul://`"},
+	{"Charge", "Charge (CreatePayment) through `consul://`"},
+	{"CreateOrder", "CreateOrder (user check + charge) through `consul://`"},
+	{"CreateOrder/GetUser", "CreateOrder relative to GetUser"},
+	{"ExportUsers", "ExportUsers (server stream) relative to unary GetUser"},
+	{"RSS user", "RSS per replica, user service"},
+	{"RSS payment", "RSS per replica, payment service"},
+	{"RSS order", "RSS per replica, order service"},
+}
+
+func (t *table) String() string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "meshmart platform benchmark: %d concurrent calls, %d alternating rounds of %v per figure, on %s\n\n", concurrency, rounds, round, host)
+	b.WriteString("| Figure |")
+	for _, c := range t.cols {
+		fmt.Fprintf(&b, " %s |", c.name)
+	}
+	b.WriteString("\n|---|")
+	for range t.cols {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s |", r.label)
+		for _, c := range t.cols {
+			fmt.Fprintf(&b, " %s |", c.cells[r.key])
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

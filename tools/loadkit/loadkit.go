@@ -1,0 +1,409 @@
+// Package loadkit puts a platform started by tools/platform under load, for the benchmarks
+// (tools/bench) and the fault tests (tools/faults): accounts and tokens, chassis clients that find
+// the services through consul://, a count of the calls each instance was sent, a load loop that
+// sorts every failure by status code, the instances' memory and their server-side call counts.
+package loadkit
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
+	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+	"github.com/meshmart/meshmart/tools/platform"
+)
+
+// AdminEmail signs up as an administrator on a rig (ExportUsers needs one).
+const AdminEmail = "loadkit-admin@meshmart.internal"
+
+// Env are the settings every rig runs the services with: no rate limit (all the load comes from
+// one client), a Consul health check every second (Consul's minimum) that times out after
+// 500 ms, a 1 s drain, and the rig's administrator.
+var Env = []string{
+	"MESHMART_RATE_LIMIT=0",
+	"MESHMART_CHECK_INTERVAL=1s",
+	"MESHMART_CHECK_TIMEOUT=500ms",
+	"MESHMART_DRAIN_DELAY=1s",
+	"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal," + AdminEmail,
+	"MESHMART_LOG_LEVEL=warn",
+}
+
+// Options configure Start.
+type Options struct {
+	// Replicas of each service; default 3.
+	Replicas int
+	// Databases maps a service to its DATABASE_URL; a missing one is a SQLite file.
+	Databases map[string]string
+	// Env is added after the package's Env.
+	Env []string
+}
+
+// Rig is a running platform, on free ports, with chassis clients of its services.
+type Rig struct {
+	*platform.Platform
+
+	Users    userv1.UserServiceClient
+	Payments paymentv1.PaymentServiceClient
+	Orders   orderv1.OrderServiceClient
+	// Sent counts the calls sent to each instance, as the clients saw them.
+	Sent *Sent
+	// Log holds every process's output.
+	Log *testkit.SyncBuffer
+
+	dataDir string
+	dbs     map[string]string
+}
+
+// Start builds and starts a platform for the test and dials its services through consul://;
+// the test's end stops everything.
+func Start(t testing.TB, opts Options) *Rig {
+	t.Helper()
+	if opts.Replicas == 0 {
+		opts.Replicas = 3
+	}
+	dir := t.TempDir()
+	r := &Rig{Sent: &Sent{}, Log: &testkit.SyncBuffer{}, dataDir: filepath.Join(dir, "data"), dbs: opts.Databases}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p, err := platform.Start(ctx, platform.Options{
+		Root: testkit.RepoRoot(t), BinDir: filepath.Join(dir, "bin"), DataDir: r.dataDir,
+		Replicas: opts.Replicas, FreePorts: true, Databases: opts.Databases,
+		Env: append(slices.Clone(Env), opts.Env...), Out: r.Log,
+	})
+	if err != nil {
+		t.Fatalf("start the platform: %v\n%s", err, r.Log)
+	}
+	r.Platform = p
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("platform output:\n%s", r.Log)
+		}
+	})
+	dial := func(svc string) *grpc.ClientConn {
+		cc, err := client.Dial("consul://"+p.ConsulAddr+"/"+svc, testkit.DiscardLogger(),
+			client.WithDialOptions(grpc.WithStatsHandler(r.Sent)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	r.Users = userv1.NewUserServiceClient(dial("user"))
+	r.Payments = paymentv1.NewPaymentServiceClient(dial("payment"))
+	r.Orders = orderv1.NewOrderServiceClient(dial("order"))
+	return r
+}
+
+// DSN returns the database a service stores its data in.
+func (r *Rig) DSN(service string) string {
+	if dsn := r.dbs[service]; dsn != "" {
+		return dsn
+	}
+	return filepath.Join(r.dataDir, service+".sqlite")
+}
+
+// Instance returns the instance called name (user-2, ...).
+func (r *Rig) Instance(name string) *platform.Instance {
+	for _, in := range r.Instances {
+		if in.Name == name {
+			return in
+		}
+	}
+	panic("loadkit: no instance " + name)
+}
+
+// Account is a signed-up user.
+type Account struct {
+	ID    string
+	Token string
+}
+
+// In returns ctx carrying the account's access token.
+func (a Account) In(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.Token)
+}
+
+// Password is every rig account's password.
+const Password = "correct horse battery"
+
+// SignUp creates an account called name (with email, if given) and logs it in.
+func (r *Rig) SignUp(t testing.TB, name string, email ...string) Account {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mail := name + "@example.com"
+	if len(email) > 0 {
+		mail = email[0]
+	}
+	created, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: mail, Username: name, Password: Password, GivenName: name})
+	if err != nil {
+		t.Fatalf("sign up %s: %v", name, err)
+	}
+	login, err := r.Users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: name}, Password: Password})
+	if err != nil {
+		t.Fatalf("log %s in: %v", name, err)
+	}
+	return Account{ID: created.GetUser().GetId(), Token: login.GetAccessToken()}
+}
+
+// OrderRequest is the order every rig places: 2 × 19.99 + 3 × 2.50 USD, paid by an approving
+// card.
+func OrderRequest(key string) *orderv1.CreateOrderRequest {
+	return &orderv1.CreateOrderRequest{
+		Items: []*orderv1.LineItem{
+			{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999},
+			{Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250},
+		},
+		CurrencyCode: "USD", PaymentMethodToken: "tok_approve", IdempotencyKey: key,
+	}
+}
+
+// OrderTotal is OrderRequest's total in cents.
+const OrderTotal = 2*1999 + 3*250
+
+// Sent is a gRPC client stats handler that counts the calls (every attempt, retries included)
+// sent to each address, and when the last one was sent.
+type Sent struct {
+	mu    sync.Mutex
+	count map[string]int
+	last  map[string]time.Time
+}
+
+var _ stats.Handler = (*Sent)(nil)
+
+func (s *Sent) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (s *Sent) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (s *Sent) HandleConn(context.Context, stats.ConnStats) {}
+
+// HandleRPC records an attempt when its headers go out: by then it has picked its address.
+func (s *Sent) HandleRPC(_ context.Context, st stats.RPCStats) {
+	h, ok := st.(*stats.OutHeader)
+	if !ok || !h.Client || h.RemoteAddr == nil {
+		return
+	}
+	addr := h.RemoteAddr.String()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.count == nil {
+		s.count, s.last = map[string]int{}, map[string]time.Time{}
+	}
+	s.count[addr]++
+	s.last[addr] = time.Now()
+}
+
+// To returns how many calls were sent to addr, and when the last one was.
+func (s *Sent) To(addr string) (int, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[addr], s.last[addr]
+}
+
+// Op is one kind of call in a load: Call makes the n-th call of a worker.
+type Op struct {
+	Name string
+	Call func(ctx context.Context, worker, n int) error
+}
+
+// Failure is one failed call.
+type Failure struct {
+	At   time.Duration // since the load began
+	Op   string
+	Code codes.Code
+	Msg  string
+}
+
+// OpResult is what a load measured of one Op.
+type OpResult struct {
+	Calls     int
+	Codes     map[codes.Code]int // of the failed calls
+	Latencies []time.Duration
+}
+
+// Errors counts the failed calls.
+func (o *OpResult) Errors() int {
+	n := 0
+	for _, c := range o.Codes {
+		n += c
+	}
+	return n
+}
+
+// OnlyCodes reports whether every failure had one of the codes.
+func (o *OpResult) OnlyCodes(allowed ...codes.Code) bool {
+	for c := range o.Codes {
+		if !slices.Contains(allowed, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// Percentile returns the latency below which the fraction p of calls finished.
+func (o *OpResult) Percentile(p float64) time.Duration {
+	if len(o.Latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(o.Latencies)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p)]
+}
+
+// Result is what a load measured.
+type Result struct {
+	Elapsed  time.Duration
+	Ops      map[string]*OpResult
+	Failures []Failure // in order
+	order    []string
+}
+
+// String is a table: per op, calls, rate, failures by code and latency percentiles.
+func (r *Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-14s %8s %8s %8s %8s %8s  %s\n", "op", "calls", "calls/s", "p50", "p99", "max", "failures")
+	for _, name := range r.order {
+		o := r.Ops[name]
+		var fails []string
+		for c, n := range o.Codes {
+			fails = append(fails, fmt.Sprintf("%v×%d", c, n))
+		}
+		slices.Sort(fails)
+		fmt.Fprintf(&b, "%-14s %8d %8.0f %8s %8s %8s  %s\n", name, o.Calls, float64(o.Calls)/r.Elapsed.Seconds(),
+			o.Percentile(0.5).Round(100*time.Microsecond), o.Percentile(0.99).Round(100*time.Microsecond),
+			o.Percentile(1).Round(100*time.Microsecond), strings.Join(fails, " "))
+	}
+	return b.String()
+}
+
+// FailureWindow returns when the first and last failures happened, since the load began.
+func (r *Result) FailureWindow() (first, last time.Duration) {
+	if len(r.Failures) == 0 {
+		return 0, 0
+	}
+	return r.Failures[0].At, r.Failures[len(r.Failures)-1].At
+}
+
+// failurePause is how long a worker waits after a failed call.
+const failurePause = 50 * time.Millisecond
+
+// Load runs workers goroutines for d (or until ctx ends); each makes the ops in turn, back to
+// back, or at most at the shared rate when limit is not nil; after a failed call a worker pauses
+// for 50 ms. Every call gets a timeout of its own. It is bounded in time and stops by itself.
+func Load(ctx context.Context, workers int, d, timeout time.Duration, limit *rate.Limiter, ops ...Op) *Result {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	res := &Result{Ops: map[string]*OpResult{}}
+	for _, op := range ops {
+		res.Ops[op.Name] = &OpResult{Codes: map[codes.Code]int{}}
+		res.order = append(res.order, op.Name)
+	}
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		start = time.Now()
+	)
+	for w := range workers {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				if limit != nil && limit.Wait(ctx) != nil {
+					return
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				op := ops[(w+n)%len(ops)]
+				callCtx, cancel := context.WithTimeout(context.Background(), timeout)
+				t0 := time.Now()
+				err := op.Call(callCtx, w, n)
+				took := time.Since(t0)
+				cancel()
+				mu.Lock()
+				o := res.Ops[op.Name]
+				o.Calls++
+				o.Latencies = append(o.Latencies, took)
+				if err != nil {
+					st := status.Convert(err)
+					o.Codes[st.Code()]++
+					res.Failures = append(res.Failures, Failure{At: t0.Sub(start), Op: op.Name, Code: st.Code(), Msg: st.Message()})
+				}
+				mu.Unlock()
+				if err != nil {
+					// Back off, as a well-behaved caller does, rather than spin on fast failures
+					// (an open circuit breaker answers at once).
+					select {
+					case <-ctx.Done():
+					case <-time.After(failurePause):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	slices.SortFunc(res.Failures, func(a, b Failure) int { return int(a.At - b.At) })
+	return res
+}
+
+// RSS returns a process's resident memory in bytes.
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// Handled returns how many calls of method an instance has answered, from its /metrics.
+func Handled(metricsAddr, method string) (float64, error) {
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var total float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	want := `grpc_method="` + method + `"`
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "grpc_server_handled_total{") || !strings.Contains(line, want) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		total += v
+	}
+	return total, sc.Err()
+}
