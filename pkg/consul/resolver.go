@@ -43,7 +43,8 @@ const minRequery = 250 * time.Millisecond
 // instance, freeze after a failed first query, or share one wait index across datacenters. This
 // one watches with blocking queries, one wait index per target; re-queries at once on
 // ResolveNow; backs off on errors while keeping the last known addresses; and reports an empty
-// set only when Consul says no instance passes.
+// set only when Consul says no instance passes, not while a restarted agent has yet to hear from
+// any (see restartGrace).
 func NewBuilder(log *slog.Logger) resolver.Builder { return &builder{log: log} }
 
 type builder struct{ log *slog.Logger }
