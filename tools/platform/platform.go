@@ -178,7 +178,7 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 			p.Instances = append(p.Instances, in)
 		}
 	}
-	if err := p.waitPassing(ctx, 90*time.Second); err != nil {
+	if err := p.WaitPassing(ctx, 90*time.Second); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -371,11 +371,6 @@ func (p *Platform) RestartConsul(ctx context.Context) error {
 
 // WaitPassing waits until Consul reports every instance passing.
 func (p *Platform) WaitPassing(ctx context.Context, within time.Duration) error {
-	return p.waitPassing(ctx, within)
-}
-
-// waitPassing waits until Consul reports every instance passing.
-func (p *Platform) waitPassing(ctx context.Context, within time.Duration) error {
 	client, err := p.client()
 	if err != nil {
 		return err
@@ -388,7 +383,7 @@ func (p *Platform) waitPassing(ctx context.Context, within time.Duration) error 
 		}
 		select {
 		case name := <-p.died:
-			return fmt.Errorf("%s exited at start (see its output above)", name)
+			return fmt.Errorf("%s exited while waiting for every instance to pass (see its output above)", name)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
