@@ -209,7 +209,18 @@ func (r *consulResolver) query(index uint64) ([]string, *api.QueryMeta, error) {
 		cancel()
 	}()
 	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime, Datacenter: r.dc}).WithContext(ctx)
-	entries, meta, err := r.client.Health().Service(r.service, r.tag, true, opts)
+	return passing(r.client, r.service, r.tag, opts)
+}
+
+// Passing returns the sorted host:port addresses of the instances of service that pass their
+// health checks, as the agent behind client knows them.
+func Passing(ctx context.Context, client *api.Client, service string) ([]string, error) {
+	addrs, _, err := passing(client, service, "", (&api.QueryOptions{}).WithContext(ctx))
+	return addrs, err
+}
+
+func passing(client *api.Client, service, tag string, opts *api.QueryOptions) ([]string, *api.QueryMeta, error) {
+	entries, meta, err := client.Health().Service(service, tag, true, opts)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -123,15 +123,7 @@ func (c *Consul) Client() *api.Client {
 
 // Passing returns the addresses of the passing instances of service, sorted.
 func (c *Consul) Passing(ctx context.Context, service string) ([]string, error) {
-	entries, _, err := c.Client().Health().Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	var addrs []string
-	for _, e := range entries {
-		addrs = append(addrs, net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)))
-	}
-	return addrs, nil
+	return consul.Passing(ctx, c.Client(), service)
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writes, such as a child's stdout and stderr or

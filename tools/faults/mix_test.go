@@ -3,9 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/store"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -200,43 +199,35 @@ func query(t *testing.T, dsn, q string, args []any, row func(scanner) error) {
 	}
 }
 
-// watchConsul records, from start, when each of addrs stops being listed as passing in Consul
-// and, if it comes back, when it is listed again. It polls every 50 ms until ctx ends.
+// consulWatch records, from start, when each of its addresses stopped being listed as passing in
+// Consul. It polls every 50 ms until ctx ends.
 type consulWatch struct {
-	mu         sync.Mutex
-	gone, back map[string]time.Duration
+	mu   sync.Mutex
+	gone map[string]time.Duration
 }
 
 func watchConsul(ctx context.Context, r *loadkit.Rig, start time.Time, services []string, addrs ...string) *consulWatch {
-	cw := &consulWatch{gone: map[string]time.Duration{}, back: map[string]time.Duration{}}
+	cw := &consulWatch{gone: map[string]time.Duration{}}
 	cfg := api.DefaultConfig()
 	cfg.Address = r.ConsulAddr
 	client, _ := api.NewClient(cfg)
 	go func() {
 		for ctx.Err() == nil {
-			passing := map[string]bool{}
-			ok := true
+			var passing []string
+			var err error
 			for _, svc := range services {
-				entries, _, err := client.Health().Service(svc, "", true, (&api.QueryOptions{}).WithContext(ctx))
-				if err != nil {
-					ok = false
+				var some []string
+				if some, err = consul.Passing(ctx, client, svc); err != nil {
 					break
 				}
-				for _, e := range entries {
-					passing[net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port))] = true
-				}
+				passing = append(passing, some...)
 			}
-			if ok {
+			if err == nil {
 				now := time.Since(start)
 				cw.mu.Lock()
 				for _, a := range addrs {
-					_, gone := cw.gone[a]
-					_, back := cw.back[a]
-					switch {
-					case !passing[a] && !gone:
+					if _, gone := cw.gone[a]; !gone && !slices.Contains(passing, a) {
 						cw.gone[a] = now
-					case passing[a] && gone && !back:
-						cw.back[a] = now
 					}
 				}
 				cw.mu.Unlock()
@@ -255,13 +246,5 @@ func (cw *consulWatch) Gone(addr string) (time.Duration, bool) {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	d, ok := cw.gone[addr]
-	return d, ok
-}
-
-// Back returns when addr was listed again, and whether it was.
-func (cw *consulWatch) Back(addr string) (time.Duration, bool) {
-	cw.mu.Lock()
-	defer cw.mu.Unlock()
-	d, ok := cw.back[addr]
 	return d, ok
 }

@@ -377,7 +377,7 @@ func (p *Platform) WaitPassing(ctx context.Context, within time.Duration) error 
 	}
 	deadline := time.Now().Add(within)
 	for {
-		missing := p.notPassing(client)
+		missing := p.notPassing(ctx, client)
 		if len(missing) == 0 {
 			return nil
 		}
@@ -394,20 +394,15 @@ func (p *Platform) WaitPassing(ctx context.Context, within time.Duration) error 
 	}
 }
 
-func (p *Platform) notPassing(client *api.Client) []string {
-	passing := map[string]bool{}
+func (p *Platform) notPassing(ctx context.Context, client *api.Client) []string {
+	var passing []string
 	for _, svc := range Services {
-		entries, _, err := client.Health().Service(svc, "", true, nil)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			passing[net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port))] = true
-		}
+		addrs, _ := consul.Passing(ctx, client, svc) // an error counts as none passing; the caller polls
+		passing = append(passing, addrs...)
 	}
 	var missing []string
 	for _, in := range p.Instances {
-		if !passing[in.Addr] {
+		if !slices.Contains(passing, in.Addr) {
 			missing = append(missing, in.Name)
 		}
 	}
