@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,18 +67,8 @@ type call struct {
 
 // stat is what alternating rounds of one call measured, merged.
 type stat struct {
-	calls, errors int
-	elapsed       time.Duration
-	latencies     []time.Duration
-	msgs          int64 // stream messages received
-}
-
-func (s *stat) rate() float64 { return float64(s.calls) / s.elapsed.Seconds() }
-func (s *stat) pct(p float64) time.Duration {
-	if len(s.latencies) == 0 {
-		return 0
-	}
-	return s.latencies[int(float64(len(s.latencies)-1)*p)]
+	testkit.LoadResult
+	msgs int64 // stream messages received
 }
 
 // alternate runs each call for a round, in turn, rounds times, and merges each call's rounds.
@@ -115,22 +104,19 @@ func alternate(b *testing.B, calls ...call) []*stat {
 				b.Fatalf("ghz %s on %s: %v", c.method, c.target, err)
 			}
 			s := stats[i]
-			s.calls += int(rep.Count)
-			s.elapsed += rep.Total
+			s.Calls += int(rep.Count)
+			s.Elapsed += rep.Total
 			s.msgs += msgs.Load()
 			for _, d := range rep.Details {
 				if d.Error != "" {
-					s.errors++
+					s.Errors++
 				}
-				s.latencies = append(s.latencies, d.Latency)
+				s.Latencies = append(s.Latencies, d.Latency)
 			}
 			if len(rep.ErrorDist) > 0 {
 				b.Logf("%s on %s: errors %v", c.method, c.target, rep.ErrorDist)
 			}
 		}
-	}
-	for _, s := range stats {
-		slices.Sort(s.latencies)
 	}
 	return stats
 }
@@ -157,7 +143,7 @@ func measure(b *testing.B, db string, col *column) {
 		call{method: "meshmart.user.v1.UserService.GetUser", target: chassis, data: getExample, token: token},
 		call{method: "meshmart.user.v1.UserService.GetUser", target: bare, data: getExample, token: token})
 	col.set("chassis", fmt.Sprintf("%.2f× the calls/s of bare grpc-go (%.0f vs %.0f); p50 %v vs %v",
-		s[0].rate()/s[1].rate(), s[0].rate(), s[1].rate(), ms(s[0].pct(.5)), ms(s[1].pct(.5))))
+		s[0].Rate()/s[1].Rate(), s[0].Rate(), s[1].Rate(), ms(s[0].Percentile(.5)), ms(s[1].Percentile(.5))))
 
 	// Discovery: consul:// vs the same three addresses given statically, both balanced round
 	// robin; and a direct dial of one replica.
@@ -175,13 +161,13 @@ func measure(b *testing.B, db string, col *column) {
 		call{method: "meshmart.user.v1.UserService.GetUser", target: "static-" + db + ":///user", data: getUser, token: user.Token},
 		call{method: "meshmart.user.v1.UserService.GetUser", target: r.Addrs("user")[0], data: getUser, token: user.Token})
 	col.set("discovery", fmt.Sprintf("%.2f× the calls/s of a static list (%.0f vs %.0f); p50 %v vs %v",
-		s[0].rate()/s[1].rate(), s[0].rate(), s[1].rate(), ms(s[0].pct(.5)), ms(s[1].pct(.5))))
+		s[0].Rate()/s[1].Rate(), s[0].Rate(), s[1].Rate(), ms(s[0].Percentile(.5)), ms(s[1].Percentile(.5))))
 	col.set("direct", fmt.Sprintf("%.2f× the calls/s of a direct dial of one replica (%.0f vs %.0f); p50 %v vs %v",
-		s[0].rate()/s[2].rate(), s[0].rate(), s[2].rate(), ms(s[0].pct(.5)), ms(s[2].pct(.5))))
+		s[0].Rate()/s[2].Rate(), s[0].Rate(), s[2].Rate(), ms(s[0].Percentile(.5)), ms(s[2].Percentile(.5))))
 	after := handled(b, r, "user", "GetUser")
 	// The direct rounds all went to the first replica; the static ones are spread like the
 	// consul ones. Take the direct ones out.
-	after[0] -= float64(s[2].calls)
+	after[0] -= float64(s[2].Calls)
 	var shares []string
 	var total float64
 	for i := range after {
@@ -215,17 +201,17 @@ func measure(b *testing.B, db string, col *column) {
 		call{method: "meshmart.user.v1.UserService.ExportUsers", target: consulTarget("user"), data: map[string]any{}, token: admin.Token})
 	stop()
 	for i, name := range []string{"GetUser", "Charge", "CreateOrder"} {
-		col.set(name, fmt.Sprintf("%.0f/s; p50 %v, p95 %v, p99 %v; %d errors", s[i].rate(), ms(s[i].pct(.5)), ms(s[i].pct(.95)), ms(s[i].pct(.99)), s[i].errors))
+		col.set(name, fmt.Sprintf("%.0f/s; p50 %v, p95 %v, p99 %v; %d errors", s[i].Rate(), ms(s[i].Percentile(.5)), ms(s[i].Percentile(.95)), ms(s[i].Percentile(.99)), s[i].Errors))
 	}
-	col.set("CreateOrder/GetUser", fmt.Sprintf("%.1f× the p50 latency, %.2f× the calls/s", float64(s[2].pct(.5))/float64(s[0].pct(.5)), s[2].rate()/s[0].rate()))
-	export := float64(s[3].msgs) / s[3].elapsed.Seconds()
-	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].calls, 1)), export/s[0].rate()))
+	col.set("CreateOrder/GetUser", fmt.Sprintf("%.1f× the p50 latency, %.2f× the calls/s", float64(s[2].Percentile(.5))/float64(s[0].Percentile(.5)), s[2].Rate()/s[0].Rate()))
+	export := float64(s[3].msgs) / s[3].Elapsed.Seconds()
+	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].Calls, 1)), export/s[0].Rate()))
 	for _, svc := range platform.Services {
 		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle, %.0f MiB at most under load", mib(idle[svc]), mib(peak[svc])))
 	}
 	for _, st := range s {
-		if st.errors > 0 {
-			b.Errorf("%d calls failed", st.errors)
+		if st.Errors > 0 {
+			b.Errorf("%d calls failed", st.Errors)
 		}
 	}
 }

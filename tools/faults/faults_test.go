@@ -40,8 +40,8 @@ func after(d time.Duration, f func()) <-chan time.Time {
 func noErrors(t *testing.T, res *loadkit.Result, ops ...string) {
 	t.Helper()
 	for _, name := range ops {
-		if o := res.Ops[name]; o.Errors() > 0 {
-			t.Errorf("%s: %d of %d calls failed (%v), want none", name, o.Errors(), o.Calls, o.Codes)
+		if o := res.Ops[name]; o.Errors > 0 {
+			t.Errorf("%s: %d of %d calls failed (%v), want none", name, o.Errors, o.Calls, o.Codes)
 		}
 	}
 }

@@ -235,20 +235,10 @@ type Failure struct {
 	Msg  string
 }
 
-// OpResult is what a load measured of one Op.
+// OpResult is what a load measured of one Op; its Elapsed is the whole load's.
 type OpResult struct {
-	Calls     int
-	Codes     map[codes.Code]int // of the failed calls
-	Latencies []time.Duration
-}
-
-// Errors counts the failed calls.
-func (o *OpResult) Errors() int {
-	n := 0
-	for _, c := range o.Codes {
-		n += c
-	}
-	return n
+	testkit.LoadResult
+	Codes map[codes.Code]int // of the failed calls
 }
 
 // OnlyCodes reports whether every failure had one of the codes.
@@ -259,16 +249,6 @@ func (o *OpResult) OnlyCodes(allowed ...codes.Code) bool {
 		}
 	}
 	return true
-}
-
-// Percentile returns the latency below which the fraction p of calls finished.
-func (o *OpResult) Percentile(p float64) time.Duration {
-	if len(o.Latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(o.Latencies)
-	slices.Sort(s)
-	return s[int(float64(len(s)-1)*p)]
 }
 
 // Result is what a load measured.
@@ -290,7 +270,7 @@ func (r *Result) String() string {
 			fails = append(fails, fmt.Sprintf("%v×%d", c, n))
 		}
 		slices.Sort(fails)
-		fmt.Fprintf(&b, "%-14s %8d %8.0f %8s %8s %8s  %s\n", name, o.Calls, float64(o.Calls)/r.Elapsed.Seconds(),
+		fmt.Fprintf(&b, "%-14s %8d %8.0f %8s %8s %8s  %s\n", name, o.Calls, o.Rate(),
 			o.Percentile(0.5).Round(100*time.Microsecond), o.Percentile(0.99).Round(100*time.Microsecond),
 			o.Percentile(1).Round(100*time.Microsecond), strings.Join(fails, " "))
 	}
@@ -345,6 +325,7 @@ func Load(ctx context.Context, workers int, d, timeout time.Duration, limit *rat
 				o.Latencies = append(o.Latencies, took)
 				if err != nil {
 					st := status.Convert(err)
+					o.Errors++
 					o.Codes[st.Code()]++
 					res.Failures = append(res.Failures, Failure{At: t0.Sub(start), Op: op.Name, Code: st.Code(), Msg: st.Message()})
 				}
@@ -362,6 +343,9 @@ func Load(ctx context.Context, workers int, d, timeout time.Duration, limit *rat
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	for _, o := range res.Ops {
+		o.Elapsed = res.Elapsed
+	}
 	slices.SortFunc(res.Failures, func(a, b Failure) int { return int(a.At - b.At) })
 	return res
 }
