@@ -232,8 +232,8 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 		return err
 	}
 	item := map[string]any{"sku": "BOOK-1", "quantity": 2, "unit_price_minor": 1999}
-	paid, err := r.ok(ctx, token, map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"},
-		order1, fullNames["order"]+"/CreateOrder")
+	paidReq := map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"}
+	paid, err := r.ok(ctx, token, paidReq, order1, fullNames["order"]+"/CreateOrder")
 	if err != nil {
 		return err
 	}
@@ -247,8 +247,7 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 	if paymentID == "" {
 		return fmt.Errorf("the paid order has no paymentId: %v", paid)
 	}
-	again, err := r.ok(ctx, token, map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"},
-		order2, fullNames["order"]+"/CreateOrder")
+	again, err := r.ok(ctx, token, paidReq, order2, fullNames["order"]+"/CreateOrder")
 	if err != nil {
 		return err
 	}
