@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/interceptors"
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 )
 
 // InvalidArgument returns an InvalidArgument status with msg and a BadRequest naming field.
@@ -42,7 +42,7 @@ func Fallback(ctx context.Context, log *slog.Logger, what string, err error) err
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
-	case store.Unavailable(err):
+	case sqldb.Unavailable(err):
 		log.WarnContext(ctx, what+" unavailable", "request_id", rid, "error", err)
 		return status.Error(codes.Unavailable, what+" is unavailable; retry later")
 	default:

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/consul"
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -179,9 +179,9 @@ func query(t *testing.T, dsn, q string, args []any, row func(scanner) error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	db, err := store.Open(ctx, dsn)
+	db, err := sqldb.Open(ctx, dsn)
 	if err != nil {
-		t.Fatalf("open %s: %v", store.Describe(dsn), err)
+		t.Fatalf("open %s: %v", sqldb.Describe(dsn), err)
 	}
 	defer db.Close()
 	rows, err := db.QueryContext(ctx, db.Rebind(q), args...)

@@ -20,7 +20,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
-	sqlstore "github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	srv.RegisterService(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, log, oc.trackInterval))
-	log.Info("order service starting", "database", sqlstore.Describe(oc.database), "user_target", oc.userTarget,
+	log.Info("order service starting", "database", sqldb.Describe(oc.database), "user_target", oc.userTarget,
 		"payment_target", oc.paymentTarget, "service_account", oc.serviceEmail)
 
 	reconciled := make(chan struct{})

@@ -11,22 +11,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/migrations"
 )
 
-// updateLock orders the update log (see store.OrderedTx).
+// updateLock orders the update log (see sqldb.OrderedTx).
 const updateLock = 7953766477089567000
 
 // Orders is the SQL order store.
-type Orders struct{ db *store.DB }
+type Orders struct{ db *sqldb.DB }
 
 var _ order.Store = (*Orders)(nil)
 
-// Open opens the database at dsn (see store.Open), applies the migrations and returns the store.
+// Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Orders, error) {
-	db, err := store.OpenMigrated(ctx, dsn, migrations.FS)
+	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
@@ -45,11 +45,11 @@ func (s *Orders) Create(ctx context.Context, o order.Order) error {
 	if err != nil {
 		return err
 	}
-	err = store.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
+	err = sqldb.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
-			o.Fingerprint, o.PaymentToken, o.Revision, store.Micros(o.LeaseUntil), store.Micros(o.CreateTime), store.Micros(o.UpdateTime))
-		if _, ok := store.UniqueViolation(err); ok {
+			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime))
+		if _, ok := sqldb.UniqueViolation(err); ok {
 			return &order.ConflictError{}
 		}
 		if err != nil {
@@ -71,7 +71,7 @@ func (s *Orders) insertUpdate(ctx context.Context, tx *sql.Tx, o order.Order, pr
 		return err
 	}
 	_, err = tx.ExecContext(ctx, s.db.Rebind("INSERT INTO order_updates (order_id, previous_status, snapshot, create_time) VALUES (?, ?, ?, ?)"),
-		o.ID, int(previous), string(snapshot), store.Micros(o.UpdateTime))
+		o.ID, int(previous), string(snapshot), sqldb.Micros(o.UpdateTime))
 	return err
 }
 
@@ -108,9 +108,9 @@ func statusArgs(statuses []order.Status) []any {
 
 // Claim implements order.Store: one conditional update, so two replicas never both hold it.
 func (s *Orders) Claim(ctx context.Context, id string, statuses []order.Status, now, leaseUntil time.Time) (bool, error) {
-	args := append([]any{store.Micros(leaseUntil), id}, statusArgs(statuses)...)
+	args := append([]any{sqldb.Micros(leaseUntil), id}, statusArgs(statuses)...)
 	res, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE orders SET lease_until = ? WHERE id = ? AND status IN ("+
-		placeholders(len(statuses))+") AND lease_until <= ?"), append(args, store.Micros(now))...)
+		placeholders(len(statuses))+") AND lease_until <= ?"), append(args, sqldb.Micros(now))...)
 	if err != nil {
 		return false, fmt.Errorf("claim order %s: %w", id, err)
 	}
@@ -128,10 +128,10 @@ func (s *Orders) Release(ctx context.Context, id string) error {
 
 // Transition implements order.Store.
 func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.Status) error {
-	err := store.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
+	err := sqldb.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
 			payment_token = ?, revision = ?, lease_until = 0, update_time = ? WHERE id = ? AND revision = ?`),
-			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, store.Micros(o.UpdateTime), o.ID, o.Revision-1)
+			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, sqldb.Micros(o.UpdateTime), o.ID, o.Revision-1)
 		if err != nil {
 			return err
 		}
@@ -148,7 +148,7 @@ func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.S
 
 // Due implements order.Store.
 func (s *Orders) Due(ctx context.Context, statuses []order.Status, changedBefore, now time.Time, limit int) ([]order.Order, error) {
-	args := append(statusArgs(statuses), store.Micros(now), store.Micros(changedBefore), limit)
+	args := append(statusArgs(statuses), sqldb.Micros(now), sqldb.Micros(changedBefore), limit)
 	return s.query(ctx, "SELECT "+columns+" FROM orders WHERE status IN ("+placeholders(len(statuses))+
 		") AND lease_until <= ? AND update_time < ? ORDER BY update_time LIMIT ?", args...)
 }
@@ -164,7 +164,7 @@ func (s *Orders) List(ctx context.Context, f order.Filter, after *order.Cursor, 
 		where, args = append(where, "status = ?"), append(args, int(f.Status))
 	}
 	if after != nil {
-		where, args = append(where, "(create_time, id) < (?, ?)"), append(args, store.Micros(after.CreateTime), after.ID)
+		where, args = append(where, "(create_time, id) < (?, ?)"), append(args, sqldb.Micros(after.CreateTime), after.ID)
 	}
 	q := "SELECT " + columns + " FROM orders"
 	if len(where) > 0 {
@@ -248,6 +248,6 @@ func scan(r scanner) (order.Order, error) {
 		return order.Order{}, fmt.Errorf("items of order %s: %w", o.ID, err)
 	}
 	o.Status = order.Status(status)
-	o.LeaseUntil, o.CreateTime, o.UpdateTime = store.FromMicros(lease), store.FromMicros(created), store.FromMicros(updated)
+	o.LeaseUntil, o.CreateTime, o.UpdateTime = sqldb.FromMicros(lease), sqldb.FromMicros(created), sqldb.FromMicros(updated)
 	return o, nil
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
-	sqlstore "github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	"github.com/meshmart/meshmart/services/payment/internal/grpcapi"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	srv.RegisterService(&paymentv1.PaymentService_ServiceDesc, grpcapi.New(svc, log, *durations["watch-interval"]))
-	log.Info("payment service starting", "database", sqlstore.Describe(database),
+	log.Info("payment service starting", "database", sqldb.Describe(database),
 		"processor", "simulator", "processor_timeout", durations["processor-timeout"].String())
 	return srv.Run(ctx)
 }

@@ -10,19 +10,19 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 	"github.com/meshmart/meshmart/services/payment/migrations"
 )
 
 // Payments is the SQL payment store.
-type Payments struct{ db *store.DB }
+type Payments struct{ db *sqldb.DB }
 
 var _ payment.Store = (*Payments)(nil)
 
-// Open opens the database at dsn (see store.Open), applies the migrations and returns the store.
+// Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Payments, error) {
-	db, err := store.OpenMigrated(ctx, dsn, migrations.FS)
+	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +40,8 @@ func (s *Payments) CreatePending(ctx context.Context, p payment.Payment) error {
 	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		p.ID, p.OrderID, p.UserID, p.Amount.Currency, p.Amount.Minor, p.RefundedMinor, int(p.Status), int(p.DeclineReason),
-		p.FailureMessage, p.IdempotencyKey, p.Fingerprint, p.Attempts, store.Micros(p.LeaseUntil), store.Micros(p.CreateTime), store.Micros(p.UpdateTime))
-	if _, ok := store.UniqueViolation(err); ok {
+		p.FailureMessage, p.IdempotencyKey, p.Fingerprint, p.Attempts, sqldb.Micros(p.LeaseUntil), sqldb.Micros(p.CreateTime), sqldb.Micros(p.UpdateTime))
+	if _, ok := sqldb.UniqueViolation(err); ok {
 		return &payment.ConflictError{What: "a payment with this idempotency key"}
 	}
 	if err != nil {
@@ -80,7 +80,7 @@ func (s *Payments) Claim(ctx context.Context, id string, now, leaseUntil time.Ti
 	var attempt int
 	err := s.db.QueryRowContext(ctx, s.db.Rebind(`UPDATE payments SET attempts = attempts + 1, lease_until = ?
 		WHERE id = ? AND status = ? AND lease_until <= ? RETURNING attempts`),
-		store.Micros(leaseUntil), id, int(payment.StatusPending), store.Micros(now)).Scan(&attempt)
+		sqldb.Micros(leaseUntil), id, int(payment.StatusPending), sqldb.Micros(now)).Scan(&attempt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -99,11 +99,11 @@ func (s *Payments) Release(ctx context.Context, id string) error {
 	return nil
 }
 
-// eventLock orders the payment event log (see store.OrderedTx).
+// eventLock orders the payment event log (see sqldb.OrderedTx).
 const eventLock = 8243495406591078000
 
 func (s *Payments) eventTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return store.OrderedTx(ctx, s.db, eventLock, fn)
+	return sqldb.OrderedTx(ctx, s.db, eventLock, fn)
 }
 
 // Settle implements payment.Store.
@@ -111,7 +111,7 @@ func (s *Payments) Settle(ctx context.Context, p payment.Payment, events []payme
 	err := s.eventTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET status = ?, decline_reason = ?, failure_message = ?,
 			attempts = ?, lease_until = 0, update_time = ? WHERE id = ? AND status = ?`),
-			int(p.Status), int(p.DeclineReason), p.FailureMessage, p.Attempts, store.Micros(p.UpdateTime), p.ID, int(payment.StatusPending))
+			int(p.Status), int(p.DeclineReason), p.FailureMessage, p.Attempts, sqldb.Micros(p.UpdateTime), p.ID, int(payment.StatusPending))
 		if err != nil {
 			return err
 		}
@@ -135,8 +135,8 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 	err := s.eventTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO refunds (id, payment_id, user_id, amount, reason, idempotency_key,
 			fingerprint, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.Fingerprint, store.Micros(r.CreateTime))
-		if _, ok := store.UniqueViolation(err); ok {
+			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.Fingerprint, sqldb.Micros(r.CreateTime))
+		if _, ok := sqldb.UniqueViolation(err); ok {
 			return &payment.ConflictError{What: "a refund with this idempotency key"}
 		}
 		if err != nil {
@@ -145,7 +145,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET refunded = refunded + ?,
 			status = CASE WHEN refunded + ? = amount THEN CAST(? AS INTEGER) ELSE CAST(? AS INTEGER) END, update_time = ?
 			WHERE id = ? AND status IN (?, ?) AND refunded + ? <= amount`),
-			r.AmountMinor, r.AmountMinor, int(payment.StatusRefunded), int(payment.StatusPartiallyRefunded), store.Micros(r.CreateTime),
+			r.AmountMinor, r.AmountMinor, int(payment.StatusRefunded), int(payment.StatusPartiallyRefunded), sqldb.Micros(r.CreateTime),
 			r.PaymentID, int(payment.StatusCaptured), int(payment.StatusPartiallyRefunded), r.AmountMinor)
 		if err != nil {
 			return err
@@ -190,7 +190,7 @@ func (s *Payments) List(ctx context.Context, f payment.Filter, after *payment.Cu
 	where, args := filter(f)
 	if after != nil {
 		where = append(where, "(create_time, id) < (?, ?)")
-		args = append(args, store.Micros(after.CreateTime), after.ID)
+		args = append(args, sqldb.Micros(after.CreateTime), after.ID)
 	}
 	q := "SELECT " + paymentColumns + " FROM payments"
 	if len(where) > 0 {
@@ -270,7 +270,7 @@ func (s *Payments) insertEvents(ctx context.Context, tx *sql.Tx, events []paymen
 			user_id, p_amount, p_refunded, p_status, p_decline, p_failure, p_create_time, create_time)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			e.ID, int(e.Type), e.Amount.Currency, e.Amount.Minor, p.ID, p.OrderID, p.UserID, p.Amount.Minor, p.RefundedMinor,
-			int(p.Status), int(p.DeclineReason), p.FailureMessage, store.Micros(p.CreateTime), store.Micros(e.CreateTime))
+			int(p.Status), int(p.DeclineReason), p.FailureMessage, sqldb.Micros(p.CreateTime), sqldb.Micros(e.CreateTime))
 		if err != nil {
 			return fmt.Errorf("insert event: %w", err)
 		}
@@ -312,7 +312,7 @@ func (s *Payments) EventsAfter(ctx context.Context, f payment.Filter, seq int64,
 		}
 		e.Type, p.Status, p.DeclineReason = payment.EventType(typ), payment.Status(status), payment.DeclineReason(decline)
 		p.Amount.Currency = e.Amount.Currency
-		p.CreateTime, p.UpdateTime, e.CreateTime = store.FromMicros(pCreate), store.FromMicros(create), store.FromMicros(create)
+		p.CreateTime, p.UpdateTime, e.CreateTime = sqldb.FromMicros(pCreate), sqldb.FromMicros(create), sqldb.FromMicros(create)
 		events = append(events, e)
 	}
 	return events, rows.Err()
@@ -332,7 +332,7 @@ func scanPayment(r scanner) (payment.Payment, error) {
 		return payment.Payment{}, err
 	}
 	p.Status, p.DeclineReason = payment.Status(status), payment.DeclineReason(decline)
-	p.LeaseUntil, p.CreateTime, p.UpdateTime = store.FromMicros(lease), store.FromMicros(created), store.FromMicros(updated)
+	p.LeaseUntil, p.CreateTime, p.UpdateTime = sqldb.FromMicros(lease), sqldb.FromMicros(created), sqldb.FromMicros(updated)
 	return p, nil
 }
 
@@ -342,6 +342,6 @@ func scanRefund(r scanner) (payment.Refund, error) {
 	if err := r.Scan(&rf.ID, &rf.PaymentID, &rf.UserID, &rf.AmountMinor, &rf.Reason, &rf.IdempotencyKey, &rf.Fingerprint, &created); err != nil {
 		return payment.Refund{}, err
 	}
-	rf.CreateTime = store.FromMicros(created)
+	rf.CreateTime = sqldb.FromMicros(created)
 	return rf, nil
 }

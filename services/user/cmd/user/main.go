@@ -22,7 +22,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
-	sqlstore "github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/user/internal/grpcapi"
 	"github.com/meshmart/meshmart/services/user/internal/store"
@@ -146,7 +146,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	srv.RegisterService(&userv1.UserService_ServiceDesc, api)
-	log.Info("user service starting", "database", sqlstore.Describe(uc.database), "token_ttl", uc.tokenTTL.String())
+	log.Info("user service starting", "database", sqldb.Describe(uc.database), "token_ttl", uc.tokenTTL.String())
 	return srv.Run(ctx)
 }
 

@@ -9,19 +9,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/user/internal/user"
 	"github.com/meshmart/meshmart/services/user/migrations"
 )
 
 // Users is the SQL account store.
-type Users struct{ db *store.DB }
+type Users struct{ db *sqldb.DB }
 
 var _ user.Store = (*Users)(nil)
 
-// Open opens the database at dsn (see store.Open), applies the migrations and returns the store.
+// Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Users, error) {
-	db, err := store.OpenMigrated(ctx, dsn, migrations.FS)
+	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +44,7 @@ type execer interface {
 func (s *Users) insert(ctx context.Context, e execer, u user.User) error {
 	_, err := e.ExecContext(ctx, s.db.Rebind("INSERT INTO users ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		u.ID, u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status),
-		strings.Join(u.Roles, ","), u.Version, store.Micros(u.CreateTime), store.Micros(u.UpdateTime), store.Micros(u.DeleteTime))
+		strings.Join(u.Roles, ","), u.Version, sqldb.Micros(u.CreateTime), sqldb.Micros(u.UpdateTime), sqldb.Micros(u.DeleteTime))
 	return conflict(err)
 }
 
@@ -63,7 +63,7 @@ func (s *Users) CreateBatch(ctx context.Context, us []user.User) []error {
 	if len(us) == 0 {
 		return errs
 	}
-	err := store.InTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
 		for i, u := range us {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT item"); err != nil {
 				return err
@@ -119,7 +119,7 @@ func (s *Users) Update(ctx context.Context, u user.User) error {
 		password_hash = ?, status = ?, roles = ?, version = ?, update_time = ?, delete_time = ?
 		WHERE id = ? AND version = ?`),
 		u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status), strings.Join(u.Roles, ","),
-		u.Version, store.Micros(u.UpdateTime), store.Micros(u.DeleteTime), u.ID, u.Version-1)
+		u.Version, sqldb.Micros(u.UpdateTime), sqldb.Micros(u.DeleteTime), u.ID, u.Version-1)
 	if err != nil {
 		return fmt.Errorf("update user %s: %w", u.ID, conflict(err))
 	}
@@ -146,7 +146,7 @@ func (s *Users) List(ctx context.Context, f user.Filter, after *user.Cursor, lim
 	}
 	if after != nil {
 		q += " AND (create_time, id) > (?, ?)"
-		args = append(args, store.Micros(after.CreateTime), after.ID)
+		args = append(args, sqldb.Micros(after.CreateTime), after.ID)
 	}
 	q += " ORDER BY create_time, id LIMIT ?"
 	args = append(args, limit)
@@ -187,13 +187,13 @@ func scan(r scanner) (user.User, error) {
 	if roles != "" {
 		u.Roles = strings.Split(roles, ",")
 	}
-	u.CreateTime, u.UpdateTime, u.DeleteTime = store.FromMicros(created), store.FromMicros(updated), store.FromMicros(deleted)
+	u.CreateTime, u.UpdateTime, u.DeleteTime = sqldb.FromMicros(created), sqldb.FromMicros(updated), sqldb.FromMicros(deleted)
 	return u, nil
 }
 
 // conflict turns a unique violation into the *user.ConflictError naming the taken field.
 func conflict(err error) error {
-	what, ok := store.UniqueViolation(err)
+	what, ok := sqldb.UniqueViolation(err)
 	if !ok {
 		return err
 	}

@@ -1,4 +1,4 @@
-package store_test
+package sqldb_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/meshmart/meshmart/pkg/store"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/pkg/testkit"
 )
 
@@ -17,9 +17,9 @@ func databases(t *testing.T, test func(t *testing.T, dsn string)) {
 	t.Run("postgres", func(t *testing.T) { t.Parallel(); test(t, testkit.PostgresURL(t)) })
 }
 
-func open(t *testing.T, dsn string) *store.DB {
+func open(t *testing.T, dsn string) *sqldb.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), dsn)
+	db, err := sqldb.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestMigrateOnceAcrossReplicas(t *testing.T) {
 		errs := make(chan error, 4)
 		for range 4 {
 			db := open(t, dsn)
-			wg.Go(func() { errs <- store.Migrate(context.Background(), db, migrations) })
+			wg.Go(func() { errs <- sqldb.Migrate(context.Background(), db, migrations) })
 		}
 		wg.Wait()
 		close(errs)
@@ -52,7 +52,7 @@ func TestMigrateOnceAcrossReplicas(t *testing.T) {
 			}
 		}
 		db := open(t, dsn)
-		if err := store.Migrate(context.Background(), db, migrations); err != nil {
+		if err := sqldb.Migrate(context.Background(), db, migrations); err != nil {
 			t.Fatalf("Migrate again: %v", err)
 		}
 		var n int
@@ -64,11 +64,11 @@ func TestMigrateOnceAcrossReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := db.Exec(db.Rebind("INSERT INTO things (id, name) VALUES (?, ?)"), "2", "a")
-		if what, ok := store.UniqueViolation(err); !ok || !strings.Contains(what, "name") {
+		if what, ok := sqldb.UniqueViolation(err); !ok || !strings.Contains(what, "name") {
 			t.Errorf("duplicate name: UniqueViolation(%v) = %q, %v", err, what, ok)
 		}
 		_, err = db.Exec(db.Rebind("INSERT INTO things (id, name) VALUES (?, ?)"), "1", "b")
-		if _, ok := store.UniqueViolation(err); !ok {
+		if _, ok := sqldb.UniqueViolation(err); !ok {
 			t.Errorf("duplicate id: %v is not a unique violation", err)
 		}
 	})
@@ -82,7 +82,7 @@ func TestFailedMigrationLeavesNothing(t *testing.T) {
 			"0001_ok.sql":     {Data: []byte("CREATE TABLE ok (id TEXT PRIMARY KEY)")},
 			"0002_broken.sql": {Data: []byte("CREATE TABLE broken (id TEXT PRIMARY KEY, oops)))")},
 		}
-		if err := store.Migrate(context.Background(), db, bad); err == nil {
+		if err := sqldb.Migrate(context.Background(), db, bad); err == nil {
 			t.Fatal("a broken migration applied")
 		}
 		var n int
@@ -95,11 +95,11 @@ func TestFailedMigrationLeavesNothing(t *testing.T) {
 
 func TestRebind(t *testing.T) {
 	t.Parallel()
-	pg := &store.DB{Dialect: store.Postgres}
+	pg := &sqldb.DB{Dialect: sqldb.Postgres}
 	if got := pg.Rebind("SELECT a FROM t WHERE b = ? AND c = ?"); got != "SELECT a FROM t WHERE b = $1 AND c = $2" {
 		t.Errorf("Rebind = %q", got)
 	}
-	lite := &store.DB{Dialect: store.SQLite}
+	lite := &sqldb.DB{Dialect: sqldb.SQLite}
 	if got := lite.Rebind("x = ?"); got != "x = ?" {
 		t.Errorf("SQLite Rebind = %q", got)
 	}
@@ -115,7 +115,7 @@ func TestReplicasOpenANewSQLiteFileTogether(t *testing.T) {
 		errs := make(chan error, 4)
 		for range 4 {
 			wg.Go(func() {
-				db, err := store.Open(context.Background(), path)
+				db, err := sqldb.Open(context.Background(), path)
 				if err != nil {
 					errs <- err
 					return

@@ -1,9 +1,9 @@
-// Package store opens the SQL database a meshmart service keeps its state in, embedded SQLite by
+// Package sqldb opens the SQL database a meshmart service keeps its state in, embedded SQLite by
 // default and PostgreSQL in production, and applies the service's embedded migrations.
 //
 // Services write one set of queries with ? placeholders and portable types (TEXT, BIGINT,
 // INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed.
-package store
+package sqldb
 
 import (
 	"context"
