@@ -1,6 +1,9 @@
-// Package grpcerr holds what every service's error mapping shares: the status for a bad field,
-// and the fallback for errors no domain rule claimed (cancellation, an unreachable database,
-// bugs). Each service maps its own domain errors first, in one place, then calls Fallback.
+// Package grpcerr is the one place errors become gRPC statuses. Business rules fail with a
+// *fault.Error, which ToStatus turns into its code, its client-safe message and its details
+// (BadRequest field violations, ErrorInfo); anything else is mapped by Fallback: cancellation and
+// deadlines keep their codes, an unreachable database is Unavailable, and the rest is Internal. A
+// cause's text is logged, never sent: a downstream service's "rpc error: code = ..." reaches no
+// client.
 package grpcerr
 
 import (
@@ -11,10 +14,59 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 )
+
+var codeOf = [...]codes.Code{
+	fault.Internal:           codes.Internal,
+	fault.InvalidArgument:    codes.InvalidArgument,
+	fault.NotFound:           codes.NotFound,
+	fault.AlreadyExists:      codes.AlreadyExists,
+	fault.FailedPrecondition: codes.FailedPrecondition,
+	fault.PermissionDenied:   codes.PermissionDenied,
+	fault.Unauthenticated:    codes.Unauthenticated,
+	fault.Aborted:            codes.Aborted,
+	fault.Unavailable:        codes.Unavailable,
+	fault.ResourceExhausted:  codes.ResourceExhausted,
+}
+
+// ToStatus maps err for a client: nil stays nil, a *fault.Error becomes its status (its cause, if
+// any, logged), and the rest goes to Fallback. what names the service's database in the
+// Unavailable message ("the order database").
+func ToStatus(ctx context.Context, log *slog.Logger, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	f, ok := fault.As(err)
+	if !ok || f.Code == fault.Internal {
+		return Fallback(ctx, log, what, err)
+	}
+	code := codes.Internal
+	if int(f.Code) < len(codeOf) {
+		code = codeOf[f.Code]
+	}
+	if cause := f.Cause(); cause != nil {
+		log.WarnContext(ctx, "request failed", "request_id", interceptors.RequestIDFromContext(ctx),
+			"code", code.String(), "error", err)
+	}
+	st := status.New(code, f.Message)
+	var details []protoadapt.MessageV1
+	if f.Field != "" {
+		details = append(details, &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: f.Field, Description: f.Reason}}})
+	} else if f.Reason != "" {
+		details = append(details, &errdetails.ErrorInfo{Reason: f.Reason, Domain: f.Domain, Metadata: f.Metadata})
+	}
+	if len(details) > 0 {
+		if d, derr := st.WithDetails(details...); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
 
 // InvalidArgument returns an InvalidArgument status with msg and a BadRequest naming field.
 func InvalidArgument(field, reason, msg string) error {
@@ -27,15 +79,17 @@ func InvalidArgument(field, reason, msg string) error {
 	return st.Err()
 }
 
-// Fallback maps an error no domain rule claimed: nil stays nil, a status passes through,
-// cancellation and deadlines keep their codes, an unreachable database is Unavailable (what is a
-// database is told by what), and anything else is Internal, with the cause logged and never
-// shown to the caller.
+// Fallback maps an error no domain rule claimed: nil stays nil, a status made here (not one
+// wrapped from a downstream call) passes through, cancellation and deadlines keep their codes, an
+// unreachable database is Unavailable (what is a database is told by what), and anything else is
+// Internal, with the cause logged and never shown to the caller.
 func Fallback(ctx context.Context, log *slog.Logger, what string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Only a status error itself passes: status.FromError would also accept a downstream status
+	// wrapped with context, whose text is not for this service's client.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	rid := interceptors.RequestIDFromContext(ctx)
