@@ -1,5 +1,6 @@
 // Package consul registers chassis servers in Consul and resolves Consul services for gRPC
-// clients.
+// clients (the consul:// scheme), and gives the command line of a local dev agent for the test kit
+// and the platform launcher.
 package consul
 
 import (

@@ -2,7 +2,9 @@
 // default and PostgreSQL in production, and applies the service's embedded migrations.
 //
 // Services write one set of queries with ? placeholders and portable types (TEXT, BIGINT,
-// INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed.
+// INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed. OrderedTx
+// makes an event log's sequence grow in commit order, and UniqueViolation and Unavailable classify
+// driver errors the same way on both databases.
 package sqldb
 
 import (

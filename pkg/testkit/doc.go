@@ -1,7 +1,8 @@
 // Package testkit starts the real components meshmart's tests run against: a Consul dev agent on
 // free loopback ports, chassis servers over bufconn or real sockets, a fresh SQLite file, a fresh
 // PostgreSQL database (or a PostgreSQL cluster of a test's own, to stop and start), TLS
-// certificates and access-token keys, and a small example service.
+// certificates and access-token keys, a small example service, child processes, and load loops
+// that measure every call.
 //
 // A component that is missing fails the test with the command that installs it; nothing is
 // silently skipped. CI installs everything.
