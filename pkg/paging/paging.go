@@ -9,12 +9,14 @@
 package paging
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/fault"
@@ -26,7 +28,7 @@ const (
 	MaxSize     = 500
 )
 
-// KeySize is the size of the key NewCodec expects, in bytes.
+// KeySize is the size of a page token key in bytes.
 const KeySize = 32
 
 // ErrInvalidToken is the error for a page token that is not one issued for this method and
@@ -53,11 +55,35 @@ func Size(requested int) int {
 }
 
 // Codec issues and reads page tokens signed with one key. It is safe for concurrent use.
-type Codec struct{ key []byte }
+type Codec struct {
+	source func(context.Context) ([]byte, error)
+	mu     sync.Mutex
+	key    []byte // nil until source first succeeds
+}
 
-// NewCodec returns a Codec signing with key, which should be KeySize random bytes kept secret and
-// shared by every replica of the service (sqldb.DB.Secret makes such a key).
-func NewCodec(key []byte) *Codec { return &Codec{key: append([]byte(nil), key...)} }
+// NewCodec returns a Codec signing with the key source returns, asked on first use (and again
+// after a failure) and kept once it succeeds. The key should be KeySize random bytes kept secret
+// and shared by every replica of the service: a store's source is typically
+// sqldb.DB.Secret(ctx, "page_token", KeySize), which the first replica to ask makes.
+func NewCodec(source func(context.Context) ([]byte, error)) *Codec { return &Codec{source: source} }
+
+// StaticKey returns a key source that always returns key, for NewCodec.
+func StaticKey(key []byte) func(context.Context) ([]byte, error) {
+	return func(context.Context) ([]byte, error) { return key, nil }
+}
+
+func (c *Codec) loadKey(ctx context.Context) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.key == nil {
+		key, err := c.source(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("page token key: %w", err)
+		}
+		c.key = key
+	}
+	return c.key, nil
+}
 
 // position is a cursor as a token carries it.
 type position struct {
@@ -67,26 +93,35 @@ type position struct {
 
 // mac returns the signature of payload for method and filter. The filter is rendered with %#v,
 // which names its type and every field, so filter should be a struct of plain values.
-func (c *Codec) mac(method string, filter any, payload []byte) []byte {
-	h := hmac.New(sha256.New, c.key)
+func mac(key []byte, method string, filter any, payload []byte) []byte {
+	h := hmac.New(sha256.New, key)
 	fmt.Fprintf(h, "%s\x00%#v\x00", method, filter)
 	h.Write(payload)
 	return h.Sum(nil)
 }
 
-// Issue returns the token of the page after at, for method listing with filter.
-func (c *Codec) Issue(method string, filter any, at Cursor) string {
+// Issue returns the token of the page after at, for method listing with filter. It fails only
+// when the key cannot be had.
+func (c *Codec) Issue(ctx context.Context, method string, filter any, at Cursor) (string, error) {
+	key, err := c.loadKey(ctx)
+	if err != nil {
+		return "", err
+	}
 	payload, _ := json.Marshal(position{Time: at.CreateTime.UnixMicro(), ID: at.ID}) // cannot fail
 	return base64.RawURLEncoding.EncodeToString(payload) + "." +
-		base64.RawURLEncoding.EncodeToString(c.mac(method, filter, payload))
+		base64.RawURLEncoding.EncodeToString(mac(key, method, filter, payload)), nil
 }
 
 // Read returns the cursor in token, which must have been issued by Issue with a Codec of the same
 // key, for the same method and an equal filter; otherwise it returns ErrInvalidToken. The empty
-// token is the first page: a nil cursor.
-func (c *Codec) Read(method string, filter any, token string) (*Cursor, error) {
+// token is the first page: a nil cursor. Failing to get the key is an error of its own.
+func (c *Codec) Read(ctx context.Context, method string, filter any, token string) (*Cursor, error) {
 	if token == "" {
 		return nil, nil
+	}
+	key, err := c.loadKey(ctx)
+	if err != nil {
+		return nil, err
 	}
 	payloadPart, sigPart, ok := strings.Cut(token, ".")
 	if !ok {
@@ -94,7 +129,7 @@ func (c *Codec) Read(method string, filter any, token string) (*Cursor, error) {
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(payloadPart)
 	sig, err2 := base64.RawURLEncoding.DecodeString(sigPart)
-	if err1 != nil || err2 != nil || !hmac.Equal(sig, c.mac(method, filter, payload)) {
+	if err1 != nil || err2 != nil || !hmac.Equal(sig, mac(key, method, filter, payload)) {
 		return nil, ErrInvalidToken
 	}
 	var p position
@@ -108,9 +143,9 @@ func (c *Codec) Read(method string, filter any, token string) (*Cursor, error) {
 // fetch for Size(size)+1 rows after that position (after is nil on the first page), and returns
 // the page without the extra row and, when the extra row showed that more follow, the token of
 // the next page ("" on the last). at gives a row's position.
-func List[T any](c *Codec, method string, filter any, size int, token string,
+func List[T any](ctx context.Context, c *Codec, method string, filter any, size int, token string,
 	fetch func(after *Cursor, limit int) ([]T, error), at func(T) Cursor) ([]T, string, error) {
-	after, err := c.Read(method, filter, token)
+	after, err := c.Read(ctx, method, filter, token)
 	if err != nil {
 		return nil, "", err
 	}
@@ -124,5 +159,9 @@ func List[T any](c *Codec, method string, filter any, size int, token string,
 		return rows, "", nil
 	}
 	rows = rows[:size]
-	return rows, c.Issue(method, filter, at(rows[len(rows)-1])), nil
+	next, err := c.Issue(ctx, method, filter, at(rows[len(rows)-1]))
+	if err != nil {
+		return nil, "", err
+	}
+	return rows, next, nil
 }
