@@ -1,6 +1,7 @@
 package sqldb_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -132,4 +133,39 @@ func TestReplicasOpenANewSQLiteFileTogether(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestSecretSharedAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	databases(t, func(t *testing.T, dsn string) {
+		// Four replicas ask at once, each with its own pool: all get the same secret.
+		var wg sync.WaitGroup
+		got := make([][]byte, 4)
+		errs := make([]error, 4)
+		for i := range 4 {
+			db := open(t, dsn)
+			wg.Go(func() { got[i], errs[i] = db.Secret(context.Background(), "page_token", 32) })
+		}
+		wg.Wait()
+		for i := range 4 {
+			if errs[i] != nil {
+				t.Fatalf("Secret: %v", errs[i])
+			}
+			if len(got[i]) != 32 || !bytes.Equal(got[i], got[0]) {
+				t.Fatalf("replica %d got %x, replica 0 %x", i, got[i], got[0])
+			}
+		}
+		db := open(t, dsn)
+		again, err := db.Secret(context.Background(), "page_token", 32)
+		if err != nil || !bytes.Equal(again, got[0]) {
+			t.Errorf("Secret again = %x, %v; want %x", again, err, got[0])
+		}
+		other, err := db.Secret(context.Background(), "other", 32)
+		if err != nil || bytes.Equal(other, got[0]) {
+			t.Errorf("another name = %x, %v; want a secret of its own", other, err)
+		}
+		if _, err := db.Secret(context.Background(), "page_token", 16); err == nil {
+			t.Error("Secret with another size succeeded")
+		}
+	})
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
-	"github.com/meshmart/meshmart/pkg/pagetoken"
+	"github.com/meshmart/meshmart/pkg/poll"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	"github.com/meshmart/meshmart/services/order/internal/order"
@@ -65,7 +65,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.As(err, &invalid):
 		return grpcerr.InvalidArgument(invalid.Field, invalid.Reason, invalid.Error())
 	}
-	return grpcerr.Fallback(ctx, s.log, "the order database", err)
+	return grpcerr.ToStatus(ctx, s.log, "the order database", err) // a *fault.Error such as paging.ErrInvalidToken, or Fallback
 }
 
 // CreateOrder implements order.v1.OrderService.
@@ -98,15 +98,6 @@ func (s *Server) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*o
 	return &orderv1.GetOrderResponse{Order: toProto(o)}, nil
 }
 
-// pageToken is a position in the newest-first order, bound to the filter it was issued for (see
-// package pagetoken).
-type pageToken struct {
-	Time   int64  `json:"t"`
-	ID     string `json:"i"`
-	Status int    `json:"s,omitempty"`
-	UserID string `json:"u,omitempty"`
-}
-
 // ListOrders implements order.v1.OrderService.
 func (s *Server) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest) (*orderv1.ListOrdersResponse, error) {
 	who, err := interceptors.Caller(ctx)
@@ -114,24 +105,13 @@ func (s *Server) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest)
 		return nil, err
 	}
 	f := order.Filter{UserID: req.GetUserId(), Status: order.Status(req.GetStatus())}
-	var after *order.Cursor
-	if req.GetPageToken() != "" {
-		var t pageToken
-		if err := pagetoken.Decode(req.GetPageToken(), &t); err != nil || t.Status != int(f.Status) || t.UserID != f.UserID {
-			return nil, grpcerr.InvalidArgument("page_token", "not a page token issued for this filter", "page_token: not a page token issued for this filter")
-		}
-		after = &order.Cursor{CreateTime: time.UnixMicro(t.Time).UTC(), ID: t.ID}
-	}
-	os, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), after)
+	os, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &orderv1.ListOrdersResponse{}
+	resp := &orderv1.ListOrdersResponse{NextPageToken: next}
 	for _, o := range os {
 		resp.Orders = append(resp.Orders, toProto(o))
-	}
-	if next != nil {
-		resp.NextPageToken = pagetoken.Encode(pageToken{Time: next.CreateTime.UnixMicro(), ID: next.ID, Status: int(f.Status), UserID: f.UserID})
 	}
 	return resp, nil
 }
@@ -219,25 +199,24 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 			for id := range sent {
 				ids = append(ids, id)
 			}
-			for {
-				updates, err := s.svc.UpdatesAfter(ctx, ids, seq)
-				if err != nil {
-					return s.toStatus(ctx, err)
+			fetch := func(ctx context.Context, after int64, limit int) ([]order.Update, error) {
+				return s.svc.UpdatesAfter(ctx, ids, after, limit)
+			}
+			var sendErr error
+			seq, err = poll.Drain(ctx, seq, 100, fetch, func(u order.Update) int64 { return u.Seq }, func(u order.Update) error {
+				last, subscribed := sent[u.Order.ID]
+				if !subscribed || u.Order.Revision <= last {
+					return nil
 				}
-				for _, u := range updates {
-					seq = u.Seq
-					last, subscribed := sent[u.Order.ID]
-					if !subscribed || u.Order.Revision <= last {
-						continue
-					}
-					sent[u.Order.ID] = u.Order.Revision
-					if err := send(orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED, u.Order, u.PreviousStatus); err != nil {
-						return err
-					}
-				}
-				if len(updates) < 100 {
-					break
-				}
+				sent[u.Order.ID] = u.Order.Revision
+				sendErr = send(orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED, u.Order, u.PreviousStatus)
+				return sendErr
+			})
+			if sendErr != nil {
+				return sendErr
+			}
+			if err != nil {
+				return s.toStatus(ctx, err)
 			}
 		}
 	}

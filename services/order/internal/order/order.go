@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/paging"
 )
 
 // Status is where an order stands; numbered as in the contract.
@@ -66,11 +68,8 @@ type Filter struct {
 	Status Status
 }
 
-// Cursor is a position in the newest-first order of orders.
-type Cursor struct {
-	CreateTime time.Time
-	ID         string
-}
+// Cursor is o's position in the newest-first order of orders.
+func (o Order) Cursor() paging.Cursor { return paging.Cursor{CreateTime: o.CreateTime, ID: o.ID} }
 
 // Sentinel errors; the transport maps each to one gRPC status code.
 var (
@@ -176,10 +175,13 @@ type Store interface {
 	// before changedBefore, oldest first.
 	Due(ctx context.Context, statuses []Status, changedBefore, now time.Time, limit int) ([]Order, error)
 	// List returns up to limit orders matching f after the cursor, newest first.
-	List(ctx context.Context, f Filter, after *Cursor, limit int) ([]Order, error)
+	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]Order, error)
 	// LastUpdateSeq returns the newest update's sequence number, 0 when there is none.
 	LastUpdateSeq(ctx context.Context) (int64, error)
 	// UpdatesAfter returns up to limit updates of the given orders with a sequence number above
 	// seq, in order.
 	UpdatesAfter(ctx context.Context, orderIDs []string, seq int64, limit int) ([]Update, error)
+	// PageKey returns the key page tokens are signed with, the same for every replica sharing
+	// the store (see paging.NewCodec).
+	PageKey(ctx context.Context) ([]byte, error)
 }

@@ -12,13 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/pagetoken"
-)
-
-// Page sizes for List.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 500
+	"github.com/meshmart/meshmart/pkg/paging"
 )
 
 // Service carries out the order use cases. It is safe for concurrent use, and several replicas
@@ -28,6 +22,7 @@ type Service struct {
 	store    Store
 	users    Users
 	payments Payments
+	pages    *paging.Codec
 	lease    time.Duration
 	now      func() time.Time
 }
@@ -35,7 +30,7 @@ type Service struct {
 // NewService returns a Service. lease bounds how long a claim on an order lasts; it must outlast
 // a payment call, so a replica that dies mid-call blocks the order for at most that long.
 func NewService(store Store, users Users, payments Payments, lease time.Duration) *Service {
-	return &Service{store: store, users: users, payments: payments, lease: lease,
+	return &Service{store: store, users: users, payments: payments, pages: paging.NewCodec(store.PageKey), lease: lease,
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
@@ -208,25 +203,18 @@ func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Ord
 }
 
 // List returns one page of the orders matching f that the caller may see, newest first, and the
-// cursor after it (nil on the last page).
-func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, after *Cursor) ([]Order, *Cursor, error) {
+// token of the next page ("" on the last). A pageToken not issued by List for f is
+// paging.ErrInvalidToken.
+func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, pageToken string) ([]Order, string, error) {
 	if !caller.IsAdmin() {
 		if f.UserID != "" && f.UserID != caller.Subject {
-			return nil, nil, ErrPermissionDenied
+			return nil, "", ErrPermissionDenied
 		}
 		f.UserID = caller.Subject
 	}
-	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
-	os, err := s.store.List(ctx, f, after, pageSize+1)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(os) <= pageSize {
-		return os, nil, nil
-	}
-	os = os[:pageSize]
-	last := os[len(os)-1]
-	return os, &Cursor{CreateTime: last.CreateTime, ID: last.ID}, nil
+	return paging.List(ctx, s.pages, "ListOrders", f, pageSize, pageToken, func(after *paging.Cursor, limit int) ([]Order, error) {
+		return s.store.List(ctx, f, after, limit)
+	}, Order.Cursor)
 }
 
 // Cancel cancels an order the caller may act on: a pending or paid order becomes CANCELLING, its
@@ -331,11 +319,11 @@ func (s *Service) LastUpdateSeq(ctx context.Context) (int64, error) {
 	return s.store.LastUpdateSeq(ctx)
 }
 
-// UpdatesAfter returns the updates of orderIDs after seq; the caller must have been allowed to
-// see those orders (Get).
-func (s *Service) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64) ([]Update, error) {
+// UpdatesAfter returns up to limit updates of orderIDs after seq; the caller must have been
+// allowed to see those orders (Get).
+func (s *Service) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64, limit int) ([]Update, error) {
 	if len(orderIDs) == 0 {
 		return nil, nil
 	}
-	return s.store.UpdatesAfter(ctx, orderIDs, seq, 100)
+	return s.store.UpdatesAfter(ctx, orderIDs, seq, limit)
 }

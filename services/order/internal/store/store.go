@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/migrations"
@@ -31,6 +32,11 @@ func Open(ctx context.Context, dsn string) (*Orders, error) {
 		return nil, err
 	}
 	return &Orders{db: db}, nil
+}
+
+// PageKey implements order.Store: the key is kept in the database, made by the first replica to ask.
+func (s *Orders) PageKey(ctx context.Context) ([]byte, error) {
+	return s.db.Secret(ctx, "page_token", paging.KeySize)
 }
 
 // Close closes the database.
@@ -154,7 +160,7 @@ func (s *Orders) Due(ctx context.Context, statuses []order.Status, changedBefore
 }
 
 // List implements order.Store.
-func (s *Orders) List(ctx context.Context, f order.Filter, after *order.Cursor, limit int) ([]order.Order, error) {
+func (s *Orders) List(ctx context.Context, f order.Filter, after *paging.Cursor, limit int) ([]order.Order, error) {
 	var where []string
 	var args []any
 	if f.UserID != "" {

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/internal/store"
@@ -113,8 +116,78 @@ func suite(t *testing.T, dsn string) {
 	if err != nil || len(mine) != 1 || mine[0].ID != a.ID {
 		t.Fatalf("List of alice's paid orders = %v, %v", mine, err)
 	}
-	page, err := s.List(ctx, order.Filter{}, &order.Cursor{CreateTime: b.CreateTime, ID: b.ID}, 10)
+	page, err := s.List(ctx, order.Filter{}, &paging.Cursor{CreateTime: b.CreateTime, ID: b.ID}, 10)
 	if err != nil || len(page) != 1 || page[0].ID != a.ID {
 		t.Fatalf("List after a cursor = %v, %v", page, err)
 	}
+}
+
+// TestPageTokens pages through orders across two replicas sharing one database, and reuses or
+// edits a token, which is paging.ErrInvalidToken (InvalidArgument on page_token).
+func TestPageTokens(t *testing.T) {
+	t.Parallel()
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
+		ctx := context.Background()
+		dsn := db.New(t)
+		var replicas []*order.Service
+		for range 2 {
+			s, err := store.Open(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			replicas = append(replicas, order.NewService(s, nil, nil, time.Minute))
+		}
+		s, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		for i := range 5 {
+			if err := s.Create(ctx, newOrder(i+1, "alice")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		alice := auth.Identity{Subject: "alice", Roles: []string{auth.RoleUser}}
+
+		// Each page is asked of the other replica than the one that issued its token.
+		n, token := 0, ""
+		for i := 0; ; i++ {
+			page, next, err := replicas[i%2].List(ctx, alice, order.Filter{}, 2, token)
+			if err != nil {
+				t.Fatalf("page %d: %v", i, err)
+			}
+			n += len(page)
+			if token = next; token == "" {
+				break
+			}
+		}
+		if n != 5 {
+			t.Errorf("listed %d orders, want 5", n)
+		}
+
+		_, next, err := replicas[0].List(ctx, alice, order.Filter{}, 2, "")
+		if err != nil || next == "" {
+			t.Fatalf("first page: %q, %v", next, err)
+		}
+		// The same position and filter, signed with the same key, but for ListPayments.
+		otherMethod, err := paging.NewCodec(s.PageKey).Issue(ctx, "ListPayments", order.Filter{UserID: "alice"}, newOrder(3, "alice").Cursor())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			name  string
+			f     order.Filter
+			token string
+		}{
+			{"other filter", order.Filter{Status: order.StatusPaid}, next},
+			{"other method", order.Filter{}, otherMethod},
+			{"edited", order.Filter{}, "x" + next},
+		} {
+			_, _, err := replicas[1].List(ctx, alice, tt.f, 2, tt.token)
+			if f, ok := fault.As(err); !errors.Is(err, paging.ErrInvalidToken) || !ok || f.Code != fault.InvalidArgument || f.Field != "page_token" {
+				t.Errorf("%s: %v, want paging.ErrInvalidToken", tt.name, err)
+			}
+		}
+	})
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
-	"github.com/meshmart/meshmart/pkg/pagetoken"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
@@ -54,7 +53,7 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	case errors.As(err, &invalid):
 		return grpcerr.InvalidArgument(invalid.Field, invalid.Reason, invalid.Error())
 	}
-	return grpcerr.Fallback(ctx, s.log, "the payment database", err)
+	return grpcerr.ToStatus(ctx, s.log, "the payment database", err) // a *fault.Error such as paging.ErrInvalidToken, or Fallback
 }
 
 // CreatePayment implements payment.v1.PaymentService.
@@ -104,15 +103,6 @@ func (s *Server) GetPayment(ctx context.Context, req *paymentv1.GetPaymentReques
 	return &paymentv1.GetPaymentResponse{Payment: toProto(p)}, nil
 }
 
-// pageToken is a position in the newest-first order, bound to the filter it was issued for (see
-// package pagetoken).
-type pageToken struct {
-	Time    int64  `json:"t"`
-	ID      string `json:"i"`
-	OrderID string `json:"o,omitempty"`
-	UserID  string `json:"u,omitempty"`
-}
-
 // ListPayments implements payment.v1.PaymentService.
 func (s *Server) ListPayments(ctx context.Context, req *paymentv1.ListPaymentsRequest) (*paymentv1.ListPaymentsResponse, error) {
 	who, err := interceptors.Caller(ctx)
@@ -120,24 +110,13 @@ func (s *Server) ListPayments(ctx context.Context, req *paymentv1.ListPaymentsRe
 		return nil, err
 	}
 	f := payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}
-	var after *payment.Cursor
-	if req.GetPageToken() != "" {
-		var t pageToken
-		if err := pagetoken.Decode(req.GetPageToken(), &t); err != nil || t.OrderID != f.OrderID || t.UserID != f.UserID {
-			return nil, grpcerr.InvalidArgument("page_token", "not a page token issued for this filter", "page_token: not a page token issued for this filter")
-		}
-		after = &payment.Cursor{CreateTime: time.UnixMicro(t.Time).UTC(), ID: t.ID}
-	}
-	ps, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), after)
+	ps, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &paymentv1.ListPaymentsResponse{}
+	resp := &paymentv1.ListPaymentsResponse{NextPageToken: next}
 	for _, p := range ps {
 		resp.Payments = append(resp.Payments, toProto(p))
-	}
-	if next != nil {
-		resp.NextPageToken = pagetoken.Encode(pageToken{Time: next.CreateTime.UnixMicro(), ID: next.ID, OrderID: f.OrderID, UserID: f.UserID})
 	}
 	return resp, nil
 }

@@ -30,8 +30,14 @@ const (
 // file, and returns a client with contexts carrying alice's, bob's and an admin's tokens.
 func newClient(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context.Context) {
 	t.Helper()
-	keys := testkit.NewKeys(t)
-	payments, err := store.Open(context.Background(), testkit.SQLitePath(t))
+	return newReplica(t, testkit.SQLitePath(t), testkit.NewKeys(t))
+}
+
+// newReplica runs one replica of the payment service over bufconn on the SQLite file at path,
+// trusting access tokens signed with keys.
+func newReplica(t *testing.T, path string, keys testkit.Keys) (paymentv1.PaymentServiceClient, map[string]context.Context) {
+	t.Helper()
+	payments, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/paging"
 )
 
 // Status is where a payment stands; numbered as in the contract.
@@ -97,11 +99,8 @@ type Filter struct {
 	OrderID, UserID string
 }
 
-// Cursor is a position in the newest-first order of payments.
-type Cursor struct {
-	CreateTime time.Time
-	ID         string
-}
+// Cursor is p's position in the newest-first order of payments.
+func (p Payment) Cursor() paging.Cursor { return paging.Cursor{CreateTime: p.CreateTime, ID: p.ID} }
 
 // Sentinel errors; the transport maps each to one gRPC status code.
 var (
@@ -154,10 +153,13 @@ type Store interface {
 	// GetRefundByKey returns the refund userID made with key, or ErrNotFound.
 	GetRefundByKey(ctx context.Context, userID, key string) (Refund, error)
 	// List returns up to limit payments matching f after the cursor, newest first.
-	List(ctx context.Context, f Filter, after *Cursor, limit int) ([]Payment, error)
+	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]Payment, error)
 	// LastEventSeq returns the newest event's sequence number, 0 when there is none.
 	LastEventSeq(ctx context.Context) (int64, error)
 	// EventsAfter returns up to limit events matching f with a sequence number above seq, in
 	// order.
 	EventsAfter(ctx context.Context, f Filter, seq int64, limit int) ([]Event, error)
+	// PageKey returns the key page tokens are signed with, the same for every replica sharing
+	// the store (see paging.NewCodec).
+	PageKey(ctx context.Context) ([]byte, error)
 }

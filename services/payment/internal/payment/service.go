@@ -11,13 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/pagetoken"
-)
-
-// Page sizes for List.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 500
+	"github.com/meshmart/meshmart/pkg/paging"
+	"github.com/meshmart/meshmart/pkg/poll"
 )
 
 // Service carries out the payment use cases. It is safe for concurrent use, and several replicas
@@ -25,6 +20,7 @@ const (
 type Service struct {
 	store     Store
 	processor Processor
+	pages     *paging.Codec
 	// timeout bounds one processor call; the claim on a payment outlives it by leaseSlack, so a
 	// replica that dies mid-call blocks a retry for at most timeout+leaseSlack.
 	timeout    time.Duration
@@ -35,7 +31,7 @@ type Service struct {
 
 // NewService returns a Service charging through processor, giving it processorTimeout per call.
 func NewService(store Store, processor Processor, processorTimeout time.Duration) *Service {
-	return &Service{store: store, processor: processor, timeout: processorTimeout, leaseSlack: 5 * time.Second,
+	return &Service{store: store, processor: processor, pages: paging.NewCodec(store.PageKey), timeout: processorTimeout, leaseSlack: 5 * time.Second,
 		poll: 25 * time.Millisecond, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
@@ -271,23 +267,16 @@ func scope(caller auth.Identity, f Filter) (Filter, error) {
 }
 
 // List returns one page of the payments matching f that the caller may see, newest first, and
-// the cursor after it (nil on the last page).
-func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, after *Cursor) ([]Payment, *Cursor, error) {
+// the token of the next page ("" on the last). A pageToken not issued by List for f is
+// paging.ErrInvalidToken.
+func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, pageToken string) ([]Payment, string, error) {
 	f, err := scope(caller, f)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
-	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
-	ps, err := s.store.List(ctx, f, after, pageSize+1)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(ps) <= pageSize {
-		return ps, nil, nil
-	}
-	ps = ps[:pageSize]
-	last := ps[len(ps)-1]
-	return ps, &Cursor{CreateTime: last.CreateTime, ID: last.ID}, nil
+	return paging.List(ctx, s.pages, "ListPayments", f, pageSize, pageToken, func(after *paging.Cursor, limit int) ([]Payment, error) {
+		return s.store.List(ctx, f, after, limit)
+	}, Payment.Cursor)
 }
 
 // Watch calls send for every event matching f that the caller may see, from now on, in order,
@@ -310,20 +299,10 @@ func (s *Service) Watch(ctx context.Context, caller auth.Identity, f Filter, int
 			return ctx.Err()
 		case <-t.C:
 		}
-		for {
-			events, err := s.store.EventsAfter(ctx, f, seq, 100)
-			if err != nil {
-				return err
-			}
-			for _, e := range events {
-				if err := send(e); err != nil {
-					return err
-				}
-				seq = e.Seq
-			}
-			if len(events) < 100 {
-				break
-			}
+		if seq, err = poll.Drain(ctx, seq, 100, func(ctx context.Context, after int64, limit int) ([]Event, error) {
+			return s.store.EventsAfter(ctx, f, after, limit)
+		}, func(e Event) int64 { return e.Seq }, send); err != nil {
+			return err
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 	"github.com/meshmart/meshmart/services/payment/migrations"
@@ -27,6 +28,11 @@ func Open(ctx context.Context, dsn string) (*Payments, error) {
 		return nil, err
 	}
 	return &Payments{db: db}, nil
+}
+
+// PageKey implements payment.Store: the key is kept in the database, made by the first replica to ask.
+func (s *Payments) PageKey(ctx context.Context) ([]byte, error) {
+	return s.db.Secret(ctx, "page_token", paging.KeySize)
 }
 
 // Close closes the database.
@@ -186,7 +192,7 @@ func (s *Payments) GetRefundByKey(ctx context.Context, userID, key string) (paym
 }
 
 // List implements payment.Store.
-func (s *Payments) List(ctx context.Context, f payment.Filter, after *payment.Cursor, limit int) ([]payment.Payment, error) {
+func (s *Payments) List(ctx context.Context, f payment.Filter, after *paging.Cursor, limit int) ([]payment.Payment, error) {
 	where, args := filter(f)
 	if after != nil {
 		where = append(where, "(create_time, id) < (?, ?)")

@@ -318,26 +318,27 @@ func TestListAndWatchAcrossReplicas(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// The pages alternate between two replicas: each accepts the other's tokens.
 		var all []payment.Payment
-		var cursor *payment.Cursor
-		for {
-			page, next, err := writer.List(ctx, asAlice, payment.Filter{}, 2, cursor)
+		token := ""
+		for i := 0; ; i++ {
+			page, next, err := []*payment.Service{writer, watcher}[i%2].List(ctx, asAlice, payment.Filter{}, 2, token)
 			if err != nil {
 				t.Fatal(err)
 			}
 			all = append(all, page...)
-			if next == nil {
+			if next == "" {
 				break
 			}
-			cursor = next
+			token = next
 		}
 		if len(all) != 4 || all[len(all)-1].ID != p.ID || len(all[len(all)-1].Refunds) != 1 {
 			t.Errorf("alice's payments: %d, oldest %s with %d refunds", len(all), all[len(all)-1].ID, len(all[len(all)-1].Refunds))
 		}
-		if _, _, err := writer.List(ctx, asAlice, payment.Filter{UserID: bob}, 10, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+		if _, _, err := writer.List(ctx, asAlice, payment.Filter{UserID: bob}, 10, ""); !errors.Is(err, payment.ErrPermissionDenied) {
 			t.Errorf("alice listing bob = %v", err)
 		}
-		everyone, _, err := writer.List(ctx, asAdmin, payment.Filter{OrderID: orderID}, 100, nil)
+		everyone, _, err := writer.List(ctx, asAdmin, payment.Filter{OrderID: orderID}, 100, "")
 		if err != nil || len(everyone) != 5 {
 			t.Errorf("admin listing the order: %d, %v", len(everyone), err)
 		}

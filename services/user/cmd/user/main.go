@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -125,9 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string) error {
 		return err
 	}
 	defer users.Close()
-	// Page tokens are signed with a key derived from the signing key, which every replica shares.
-	pageKey := sha256.Sum256(append([]byte("meshmart user page tokens\x00"), key.Seed()...))
-	svc, err := user.NewService(users, issuer, pageKey[:], user.WithAdminEmails(strings.Split(uc.adminEmails, ",")...))
+	svc, err := user.NewService(users, issuer, user.WithAdminEmails(strings.Split(uc.adminEmails, ",")...))
 	if err != nil {
 		return err
 	}

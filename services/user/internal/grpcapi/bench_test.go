@@ -88,7 +88,7 @@ func chassisTarget(b *testing.B, name, dsn string) target {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { users.Close() })
-	svc, err := user.NewService(users, keys.Issuer, []byte("a page key of enough bytes"))
+	svc, err := user.NewService(users, keys.Issuer)
 	if err != nil {
 		b.Fatal(err)
 	}

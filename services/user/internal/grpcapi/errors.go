@@ -34,5 +34,5 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.As(err, &invalid):
 		return grpcerr.InvalidArgument(invalid.Field, invalid.Reason, invalid.Error())
 	}
-	return grpcerr.Fallback(ctx, log, "the user database", err)
+	return grpcerr.ToStatus(ctx, log, "the user database", err) // a *fault.Error such as paging.ErrInvalidToken, or Fallback
 }

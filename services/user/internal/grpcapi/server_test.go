@@ -27,13 +27,19 @@ const adminEmail = "admin@example.com"
 // newClient runs the user service over bufconn behind the real chassis, on a fresh SQLite file.
 func newClient(t *testing.T) userv1.UserServiceClient {
 	t.Helper()
-	keys := testkit.NewKeys(t)
-	users, err := store.Open(context.Background(), testkit.SQLitePath(t))
+	return newReplica(t, testkit.SQLitePath(t), testkit.NewKeys(t))
+}
+
+// newReplica runs one replica of the user service over bufconn on the SQLite file at path,
+// issuing access tokens with keys.
+func newReplica(t *testing.T, path string, keys testkit.Keys) userv1.UserServiceClient {
+	t.Helper()
+	users, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { users.Close() })
-	svc, err := user.NewService(users, keys.Issuer, []byte("a page key of enough bytes"), user.WithAdminEmails(adminEmail))
+	svc, err := user.NewService(users, keys.Issuer, user.WithAdminEmails(adminEmail))
 	if err != nil {
 		t.Fatal(err)
 	}

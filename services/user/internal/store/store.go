@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/services/user/internal/user"
 	"github.com/meshmart/meshmart/services/user/migrations"
@@ -26,6 +27,11 @@ func Open(ctx context.Context, dsn string) (*Users, error) {
 		return nil, err
 	}
 	return &Users{db: db}, nil
+}
+
+// PageKey implements user.Store: the key is kept in the database, made by the first replica to ask.
+func (s *Users) PageKey(ctx context.Context) ([]byte, error) {
+	return s.db.Secret(ctx, "page_token", paging.KeySize)
 }
 
 // Close closes the database.
@@ -134,7 +140,7 @@ func (s *Users) Update(ctx context.Context, u user.User) error {
 }
 
 // List implements user.Store.
-func (s *Users) List(ctx context.Context, f user.Filter, after *user.Cursor, limit int) ([]user.User, error) {
+func (s *Users) List(ctx context.Context, f user.Filter, after *paging.Cursor, limit int) ([]user.User, error) {
 	q := "SELECT " + columns + " FROM users WHERE "
 	var args []any
 	if f.Status == user.StatusUnspecified {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/user/internal/store"
 	"github.com/meshmart/meshmart/services/user/internal/user"
@@ -124,7 +125,7 @@ func suite(t *testing.T, dsn string) {
 	if ids := idsOf(all); fmt.Sprint(ids) != fmt.Sprint([]string{a.ID, batch[0].ID, batch[2].ID, suspended.ID}) {
 		t.Errorf("List = %v", ids)
 	}
-	page, err := s.List(ctx, user.Filter{}, &user.Cursor{CreateTime: batch[0].CreateTime, ID: batch[0].ID}, 2)
+	page, err := s.List(ctx, user.Filter{}, &paging.Cursor{CreateTime: batch[0].CreateTime, ID: batch[0].ID}, 2)
 	if err != nil || fmt.Sprint(idsOf(page)) != fmt.Sprint([]string{batch[2].ID, suspended.ID}) {
 		t.Errorf("List after a cursor = %v, %v", idsOf(page), err)
 	}

@@ -11,13 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/pagetoken"
-)
-
-// Page sizes for List.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 500
+	"github.com/meshmart/meshmart/pkg/paging"
 )
 
 // exportBatch is how many accounts Export reads from the store at a time.
@@ -27,7 +21,7 @@ const exportBatch = 100
 type Service struct {
 	store  Store
 	issuer *auth.Issuer
-	pager  pager
+	pages  *paging.Codec
 	now    func() time.Time
 	// dummyHash is checked against when a login names no account, so that an unknown user costs
 	// as much time as a wrong password and cannot be told apart by timing.
@@ -51,16 +45,13 @@ func WithAdminEmails(emails ...string) Option {
 }
 
 // NewService returns a Service keeping accounts in store, issuing tokens with issuer, and signing
-// page tokens with pageKey (the same on every replica).
-func NewService(store Store, issuer *auth.Issuer, pageKey []byte, opts ...Option) (*Service, error) {
-	if len(pageKey) < 16 {
-		return nil, errors.New("user: the page token key must be at least 16 bytes")
-	}
+// page tokens with the store's page key.
+func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, error) {
 	dummy, err := HashPassword(uuid.NewString())
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{store: store, issuer: issuer, pager: pager{key: pageKey}, now: func() time.Time { return time.Now().UTC() },
+	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
 		dummyHash: dummy, admins: map[string]bool{}}
 	for _, o := range opts {
 		o(s)
@@ -244,30 +235,14 @@ func (s *Service) save(ctx context.Context, u User) (User, error) {
 }
 
 // List returns one page of accounts (admins only) and the token of the next page ("" on the
-// last).
+// last). A pageToken not issued by List for f is paging.ErrInvalidToken.
 func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, pageSize int, pageToken string) ([]User, string, error) {
 	if !caller.IsAdmin() {
 		return nil, "", ErrPermissionDenied
 	}
-	pageSize = pagetoken.Size(pageSize, DefaultPageSize, MaxPageSize)
-	var after *Cursor
-	if pageToken != "" {
-		var err error
-		if after, err = s.pager.read(pageToken, f); err != nil {
-			return nil, "", err
-		}
-	}
-	// One more than asked for tells whether another page follows.
-	users, err := s.store.List(ctx, f, after, pageSize+1)
-	if err != nil {
-		return nil, "", err
-	}
-	if len(users) <= pageSize {
-		return users, "", nil
-	}
-	users = users[:pageSize]
-	last := users[len(users)-1]
-	return users, s.pager.issue(f, Cursor{CreateTime: last.CreateTime, ID: last.ID}), nil
+	return paging.List(ctx, s.pages, "ListUsers", f, pageSize, pageToken, func(after *paging.Cursor, limit int) ([]User, error) {
+		return s.store.List(ctx, f, after, limit)
+	}, User.Cursor)
 }
 
 // Export calls send for every account matching f, oldest first (admins only). It reads in
@@ -277,7 +252,7 @@ func (s *Service) Export(ctx context.Context, caller auth.Identity, f Filter, se
 	if !caller.IsAdmin() {
 		return ErrPermissionDenied
 	}
-	var after *Cursor
+	var after *paging.Cursor
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -294,8 +269,8 @@ func (s *Service) Export(ctx context.Context, caller auth.Identity, f Filter, se
 		if len(users) < exportBatch {
 			return nil
 		}
-		last := users[len(users)-1]
-		after = &Cursor{CreateTime: last.CreateTime, ID: last.ID}
+		last := users[len(users)-1].Cursor()
+		after = &last
 	}
 }
 

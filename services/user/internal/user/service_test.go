@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/user/internal/store"
 	"github.com/meshmart/meshmart/services/user/internal/user"
@@ -21,7 +22,7 @@ func newService(t *testing.T) *user.Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	svc, err := user.NewService(s, testkit.NewKeys(t).Issuer, []byte("a page key of enough bytes"))
+	svc, err := user.NewService(s, testkit.NewKeys(t).Issuer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,13 +171,12 @@ func TestListPagesAndTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var invalid *user.InvalidError
-	if _, _, err := svc.List(ctx, admin, user.Filter{Status: user.StatusSuspended}, 3, next); !errors.As(err, &invalid) {
-		t.Errorf("a token reused with another filter = %v, want InvalidError", err)
+	if _, _, err := svc.List(ctx, admin, user.Filter{Status: user.StatusSuspended}, 3, next); !errors.Is(err, paging.ErrInvalidToken) {
+		t.Errorf("a token reused with another filter = %v, want paging.ErrInvalidToken", err)
 	}
 	forged := next[:len(next)-2] + "AA"
-	if _, _, err := svc.List(ctx, admin, user.Filter{}, 3, forged); !errors.As(err, &invalid) {
-		t.Errorf("a forged token = %v, want InvalidError", err)
+	if _, _, err := svc.List(ctx, admin, user.Filter{}, 3, forged); !errors.Is(err, paging.ErrInvalidToken) {
+		t.Errorf("a forged token = %v, want paging.ErrInvalidToken", err)
 	}
 }
 

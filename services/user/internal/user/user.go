@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/paging"
 )
 
 // Status is where an account stands.
@@ -95,11 +97,8 @@ type Filter struct {
 	Status Status
 }
 
-// Cursor is a position in the stable order of accounts (create time, then id).
-type Cursor struct {
-	CreateTime time.Time
-	ID         string
-}
+// Cursor is u's position in the stable order of accounts (create time, then id).
+func (u User) Cursor() paging.Cursor { return paging.Cursor{CreateTime: u.CreateTime, ID: u.ID} }
 
 // Store keeps accounts. Implementations must be safe for concurrent use by several replicas of
 // the service sharing one database.
@@ -116,5 +115,8 @@ type Store interface {
 	Update(ctx context.Context, u User) error
 	// List returns up to limit accounts matching f after the cursor (nil: from the start), in the
 	// stable order.
-	List(ctx context.Context, f Filter, after *Cursor, limit int) ([]User, error)
+	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]User, error)
+	// PageKey returns the key page tokens are signed with, the same for every replica sharing
+	// the store (see paging.NewCodec).
+	PageKey(ctx context.Context) ([]byte, error)
 }
