@@ -97,6 +97,10 @@ func (f *failure) set(err error, grpc bool) {
 }
 
 func (a *App) run(ctx context.Context) error {
+	log := a.log
+	if a.srv != nil {
+		log = log.With("service", a.srv.Name())
+	}
 	failed := &failure{c: make(chan struct{})}
 	var (
 		cfg server.Config
@@ -147,11 +151,11 @@ func (a *App) run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case <-failed.c:
-		a.log.Error("stopping: a part failed", "error", failed.err)
+		log.Error("stopping: a part failed", "error", failed.err)
 	}
 
 	// Stop in order; ctx is done, so every step that needs one gets a context of its own.
-	a.log.Info("shutting down", "drain_delay", cfg.DrainDelay.String())
+	log.Info("shutting down", "drain_delay", cfg.DrainDelay.String())
 	if a.srv != nil {
 		a.srv.SetNotServing()
 	}
@@ -160,7 +164,7 @@ func (a *App) run(ctx context.Context) error {
 	if registrar != nil {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := registrar.Deregister(dctx); err != nil {
-			a.log.Warn("consul deregistration failed", "error", err)
+			log.Warn("consul deregistration failed", "error", err)
 		}
 		cancel()
 	}
@@ -179,7 +183,7 @@ func (a *App) run(ctx context.Context) error {
 		cancel()
 		httpDone.Wait()
 	}
-	a.log.Info("stopped")
+	log.Info("stopped")
 	select {
 	case <-failed.c:
 		return failed.err

@@ -32,6 +32,10 @@ type Service struct {
 	Start func(ctx context.Context, s *Setup) error
 	// Commands are subcommands besides ProbeCommand, such as the user service's keygen.
 	Commands []Command
+	// OwnVerifier says that the service can verify access tokens without -auth-public-key, by
+	// giving Setup.Serve a server.WithVerifier: the user service, which signs them. Every other
+	// service refuses to start without the key.
+	OwnVerifier bool
 }
 
 // Command is a subcommand: `<service> <Name> args...` runs Run with the args.
@@ -59,7 +63,7 @@ var errAuthRequired = errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is
 
 // Serve builds the service's gRPC server (traced with Tracer), registers impl as desc's service
 // and makes it the App's server. A server that would check no access token is refused: give
-// -auth-public-key or server.WithVerifier.
+// -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
 	srv, err := server.New(s.name, s.Config, s.Log, append([]server.Option{server.WithTracerProvider(s.Tracer)}, opts...)...)
 	if err != nil {
@@ -134,7 +138,11 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := errors.Join(settings.Check(), cfg.Validate()); err != nil {
+	var errAuth error
+	if cfg.AuthPublicKey == "" && !svc.OwnVerifier {
+		errAuth = errAuthRequired
+	}
+	if err := errors.Join(errAuth, settings.Check(), cfg.Validate()); err != nil {
 		return err
 	}
 	log, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)

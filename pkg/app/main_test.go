@@ -118,15 +118,27 @@ func TestRunChecksSettings(t *testing.T) {
 
 func TestRunRequiresAuthentication(t *testing.T) {
 	t.Parallel()
+	args := []string{"-service-password", "pw", "-consul-addr", "", "-http-addr", ""}
+	const want = "-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required"
+	started := false
+	svc := exampleService(t, func(context.Context, *app.Setup) error { started = true; return nil })
+	if err := app.Run(t.Context(), svc, args, noEnv); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run without a key = %v, want the kit's auth-public-key error", err)
+	}
+	if started {
+		t.Error("the service started without a key")
+	}
+
+	// A service that verifies its own tokens but then gives no verifier is refused all the same,
+	// and what it opened is closed.
 	closed := false
-	svc := exampleService(t, func(_ context.Context, s *app.Setup) error {
+	svc = exampleService(t, func(_ context.Context, s *app.Setup) error {
 		s.Defer("database", func() error { closed = true; return nil })
 		return s.Serve(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
 	})
-	args := []string{"-service-password", "pw", "-consul-addr", "", "-http-addr", ""}
-	err := app.Run(t.Context(), svc, args, noEnv)
-	if err == nil || !strings.Contains(err.Error(), "-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required") {
-		t.Errorf("Run without a key = %v, want the kit's auth-public-key error", err)
+	svc.OwnVerifier = true
+	if err := app.Run(t.Context(), svc, args, noEnv); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run of a service with no verifier = %v, want the kit's auth-public-key error", err)
 	}
 	if !closed {
 		t.Error("what Start opened was not closed")

@@ -29,7 +29,7 @@ import (
 func main() {
 	c := defaults()
 	os.Exit(app.Main(app.Service{Name: "user", GRPCAddr: ":50051", Settings: c, Start: c.start,
-		Commands: []app.Command{{Name: "keygen", Run: keygen}}}))
+		OwnVerifier: true, Commands: []app.Command{{Name: "keygen", Run: keygen}}}))
 }
 
 // keygen is `user keygen [-dir D]`: it makes sure D holds the key pair every replica shares,
