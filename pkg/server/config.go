@@ -17,13 +17,13 @@ type Config struct {
 	AdvertiseAddr string `flag:"advertise-addr" env:"MESHMART_ADVERTISE_ADDR" usage:"host:port registered in Consul (default: derived from the listener)"`
 	// HTTPAddr is where /metrics (and /debug/pprof when Pprof is on) are served; empty turns the
 	// HTTP listener off.
-	HTTPAddr string `flag:"http-addr" env:"MESHMART_HTTP_ADDR" usage:"metrics and pprof listen address; empty disables"`
+	HTTPAddr string `flag:"http-addr" env:"MESHMART_HTTP_ADDR" usage:"/metrics and pprof listen address, its port registered in Consul as the metrics_port meta; empty disables"`
 	// Pprof serves /debug/pprof on HTTPAddr. Off by default.
 	Pprof bool `flag:"pprof" env:"MESHMART_PPROF" usage:"serve /debug/pprof on the HTTP listener"`
 
 	// ConsulAddr is the Consul agent's HTTP address; empty turns registration off. The agent's
 	// ACL token, if any, is read from CONSUL_HTTP_TOKEN.
-	ConsulAddr string `flag:"consul-addr" env:"CONSUL_HTTP_ADDR" usage:"Consul agent HTTP address; empty disables registration"`
+	ConsulAddr string `flag:"consul-addr" env:"CONSUL_HTTP_ADDR" usage:"Consul agent HTTP address (CONSUL_HTTP_TOKEN is honoured); empty disables registration"`
 	// Tags are Consul tags for this instance.
 	Tags []string `flag:"tags" env:"MESHMART_TAGS" usage:"comma-separated Consul tags"`
 	// CheckInterval is how often Consul health-checks the instance over gRPC.
@@ -59,7 +59,7 @@ type Config struct {
 	// AuthPublicKey is the PEM file of the Ed25519 key that verifies access tokens, unless
 	// WithVerifier gives the verifier itself. Empty, without WithVerifier, turns authentication
 	// off, which only a test should do: pkg/app refuses to start a service that way.
-	AuthPublicKey string `flag:"auth-public-key" env:"MESHMART_AUTH_PUBLIC_KEY" usage:"PEM Ed25519 public key verifying access tokens"`
+	AuthPublicKey string `flag:"auth-public-key" env:"MESHMART_AUTH_PUBLIC_KEY" usage:"PEM Ed25519 public key verifying access tokens; required but by the user service"`
 	// AuthAudience is the audience tokens must carry.
 	AuthAudience string `flag:"auth-audience" env:"MESHMART_AUTH_AUDIENCE" usage:"audience access tokens must carry"`
 
@@ -68,7 +68,7 @@ type Config struct {
 	// LogFormat is json or text.
 	LogFormat string `flag:"log-format" env:"MESHMART_LOG_FORMAT" usage:"json or text"`
 	// LogPayloads logs every message, secrets redacted.
-	LogPayloads bool `flag:"log-payloads" env:"MESHMART_LOG_PAYLOADS" usage:"log every message, secrets redacted"`
+	LogPayloads bool `flag:"log-payloads" env:"MESHMART_LOG_PAYLOADS" usage:"log every message, debug_redact fields redacted"`
 }
 
 // DefaultConfig returns the defaults, with the gRPC server on grpcAddr.

@@ -28,7 +28,7 @@ import (
 
 // settings are the order service's own, beside the chassis' server.Config.
 type settings struct {
-	Database       string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path, or a postgres:// URL"`
+	Database       string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
 	UserTarget     string        `flag:"user-target" env:"MESHMART_USER_TARGET" usage:"where the user service is"`
 	PaymentTarget  string        `flag:"payment-target" env:"MESHMART_PAYMENT_TARGET" usage:"where the payment service is"`
 	ServiceEmail   string        `flag:"service-email" env:"MESHMART_SERVICE_EMAIL" usage:"the service account's email; list it in the user service's MESHMART_ADMIN_EMAILS"`

@@ -51,8 +51,8 @@ func keygen(_ context.Context, args []string) error {
 // settings are the user service's own, beside the chassis' server.Config. The signing key is a
 // file path, not the key itself, so it is not secret.
 type settings struct {
-	Database    string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path, or a postgres:// URL"`
-	SigningKey  string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens; empty makes one up"`
+	Database    string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	SigningKey  string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
 	TokenTTL    time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
 	AdminEmails []string      `flag:"admin-emails" env:"MESHMART_ADMIN_EMAILS" usage:"comma-separated emails that become admins when they sign up"`
 }
