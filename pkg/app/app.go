@@ -96,100 +96,119 @@ func (f *failure) set(err error, grpc bool) {
 	f.once.Do(func() { f.err, f.grpc = err, grpc; close(f.c) })
 }
 
-func (a *App) run(ctx context.Context) error {
-	log := a.log
-	if a.srv != nil {
-		log = log.With("service", a.srv.Name())
+// happened reports whether a part failed so far; only then may err and grpc be read.
+func (f *failure) happened() bool {
+	select {
+	case <-f.c:
+		return true
+	default:
+		return false
 	}
-	failed := &failure{c: make(chan struct{})}
-	var (
-		cfg server.Config
-		p   prepared
-	)
-	if a.srv != nil {
-		cfg = a.srv.Config()
-		var err error
-		if p, err = a.prepare(cfg); err != nil {
-			return err
-		}
-	}
-	httpSrv, registrar := p.http, p.registrar
+}
 
-	// Start everything.
-	var grpcDone, httpDone, regDone sync.WaitGroup
+// running is a started App: what its stop needs.
+type running struct {
+	log                   *slog.Logger
+	srv                   *server.Server // nil: workers only
+	cfg                   server.Config
+	p                     prepared
+	failed                *failure
+	stopRegistrar         context.CancelFunc
+	stopWorkers           context.CancelFunc
+	grpc, http, reg, work sync.WaitGroup
+}
+
+func (a *App) run(ctx context.Context) error {
+	r, err := a.start(ctx)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.failed.c:
+		r.log.Error("stopping: a part failed", "error", r.failed.err)
+	}
+	r.stop()
+	if r.failed.happened() {
+		return r.failed.err
+	}
+	return nil
+}
+
+// start binds the listeners, then starts the gRPC server, reports SERVING, and starts the HTTP
+// server, the registrar and the workers.
+func (a *App) start(ctx context.Context) (*running, error) {
+	r := &running{log: a.log, srv: a.srv, failed: &failure{c: make(chan struct{})}}
 	if a.srv != nil {
-		grpcDone.Go(func() {
+		r.log = r.log.With("service", a.srv.Name())
+		r.cfg = a.srv.Config()
+		var err error
+		if r.p, err = a.prepare(r.cfg); err != nil {
+			return nil, err
+		}
+		r.grpc.Go(func() {
 			if err := a.srv.Serve(); err != nil {
-				failed.set(fmt.Errorf("grpc server: %w", err), true)
+				r.failed.set(fmt.Errorf("grpc server: %w", err), true)
 			}
 		})
 		a.srv.SetServing()
 	}
-	if httpSrv != nil {
-		httpDone.Go(func() {
-			if err := httpSrv.Serve(p.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				failed.set(fmt.Errorf("http server: %w", err), false)
+	if r.p.http != nil {
+		r.http.Go(func() {
+			if err := r.p.http.Serve(r.p.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				r.failed.set(fmt.Errorf("http server: %w", err), false)
 			}
 		})
 	}
-	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRegistrar()
-	if registrar != nil {
-		regDone.Go(func() { registrar.Run(regCtx) })
+	// The registrar and the workers outlive ctx: the stop ends them, each in its turn.
+	var regCtx, workCtx context.Context
+	regCtx, r.stopRegistrar = context.WithCancel(context.WithoutCancel(ctx))
+	if r.p.registrar != nil {
+		r.reg.Go(func() { r.p.registrar.Run(regCtx) })
 	}
-	workCtx, stopWorkers := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWorkers()
-	var workersDone sync.WaitGroup
+	workCtx, r.stopWorkers = context.WithCancel(context.WithoutCancel(ctx))
 	for _, w := range a.workers {
-		workersDone.Go(func() {
+		r.work.Go(func() {
 			if err := w.run(workCtx); err != nil && workCtx.Err() == nil {
-				failed.set(fmt.Errorf("%s: %w", w.name, err), false)
+				r.failed.set(fmt.Errorf("%s: %w", w.name, err), false)
 			}
 		})
 	}
+	return r, nil
+}
 
-	select {
-	case <-ctx.Done():
-	case <-failed.c:
-		log.Error("stopping: a part failed", "error", failed.err)
+// stop stops a started App in the order Run describes; every step that needs a context gets
+// one of its own, since the App's is done.
+func (r *running) stop() {
+	r.log.Info("shutting down", "drain_delay", r.cfg.DrainDelay.String())
+	if r.srv != nil {
+		r.srv.SetNotServing()
 	}
-
-	// Stop in order; ctx is done, so every step that needs one gets a context of its own.
-	log.Info("shutting down", "drain_delay", cfg.DrainDelay.String())
-	if a.srv != nil {
-		a.srv.SetNotServing()
-	}
-	stopRegistrar()
-	regDone.Wait()
-	if registrar != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := registrar.Deregister(dctx); err != nil {
-			log.Warn("consul deregistration failed", "error", err)
+	r.stopRegistrar()
+	r.reg.Wait()
+	if r.p.registrar != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.p.registrar.Deregister(ctx); err != nil {
+			r.log.Warn("consul deregistration failed", "error", err)
 		}
 		cancel()
 	}
-	if a.srv != nil && !failed.grpc {
-		time.Sleep(cfg.DrainDelay)
+	if r.srv != nil && !(r.failed.happened() && r.failed.grpc) {
+		time.Sleep(r.cfg.DrainDelay)
 	}
-	stopWorkers()
-	workersDone.Wait()
-	if a.srv != nil {
-		a.srv.GracefulStop(cfg.ShutdownTimeout)
-		grpcDone.Wait()
+	r.stopWorkers()
+	r.work.Wait()
+	if r.srv != nil {
+		r.srv.GracefulStop(r.cfg.ShutdownTimeout)
+		r.grpc.Wait()
 	}
-	if httpSrv != nil {
-		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = httpSrv.Shutdown(hctx)
+	if r.p.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = r.p.http.Shutdown(ctx)
 		cancel()
-		httpDone.Wait()
+		r.http.Wait()
 	}
-	log.Info("stopped")
-	select {
-	case <-failed.c:
-		return failed.err
-	default:
-		return nil
-	}
+	r.log.Info("stopped")
 }
 
 // prepared is what prepare made.
