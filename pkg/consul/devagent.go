@@ -31,15 +31,29 @@ type DevAgentPorts struct {
 }
 
 // DevAgentArgs are the arguments of `consul` for a single in-memory dev agent on loopback, as the
-// test kit and `make run` start it.
-func DevAgentArgs(node string, ports DevAgentPorts) []string {
+// test kit and `make run` start it, keeping its local state in dataDir (see FreshDataDir).
+//
+// A dev agent without -data-dir does not go without one: it reads and writes its local state
+// (persisted services and checks) relative to its working directory, so that started from the
+// repository root it tried to decode services/Dockerfile as a persisted service at start-up.
+func DevAgentArgs(node, dataDir string, ports DevAgentPorts) []string {
 	return []string{"agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=" + node, "-log-level=warn",
+		"-data-dir=" + dataDir,
 		"-hcl", fmt.Sprintf(`ports { http = %d, serf_lan = %d, serf_wan = %d, server = %d, dns = -1, grpc = -1, grpc_tls = -1 }`,
 			ports.HTTP, ports.SerfLAN, ports.SerfWAN, ports.Server),
 		// Every instance, resolver and health check talks to the agent from 127.0.0.1; the default
 		// cap of 200 connections per client address is too low for many watchers and pollers.
 		"-hcl", "limits { http_max_conns_per_client = 4096 }",
 	}
+}
+
+// FreshDataDir empties dir, making it if need be, so that a dev agent started on it begins with
+// nothing, as a dev agent should: every instance registers again by itself.
+func FreshDataDir(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o700)
 }
 
 // ErrAgentExited is what WaitForLeader returns when the agent's process exits first.

@@ -1,7 +1,8 @@
-// Package server is the chassis' gRPC server runtime: one call builds a production server for a
-// service (interceptor chain, health, reflection, keepalive, message limits, TLS, metrics and
-// pprof listener) and Run serves it until its context ends, registering it in Consul while it is
-// healthy and shutting down gracefully.
+// Package server builds the chassis' gRPC server for a service: interceptor chain, health,
+// reflection, keepalive, message limits, TLS, and the metrics and pprof handler. It provides the
+// steps of a server's life (Serve, SetServing, SetNotServing, GracefulStop, Registration);
+// pkg/app runs them together with the HTTP listener, the Consul registrar and background workers,
+// and stops them in order.
 package server
 
 import (
@@ -52,6 +53,7 @@ type Server struct {
 	registry *prometheus.Registry
 	lis      net.Listener
 	services []string
+	authn    bool
 
 	// endStreams is cancelled when shutdown reaches the point where long-lived streams must end.
 	endStreams context.Context
@@ -67,6 +69,7 @@ type options struct {
 	tracerProvider trace.TracerProvider
 	registry       *prometheus.Registry
 	extra          []interceptors.Server
+	verifier       *auth.Verifier
 }
 
 type optionFunc func(*options)
@@ -87,6 +90,12 @@ func WithPublicMethods(methods ...string) Option {
 	})
 }
 
+// WithVerifier checks access tokens with v instead of the key file Config.AuthPublicKey names;
+// the user service verifies its own tokens with the public half of its signing key this way.
+func WithVerifier(v *auth.Verifier) Option {
+	return optionFunc(func(o *options) { o.verifier = v })
+}
+
 // WithTracerProvider records spans with tp. Without it spans are not recorded.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tracerProvider = tp })
@@ -104,13 +113,11 @@ func WithInterceptors(s ...interceptors.Server) Option {
 }
 
 // New builds the server for the service called name (its Consul service name, e.g. "user").
-// Register the service implementations with RegisterService, then call Run.
+// Register the service implementations with RegisterService, then run it with pkg/app.
 func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	// Config holds addresses, file paths and numbers, never secrets, so all of it is logged.
-	log.Info("configured", "service", name, "config", fmt.Sprintf("%+v", cfg))
 	o := options{public: map[string]bool{}, tracerProvider: noop.NewTracerProvider()}
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -143,16 +150,18 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		s.endStreamsOnShutdown(),
 		interceptors.DefaultDeadline(cfg.DefaultDeadline),
 	}
-	if cfg.AuthPublicKey != "" {
+	if o.verifier == nil && cfg.AuthPublicKey != "" {
 		key, err := auth.LoadPublicKey(cfg.AuthPublicKey)
 		if err != nil {
 			return nil, err
 		}
-		verifier, err := auth.NewVerifier(key, cfg.AuthAudience)
-		if err != nil {
+		if o.verifier, err = auth.NewVerifier(key, cfg.AuthAudience); err != nil {
 			return nil, err
 		}
-		chain = append(chain, interceptors.Authenticate(verifier, log, func(m string) bool { return o.public[m] || alwaysPublic(m) }))
+	}
+	if o.verifier != nil {
+		s.authn = true
+		chain = append(chain, interceptors.Authenticate(o.verifier, log, func(m string) bool { return o.public[m] || alwaysPublic(m) }))
 	}
 	if cfg.RateLimit > 0 {
 		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst))
@@ -222,8 +231,8 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
 // Registry is where the server's metrics live, for services to add their own.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
-// Listen binds the gRPC listener now, so that its address is known before Run; Run calls it when
-// nobody did.
+// Listen binds the gRPC listener now, so that its address is known before serving; Serve and
+// Registration call it when nobody did.
 func (s *Server) Listen() (net.Addr, error) {
 	if s.lis == nil {
 		lis, err := net.Listen("tcp", s.cfg.GRPCAddr)
@@ -235,123 +244,89 @@ func (s *Server) Listen() (net.Addr, error) {
 	return s.lis.Addr(), nil
 }
 
-// Run serves until ctx ends or serving fails, then shuts down gracefully:
-//  1. it starts serving and only then reports SERVING and registers in Consul;
-//  2. when ctx ends it reports NOT_SERVING, deregisters, waits DrainDelay for clients to
-//     re-resolve, tells long-lived streams to end (they fail with Unavailable, so clients
-//     reconnect elsewhere), and stops gracefully within ShutdownTimeout, then forcibly.
-//
-// It returns nil after a shutdown asked for through ctx.
-func (s *Server) Run(ctx context.Context) error {
-	addr, err := s.Listen()
-	if err != nil {
+// Name is the service's name, as registered in Consul.
+func (s *Server) Name() string { return s.name }
+
+// Config is the configuration the server was built with.
+func (s *Server) Config() Config { return s.cfg }
+
+// Authenticates reports whether the server checks access tokens (Config.AuthPublicKey or
+// WithVerifier).
+func (s *Server) Authenticates() bool { return s.authn }
+
+// Serve serves on the listener (see Listen) until GracefulStop, after which it returns nil, or
+// until serving fails.
+func (s *Server) Serve() error {
+	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	var (
-		httpSrv  *http.Server
-		httpAddr net.Addr
-	)
-	if s.cfg.HTTPAddr != "" {
-		httpSrv, httpAddr, err = s.serveHTTP()
-		if err != nil {
-			s.lis.Close()
-			return err
-		}
+	s.log.Info("serving", "service", s.name, "grpc_addr", s.lis.Addr().String(), "tls", s.cfg.TLSCert != "")
+	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
 	}
+	return nil
+}
 
-	// The registrar is built before serving, so a bad advertise address fails before anything
-	// is exposed.
-	var registrar *consul.Registrar
-	if s.cfg.ConsulAddr != "" {
-		if registrar, err = s.registrar(addr, httpAddr); err != nil {
-			s.lis.Close()
-			if httpSrv != nil {
-				httpSrv.Close()
-			}
-			return err
-		}
+// Close releases the listener of a server that never served.
+func (s *Server) Close() error {
+	if s.lis == nil {
+		return nil
 	}
+	return s.lis.Close()
+}
 
-	served := make(chan error, 1)
-	go func() { served <- s.grpc.Serve(s.lis) }()
+// SetServing reports SERVING for the server as a whole and for every registered service.
+func (s *Server) SetServing() {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for _, name := range s.services {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	s.log.InfoContext(ctx, "serving", "service", s.name, "grpc_addr", addr.String(), "tls", s.cfg.TLSCert != "")
+}
 
-	regDone := make(chan struct{})
-	regCtx, stopRegistrar := context.WithCancel(context.WithoutCancel(ctx))
-	if registrar != nil {
-		go func() { defer close(regDone); registrar.Run(regCtx) }()
-	} else {
-		close(regDone)
-	}
+// SetNotServing reports NOT_SERVING for everything, for good: the first step of a shutdown.
+func (s *Server) SetNotServing() { s.health.Shutdown() }
 
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-served:
-	}
-
-	// Graceful shutdown; ctx is done, so every step gets a context of its own.
-	s.log.Info("shutting down", "service", s.name, "drain_delay", s.cfg.DrainDelay.String())
-	s.health.Shutdown()
-	stopRegistrar()
-	<-regDone
-	if registrar != nil {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := registrar.Deregister(dctx); err != nil {
-			s.log.Warn("consul deregistration failed", "error", err)
-		}
-		cancel()
-	}
-	if serveErr == nil {
-		time.Sleep(s.cfg.DrainDelay)
-	}
+// GracefulStop tells long-lived streams to end (they fail with Unavailable, so clients
+// reconnect elsewhere) and stops gracefully within timeout, then forcibly.
+func (s *Server) GracefulStop(timeout time.Duration) {
 	s.stopStream()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-time.After(s.cfg.ShutdownTimeout):
-		s.log.Warn("graceful stop timed out; closing remaining connections", "timeout", s.cfg.ShutdownTimeout.String())
+	case <-time.After(timeout):
+		s.log.Warn("graceful stop timed out; closing remaining connections", "timeout", timeout.String())
 		s.grpc.Stop()
 		<-stopped
 	}
-	if httpSrv != nil {
-		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = httpSrv.Shutdown(hctx)
-		cancel()
-	}
-	if serveErr != nil && !errors.Is(serveErr, grpc.ErrServerStopped) {
-		return fmt.Errorf("serve: %w", serveErr)
-	}
-	s.log.Info("stopped", "service", s.name)
-	return nil
 }
 
-// registrar registers the gRPC address; the metrics port, when there is an HTTP listener, goes in
-// the instance's meta as metrics_port, so that Prometheus' consul_sd finds every instance's
-// /metrics from the same catalog (see the compose stack's prometheus.yml).
-func (s *Server) registrar(addr, httpAddr net.Addr) (*consul.Registrar, error) {
+// Registration is the instance's Consul registration: the advertised gRPC address (see Listen);
+// the metrics port, when httpAddr is not nil, goes in the instance's meta as metrics_port, so
+// that Prometheus' consul_sd finds every instance's /metrics from the same catalog (see the
+// compose stack's prometheus.yml).
+func (s *Server) Registration(httpAddr net.Addr) (consul.Registration, error) {
+	addr, err := s.Listen()
+	if err != nil {
+		return consul.Registration{}, err
+	}
 	advertise := s.cfg.AdvertiseAddr
 	if advertise == "" {
 		advertise = advertiseFor(addr)
 	}
 	host, portStr, err := net.SplitHostPort(advertise)
 	if err != nil {
-		return nil, fmt.Errorf("advertise address %q: %w", advertise, err)
+		return consul.Registration{}, fmt.Errorf("advertise address %q: %w", advertise, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("advertise port %q: %w", portStr, err)
+		return consul.Registration{}, fmt.Errorf("advertise port %q: %w", portStr, err)
 	}
 	meta := map[string]string{"version": observability.BuildVersion()}
 	if tcp, ok := httpAddr.(*net.TCPAddr); ok {
 		meta["metrics_port"] = strconv.Itoa(tcp.Port)
 	}
-	return consul.NewRegistrar(s.cfg.ConsulAddr, consul.Registration{
+	return consul.Registration{
 		Name:            s.name,
 		Address:         host,
 		Port:            port,
@@ -362,7 +337,7 @@ func (s *Server) registrar(addr, httpAddr net.Addr) (*consul.Registrar, error) {
 		CheckInterval:   s.cfg.CheckInterval,
 		CheckTimeout:    s.cfg.CheckTimeout,
 		DeregisterAfter: s.cfg.DeregisterAfter,
-	}, s.log)
+	}, nil
 }
 
 // advertiseFor turns a listener address into one other local processes can dial.
@@ -378,11 +353,8 @@ func advertiseFor(addr net.Addr) string {
 	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
 
-func (s *Server) serveHTTP() (*http.Server, net.Addr, error) {
-	lis, err := net.Listen("tcp", s.cfg.HTTPAddr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("listen on %s: %w", s.cfg.HTTPAddr, err)
-	}
+// HTTPHandler serves /metrics and, when Config.Pprof is on, /debug/pprof.
+func (s *Server) HTTPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	if s.cfg.Pprof {
@@ -392,14 +364,7 @@ func (s *Server) serveHTTP() (*http.Server, net.Addr, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("http listener failed", "error", err)
-		}
-	}()
-	s.log.Info("serving metrics", "http_addr", lis.Addr().String(), "pprof", s.cfg.Pprof)
-	return srv, lis.Addr(), nil
+	return mux
 }
 
 // endStreamsOnShutdown ends long-lived streams when shutdown reaches them: the handler's context

@@ -394,72 +394,24 @@ func TestGRPCurl(t *testing.T) {
 	}
 }
 
-func TestConfigFromEnvAndFlags(t *testing.T) {
+func TestValidate(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"MESHMART_DRAIN_DELAY": "7s", "MESHMART_TAGS": "blue, canary", "MESHMART_RATE_LIMIT": "12.5"}
-	cfg := server.DefaultConfig(":50051")
-	fs := newFlagSet()
-	if err := cfg.RegisterFlags(fs, func(k string) string { return env[k] }); err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.Parse([]string{"-rate-limit", "3", "-grpc-addr", ":6000"}); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.DrainDelay != 7*time.Second || strings.Join(cfg.Tags, "|") != "blue|canary" || cfg.RateLimit != 3 || cfg.GRPCAddr != ":6000" {
-		t.Errorf("config = %+v", cfg)
-	}
-	bad := server.DefaultConfig(":50051")
-	err := bad.RegisterFlags(newFlagSet(), func(k string) string {
-		return map[string]string{"MESHMART_DRAIN_DELAY": "soon"}[k]
-	})
-	if err == nil || !strings.Contains(err.Error(), "MESHMART_DRAIN_DELAY") {
-		t.Errorf("a bad environment value = %v, want an error naming it", err)
-	}
-	cfg.TLSCert = "cert.pem"
-	if err := cfg.Validate(); err == nil {
-		t.Errorf("a certificate without a key validated")
-	}
-}
-
-func TestProbe(t *testing.T) {
-	t.Parallel()
-	noEnv := func(string) string { return "" }
-	serve := func(cfg server.Config) string {
-		srv, err := server.New("example", cfg, testkit.Logger(t))
-		if err != nil {
-			t.Fatal(err)
+	for _, tt := range []struct {
+		name string
+		edit func(*server.Config)
+	}{
+		{"certificate without key", func(c *server.Config) { c.TLSCert = "cert.pem" }},
+		{"client CA without TLS", func(c *server.Config) { c.TLSClientCA = "ca.pem" }},
+		{"rate limit without burst", func(c *server.Config) { c.RateBurst = 0 }},
+		{"no check interval", func(c *server.Config) { c.CheckInterval = 0 }},
+	} {
+		cfg := server.DefaultConfig(":50051")
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("the defaults do not validate: %v", err)
 		}
-		srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
-		return testkit.Serve(t, srv).Addr
-	}
-	plain := serve(testkit.TestConfig())
-	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", plain}, noEnv); err != nil {
-		t.Errorf("probe of a serving instance: %v", err)
-	}
-	// The environment configures the probe as it does the service.
-	env := func(k string) string {
-		if k == "MESHMART_GRPC_ADDR" {
-			return plain
+		tt.edit(&cfg)
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%s validated", tt.name)
 		}
-		return ""
-	}
-	if err := server.Probe(t.Context(), ":50051", nil, env); err != nil {
-		t.Errorf("probe configured by the environment: %v", err)
-	}
-
-	certs := testkit.NewCerts(t)
-	cfg := testkit.TestConfig()
-	cfg.TLSCert, cfg.TLSKey = certs.ServerCert, certs.ServerKey
-	tlsAddr := serve(cfg)
-	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr, "-tls-cert", certs.ServerCert, "-tls-key", certs.ServerKey}, noEnv); err != nil {
-		t.Errorf("probe over TLS: %v", err)
-	}
-	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr}, noEnv); err == nil {
-		t.Error("a plaintext probe of a TLS server passed")
-	}
-
-	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
-	if err := server.Probe(t.Context(), ":50051", []string{"-grpc-addr", closed}, noEnv); err == nil {
-		t.Error("probe of a closed port passed")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -22,14 +23,15 @@ type Consul struct {
 	// Addr is the agent's HTTP address, host:port.
 	Addr string
 
-	t      testing.TB
-	client *api.Client
-	bin    string
-	args   []string
-	logs   *SyncBuffer
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited <-chan struct{}
+	t       testing.TB
+	client  *api.Client
+	bin     string
+	args    []string
+	dataDir string
+	logs    *SyncBuffer
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  <-chan struct{}
 }
 
 // ConsulBinary returns the consul executable: the one on PATH, else bin/consul of the checkout,
@@ -48,16 +50,22 @@ func ConsulBinary(t testing.TB) string {
 func StartConsul(t testing.TB) *Consul {
 	t.Helper()
 	ports := freePorts(t, 4)
+	dataDir, err := os.MkdirTemp("", "testkit-consul-")
+	if err != nil {
+		t.Fatalf("testkit: consul data directory: %v", err)
+	}
 	c := &Consul{
-		Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		t:    t,
-		bin:  ConsulBinary(t),
-		logs: &SyncBuffer{},
-		args: consul.DevAgentArgs("testkit-"+strconv.Itoa(ports[0]),
+		Addr:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		t:       t,
+		bin:     ConsulBinary(t),
+		logs:    &SyncBuffer{},
+		dataDir: dataDir,
+		args: consul.DevAgentArgs("testkit-"+strconv.Itoa(ports[0]), dataDir,
 			consul.DevAgentPorts{HTTP: ports[0], SerfLAN: ports[1], SerfWAN: ports[2], Server: ports[3]}),
 	}
 	t.Cleanup(func() {
 		c.Stop()
+		_ = os.RemoveAll(dataDir)
 		if t.Failed() {
 			t.Logf("consul agent output:\n%s", c.logs.String())
 		}
@@ -70,6 +78,10 @@ func StartConsul(t testing.TB) *Consul {
 func (c *Consul) Start() {
 	c.t.Helper()
 	c.mu.Lock()
+	if err := consul.FreshDataDir(c.dataDir); err != nil {
+		c.mu.Unlock()
+		c.t.Fatalf("testkit: consul data directory: %v", err)
+	}
 	cmd := exec.Command(c.bin, c.args...)
 	cmd.Stdout, cmd.Stderr = c.logs, c.logs
 	// The agent dies with the test binary even when cleanups do not run.

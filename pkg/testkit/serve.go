@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/server"
 )
 
@@ -77,7 +78,9 @@ func Serve(t testing.TB, srv *server.Server) *Running {
 func run(t testing.TB, srv *server.Server, addr string) *Running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Running{Server: srv, Addr: addr, cancel: cancel, stopped: make(chan struct{})}
-	go func() { r.err = srv.Run(ctx); close(r.stopped) }()
+	a := app.New(Logger(t))
+	a.Serve(srv)
+	go func() { r.err = a.Run(ctx); close(r.stopped) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

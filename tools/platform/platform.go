@@ -325,7 +325,12 @@ func (p *Platform) secrets() (secrets, error) {
 
 func (p *Platform) startConsul(ctx context.Context) error {
 	p.ConsulAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p.plan.consul.HTTP))
-	agent, err := p.spawn("consul", p.consulBin, consul.DevAgentArgs("meshmart", p.plan.consul), nil)
+	// The agent's own data directory, emptied at every start: a dev agent begins with nothing.
+	dataDir := filepath.Join(p.opts.DataDir, "consul")
+	if err := consul.FreshDataDir(dataDir); err != nil {
+		return err
+	}
+	agent, err := p.spawn("consul", p.consulBin, consul.DevAgentArgs("meshmart", dataDir, p.plan.consul), nil)
 	if err != nil {
 		return err
 	}

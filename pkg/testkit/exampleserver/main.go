@@ -18,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
@@ -37,7 +38,7 @@ func run() error {
 	instance := fs.String("instance", "example", "the name this instance reports in x-served-by")
 	createLatency := fs.Duration("create-latency", 0, "how long CreateUser works after recording a call, "+
 		"so that a kill can land between the effect and the answer")
-	if err := cfg.RegisterFlags(fs, nil); err != nil {
+	if _, err := app.Bind(fs, nil, &cfg); err != nil {
 		return err
 	}
 	_ = fs.Parse(os.Args[1:])
@@ -68,5 +69,7 @@ func run() error {
 	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers(*instance))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return srv.Run(ctx)
+	a := app.New(logger)
+	a.Serve(srv)
+	return a.Run(ctx)
 }

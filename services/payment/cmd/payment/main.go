@@ -3,21 +3,15 @@
 //
 // It needs the public key that verifies access tokens (-auth-public-key); with that alone it runs
 // on an embedded SQLite file (data/payment.sqlite). In production give it a PostgreSQL
-// DATABASE_URL shared by every replica; see the README.
+// DATABASE_URL shared by every replica; docs/configuration.md lists every setting.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/meshmart/meshmart/pkg/observability"
-	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	"github.com/meshmart/meshmart/services/payment/internal/grpcapi"
@@ -25,78 +19,31 @@ import (
 	"github.com/meshmart/meshmart/services/payment/internal/store"
 )
 
-// grpcAddr is where the service listens by default.
-const grpcAddr = ":50053"
-
 func main() {
-	server.HandleProbe("payment", grpcAddr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "payment:", err)
-		os.Exit(1)
-	}
+	c := defaults()
+	os.Exit(app.Main(app.Service{Name: "payment", GRPCAddr: ":50053", Settings: c, Start: c.start}))
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg := server.DefaultConfig(grpcAddr)
-	fs := flag.NewFlagSet("payment", flag.ContinueOnError)
-	if err := cfg.RegisterFlags(fs, getenv); err != nil {
-		return err
-	}
-	database := "data/payment.sqlite"
-	if v := getenv("DATABASE_URL"); v != "" {
-		database = v
-	}
-	durations := map[string]*time.Duration{}
-	for _, d := range []struct {
-		flag, env string
-		def       time.Duration
-		usage     string
-	}{
-		{"processor-timeout", "MESHMART_PROCESSOR_TIMEOUT", 2 * time.Second, "bound on one processor call; past it the payment stays PENDING"},
-		{"processor-latency", "MESHMART_PROCESSOR_LATENCY", 0, "delay the simulated processor adds to every answer"},
-		{"watch-interval", "MESHMART_WATCH_INTERVAL", 200 * time.Millisecond, "how often WatchPayments streams look for new events"},
-	} {
-		v := d.def
-		if s := getenv(d.env); s != "" {
-			parsed, err := time.ParseDuration(s)
-			if err != nil {
-				return fmt.Errorf("%s=%q: %w", d.env, s, err)
-			}
-			v = parsed
-		}
-		durations[d.flag] = fs.Duration(d.flag, v, fmt.Sprintf("%s (env %s)", d.usage, d.env))
-	}
-	fs.StringVar(&database, "database", database, "SQLite file path, or a postgres:// URL (env DATABASE_URL)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if cfg.AuthPublicKey == "" {
-		return errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required: every call acts for a signed-in user")
-	}
-	log, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
-	if err != nil {
-		return err
-	}
-	payments, err := store.Open(ctx, database)
-	if err != nil {
-		return err
-	}
-	defer payments.Close()
-	svc := payment.NewService(payments, payment.Simulator{Latency: *durations["processor-latency"]}, *durations["processor-timeout"])
+// settings are the payment service's own, beside the chassis' server.Config.
+type settings struct {
+	ProcessorTimeout time.Duration `flag:"processor-timeout" env:"MESHMART_PROCESSOR_TIMEOUT" usage:"bound on one processor call; past it the payment stays PENDING"`
+	ProcessorLatency time.Duration `flag:"processor-latency" env:"MESHMART_PROCESSOR_LATENCY" usage:"delay the simulated processor adds to every answer"`
+	WatchInterval    time.Duration `flag:"watch-interval" env:"MESHMART_WATCH_INTERVAL" usage:"how often WatchPayments streams look for new events"`
+	Database         string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+}
 
-	tp, shutdownTracing, err := observability.NewTracerProvider(ctx, "payment", observability.BuildVersion())
+func defaults() *settings {
+	return &settings{ProcessorTimeout: 2 * time.Second, WatchInterval: 200 * time.Millisecond, Database: "data/payment.sqlite"}
+}
+
+func (c *settings) start(ctx context.Context, s *app.Setup) error {
+	payments, err := store.Open(ctx, c.Database)
 	if err != nil {
 		return err
 	}
-	defer shutdownTracing()
-	srv, err := server.New("payment", cfg, log, server.WithTracerProvider(tp))
-	if err != nil {
-		return err
-	}
-	srv.RegisterService(&paymentv1.PaymentService_ServiceDesc, grpcapi.New(svc, log, *durations["watch-interval"]))
-	log.Info("payment service starting", "database", sqldb.Describe(database),
-		"processor", "simulator", "processor_timeout", durations["processor-timeout"].String())
-	return srv.Run(ctx)
+	s.Defer("database", payments.Close)
+	svc := payment.NewService(payments, payment.Simulator{Latency: c.ProcessorLatency}, c.ProcessorTimeout)
+	s.Log.Info("payment service starting", "database", sqldb.Describe(c.Database),
+		"processor", "simulator", "processor_timeout", c.ProcessorTimeout.String())
+	return s.Serve(&paymentv1.PaymentService_ServiceDesc, grpcapi.New(svc, s.Log, c.WatchInterval))
 }

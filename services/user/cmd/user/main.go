@@ -2,24 +2,21 @@
 //
 // With no configuration it runs on its own: an embedded SQLite file (data/user.sqlite) and a signing
 // key made up at start (tokens then die with the process). In production give it a PostgreSQL
-// DATABASE_URL and the signing key file every replica shares; see the README.
+// DATABASE_URL and the signing key file every replica shares; docs/configuration.md lists every
+// setting.
 package main
 
 import (
 	"context"
 	"crypto/ed25519"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -28,29 +25,15 @@ import (
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
 
-// grpcAddr is where the service listens by default.
-const grpcAddr = ":50051"
-
 func main() {
-	server.HandleProbe("user", grpcAddr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if len(os.Args) > 1 && os.Args[1] == "keygen" {
-		if err := keygen(os.Args[2:]); err != nil {
-			fmt.Fprintln(os.Stderr, "user keygen:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if err := run(ctx, os.Args[1:], os.Getenv); err != nil {
-		fmt.Fprintln(os.Stderr, "user:", err)
-		os.Exit(1)
-	}
+	c := defaults()
+	os.Exit(app.Main(app.Service{Name: "user", GRPCAddr: ":50051", Settings: c, Start: c.start,
+		OwnVerifier: true, Commands: []app.Command{{Name: "keygen", Run: keygen}}}))
 }
 
 // keygen is `user keygen [-dir D]`: it makes sure D holds the key pair every replica shares,
 // for deployments that make their development keys with the image itself (the compose stack).
-func keygen(args []string) error {
+func keygen(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
 	dir := fs.String("dir", "data/keys", "directory for auth.key.pem and auth.pub.pem; an existing pair is kept")
 	if err := fs.Parse(args); err != nil {
@@ -64,87 +47,52 @@ func keygen(args []string) error {
 	return nil
 }
 
-// config is the user service's own settings, beside the chassis' server.Config.
-type config struct {
-	database    string
-	signingKey  string
-	tokenTTL    time.Duration
-	adminEmails string
+// settings are the user service's own, beside the chassis' server.Config. The signing key is a
+// file path, not the key itself, so it is not secret.
+type settings struct {
+	Database    string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	SigningKey  string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
+	TokenTTL    time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
+	AdminEmails []string      `flag:"admin-emails" env:"MESHMART_ADMIN_EMAILS" usage:"comma-separated emails that become admins when they sign up"`
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string) error {
-	cfg := server.DefaultConfig(grpcAddr)
-	fs := flag.NewFlagSet("user", flag.ContinueOnError)
-	if err := cfg.RegisterFlags(fs, getenv); err != nil {
-		return err
-	}
-	uc := config{database: "data/user.sqlite", tokenTTL: time.Hour}
-	if v := getenv("DATABASE_URL"); v != "" {
-		uc.database = v
-	}
-	if v := getenv("MESHMART_TOKEN_TTL"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("MESHMART_TOKEN_TTL=%q: %w", v, err)
-		}
-		uc.tokenTTL = d
-	}
-	fs.StringVar(&uc.database, "database", uc.database, "SQLite file path, or a postgres:// URL (env DATABASE_URL)")
-	fs.StringVar(&uc.signingKey, "signing-key", getenv("MESHMART_SIGNING_KEY"), "PEM Ed25519 private key signing access tokens; empty makes one up (env MESHMART_SIGNING_KEY)")
-	fs.DurationVar(&uc.tokenTTL, "token-ttl", uc.tokenTTL, "access token lifetime (env MESHMART_TOKEN_TTL)")
-	fs.StringVar(&uc.adminEmails, "admin-emails", getenv("MESHMART_ADMIN_EMAILS"), "comma-separated emails that become admins when they sign up (env MESHMART_ADMIN_EMAILS)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	log, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
-	if err != nil {
-		return err
-	}
+func defaults() *settings {
+	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour}
+}
 
-	key, err := signingKey(uc.signingKey, log)
+func (c *settings) start(ctx context.Context, s *app.Setup) error {
+	key, err := signingKey(c.SigningKey, s.Log)
 	if err != nil {
 		return err
 	}
-	if cfg.AuthPublicKey == "" {
+	issuer, err := auth.NewIssuer(key, s.Config.AuthAudience, c.TokenTTL)
+	if err != nil {
+		return err
+	}
+	users, err := store.Open(ctx, c.Database)
+	if err != nil {
+		return err
+	}
+	s.Defer("database", users.Close)
+	svc, err := user.NewService(users, issuer, user.WithAdminEmails(c.AdminEmails...))
+	if err != nil {
+		return err
+	}
+	api, err := grpcapi.New(svc, s.Log)
+	if err != nil {
+		return err
+	}
+	opts := []server.Option{server.WithPublicMethods(grpcapi.PublicMethods...)}
+	if s.Config.AuthPublicKey == "" {
 		// The service verifies its own tokens with the public half of its signing key.
-		path, err := writePublicKey(key)
+		verifier, err := auth.NewVerifier(key.Public().(ed25519.PublicKey), s.Config.AuthAudience)
 		if err != nil {
 			return err
 		}
-		defer os.Remove(path)
-		cfg.AuthPublicKey = path
+		opts = append(opts, server.WithVerifier(verifier))
 	}
-	issuer, err := auth.NewIssuer(key, cfg.AuthAudience, uc.tokenTTL)
-	if err != nil {
-		return err
-	}
-
-	users, err := store.Open(ctx, uc.database)
-	if err != nil {
-		return err
-	}
-	defer users.Close()
-	svc, err := user.NewService(users, issuer, user.WithAdminEmails(strings.Split(uc.adminEmails, ",")...))
-	if err != nil {
-		return err
-	}
-	api, err := grpcapi.New(svc, log)
-	if err != nil {
-		return err
-	}
-
-	tp, shutdownTracing, err := observability.NewTracerProvider(ctx, "user", observability.BuildVersion())
-	if err != nil {
-		return err
-	}
-	defer shutdownTracing()
-	srv, err := server.New("user", cfg, log, server.WithPublicMethods(grpcapi.PublicMethods...), server.WithTracerProvider(tp))
-	if err != nil {
-		return err
-	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, api)
-	log.Info("user service starting", "database", sqldb.Describe(uc.database), "token_ttl", uc.tokenTTL.String())
-	return srv.Run(ctx)
+	s.Log.Info("user service starting", "database", sqldb.Describe(c.Database), "token_ttl", c.TokenTTL.String())
+	return s.Serve(&userv1.UserService_ServiceDesc, api, opts...)
 }
 
 func signingKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
@@ -155,20 +103,4 @@ func signingKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {
 		"and other services cannot verify them (see -signing-key)")
 	_, key, err := ed25519.GenerateKey(nil)
 	return key, err
-}
-
-func writePublicKey(key ed25519.PrivateKey) (string, error) {
-	_, pubPEM, err := auth.EncodeKey(key)
-	if err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp("", "meshmart-user-*.pub.pem")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	if _, err := f.Write(pubPEM); err != nil {
-		return "", errors.Join(err, os.Remove(f.Name()))
-	}
-	return f.Name(), nil
 }

@@ -1,4 +1,4 @@
-package server
+package app
 
 import (
 	"context"
@@ -8,16 +8,17 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshmart/meshmart/pkg/server"
 )
 
-// ProbeCommand is the first argument that turns a service binary into its own health probe:
+// ProbeCommand is the subcommand that turns a service binary into its own health probe:
 // `user healthcheck` exits 0 when the user service configured by the same environment answers
 // SERVING. Container images use it as their HEALTHCHECK, so they need neither a shell nor curl.
 const ProbeCommand = "healthcheck"
@@ -30,10 +31,10 @@ const ProbeCommand = "healthcheck"
 // the certificate names the service, not 127.0.0.1; under mTLS it presents the server's own key
 // pair, which works when, as usual in a mesh, one CA issues certificates fit for both ends.
 func Probe(ctx context.Context, defaultGRPCAddr string, args []string, getenv func(string) string) error {
-	cfg := DefaultConfig(defaultGRPCAddr)
+	cfg := server.DefaultConfig(defaultGRPCAddr)
 	fs := flag.NewFlagSet(ProbeCommand, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if err := cfg.RegisterFlags(fs, getenv); err != nil {
+	if _, err := Bind(fs, getenv, &cfg); err != nil {
 		return err
 	}
 	if err := fs.Parse(args); err != nil {
@@ -70,18 +71,4 @@ func Probe(ctx context.Context, defaultGRPCAddr string, args []string, getenv fu
 		return errors.New("127.0.0.1:" + port + " is " + resp.GetStatus().String())
 	}
 	return nil
-}
-
-// HandleProbe makes a service's main double as its health probe: when the first argument is
-// ProbeCommand it runs Probe with the rest and exits, 0 for SERVING and 1 otherwise; else it
-// returns and main goes on.
-func HandleProbe(name, defaultGRPCAddr string) {
-	if len(os.Args) < 2 || os.Args[1] != ProbeCommand {
-		return
-	}
-	if err := Probe(context.Background(), defaultGRPCAddr, os.Args[2:], os.Getenv); err != nil {
-		fmt.Fprintf(os.Stderr, "%s %s: %v\n", name, ProbeCommand, err)
-		os.Exit(1)
-	}
-	os.Exit(0)
 }

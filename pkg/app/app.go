@@ -1,0 +1,253 @@
+// Package app is the bootstrap kit every meshmart service main uses: one declarative
+// configuration (Bind, Table), an application lifecycle (App) that runs the gRPC server, the
+// HTTP endpoints, the Consul registrar and background workers together and stops them in order,
+// the health probe as a subcommand (Probe), and Main, which puts them together.
+//
+// The lifecycle takes the simplest of kratos' App (servers plus a registrar) and oklog/run's
+// groups (parts that run together; the first to fail stops the rest): a fixed set of parts, since
+// every service has the same ones, stopped in the one order a graceful shutdown needs.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/server"
+)
+
+// App runs one service's parts together; see Run.
+type App struct {
+	log     *slog.Logger
+	srv     *server.Server
+	workers []part
+	closers []part
+}
+
+// part is a named worker or closer.
+type part struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// New returns an App that logs to log. Give it a server with Serve, workers with Go, and
+// closers with Defer, then call Run.
+func New(log *slog.Logger) *App { return &App{log: log} }
+
+// Serve makes srv the App's gRPC server; its Config also says where the HTTP endpoints listen
+// and which Consul agent to register with. Without a server Run runs only workers and closers.
+func (a *App) Serve(srv *server.Server) { a.srv = srv }
+
+// Go adds a background worker: run is called when the App starts and must return when its
+// context ends, which happens after the server stopped taking new work (NOT_SERVING, out of
+// Consul, drained) and before it stops. A worker that returns an error stops the App; one that
+// returns nil has just finished.
+func (a *App) Go(name string, run func(ctx context.Context) error) {
+	a.workers = append(a.workers, part{name, run})
+}
+
+// Defer adds a closer (a database, a client connection, a tracer), called after everything else
+// stopped; closers are called in the reverse order of Defer, whether or not Run got to serve.
+func (a *App) Defer(name string, close func() error) {
+	a.closers = append(a.closers, part{name, func(context.Context) error { return close() }})
+}
+
+// Run runs the App until ctx ends or a part fails, then stops it in order:
+//  1. the gRPC server reports NOT_SERVING and the instance leaves Consul;
+//  2. the server keeps serving for Config.DrainDelay, so that clients re-resolve;
+//  3. the workers' context ends and Run waits for them;
+//  4. long-lived streams end (with Unavailable, so clients reconnect elsewhere) and the server
+//     stops gracefully within Config.ShutdownTimeout, then forcibly;
+//  5. the HTTP server shuts down;
+//  6. the closers are called, last added first.
+//
+// It returns nil after a shutdown asked for through ctx, else the first part's error.
+func (a *App) Run(ctx context.Context) error {
+	return errors.Join(a.run(ctx), a.close())
+}
+
+// close calls the closers, last added first, and reports their errors.
+func (a *App) close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		c := a.closers[i]
+		if err := c.run(context.Background()); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// failure is the first part to fail.
+type failure struct {
+	once sync.Once
+	c    chan struct{}
+	err  error
+	grpc bool // the gRPC server itself failed: there is nothing to drain
+}
+
+func (f *failure) set(err error, grpc bool) {
+	f.once.Do(func() { f.err, f.grpc = err, grpc; close(f.c) })
+}
+
+// happened reports whether a part failed so far; only then may err and grpc be read.
+func (f *failure) happened() bool {
+	select {
+	case <-f.c:
+		return true
+	default:
+		return false
+	}
+}
+
+// running is a started App: what its stop needs.
+type running struct {
+	log                   *slog.Logger
+	srv                   *server.Server // nil: workers only
+	cfg                   server.Config
+	p                     prepared
+	failed                *failure
+	stopRegistrar         context.CancelFunc
+	stopWorkers           context.CancelFunc
+	grpc, http, reg, work sync.WaitGroup
+}
+
+func (a *App) run(ctx context.Context) error {
+	r, err := a.start(ctx)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.failed.c:
+		r.log.Error("stopping: a part failed", "error", r.failed.err)
+	}
+	r.stop()
+	if r.failed.happened() {
+		return r.failed.err
+	}
+	return nil
+}
+
+// start binds the listeners, then starts the gRPC server, reports SERVING, and starts the HTTP
+// server, the registrar and the workers.
+func (a *App) start(ctx context.Context) (*running, error) {
+	r := &running{log: a.log, srv: a.srv, failed: &failure{c: make(chan struct{})}}
+	if a.srv != nil {
+		r.log = r.log.With("service", a.srv.Name())
+		r.cfg = a.srv.Config()
+		var err error
+		if r.p, err = a.prepare(r.cfg); err != nil {
+			return nil, err
+		}
+		r.grpc.Go(func() {
+			if err := a.srv.Serve(); err != nil {
+				r.failed.set(fmt.Errorf("grpc server: %w", err), true)
+			}
+		})
+		a.srv.SetServing()
+	}
+	if r.p.http != nil {
+		r.http.Go(func() {
+			if err := r.p.http.Serve(r.p.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				r.failed.set(fmt.Errorf("http server: %w", err), false)
+			}
+		})
+	}
+	// The registrar and the workers outlive ctx: the stop ends them, each in its turn.
+	var regCtx, workCtx context.Context
+	regCtx, r.stopRegistrar = context.WithCancel(context.WithoutCancel(ctx))
+	if r.p.registrar != nil {
+		r.reg.Go(func() { r.p.registrar.Run(regCtx) })
+	}
+	workCtx, r.stopWorkers = context.WithCancel(context.WithoutCancel(ctx))
+	for _, w := range a.workers {
+		r.work.Go(func() {
+			if err := w.run(workCtx); err != nil && workCtx.Err() == nil {
+				r.failed.set(fmt.Errorf("%s: %w", w.name, err), false)
+			}
+		})
+	}
+	return r, nil
+}
+
+// stop stops a started App in the order Run describes; every step that needs a context gets
+// one of its own, since the App's is done.
+func (r *running) stop() {
+	r.log.Info("shutting down", "drain_delay", r.cfg.DrainDelay.String())
+	if r.srv != nil {
+		r.srv.SetNotServing()
+	}
+	r.stopRegistrar()
+	r.reg.Wait()
+	if r.p.registrar != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.p.registrar.Deregister(ctx); err != nil {
+			r.log.Warn("consul deregistration failed", "error", err)
+		}
+		cancel()
+	}
+	if r.srv != nil && !(r.failed.happened() && r.failed.grpc) {
+		time.Sleep(r.cfg.DrainDelay)
+	}
+	r.stopWorkers()
+	r.work.Wait()
+	if r.srv != nil {
+		r.srv.GracefulStop(r.cfg.ShutdownTimeout)
+		r.grpc.Wait()
+	}
+	if r.p.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = r.p.http.Shutdown(ctx)
+		cancel()
+		r.http.Wait()
+	}
+	r.log.Info("stopped")
+}
+
+// prepared is what prepare made.
+type prepared struct {
+	http      *http.Server
+	httpLis   net.Listener
+	registrar *consul.Registrar
+}
+
+// prepare binds the gRPC and HTTP listeners and builds the registrar before anything is served,
+// so that a taken port or a bad advertise address fails before anything is exposed.
+func (a *App) prepare(cfg server.Config) (prepared, error) {
+	var p prepared
+	if _, err := a.srv.Listen(); err != nil {
+		return p, err
+	}
+	var httpAddr net.Addr
+	if cfg.HTTPAddr != "" {
+		lis, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return p, errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err), a.srv.Close())
+		}
+		httpAddr, p.httpLis = lis.Addr(), lis
+		p.http = &http.Server{Handler: a.srv.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
+		a.log.Info("serving metrics", "http_addr", httpAddr.String(), "pprof", cfg.Pprof)
+	}
+	if cfg.ConsulAddr == "" {
+		return p, nil
+	}
+	reg, err := a.srv.Registration(httpAddr)
+	if err == nil {
+		p.registrar, err = consul.NewRegistrar(cfg.ConsulAddr, reg, a.log)
+	}
+	if err != nil {
+		err = errors.Join(err, a.srv.Close())
+		if p.httpLis != nil {
+			err = errors.Join(err, p.httpLis.Close())
+		}
+		return prepared{}, err
+	}
+	return p, nil
+}

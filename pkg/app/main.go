@@ -1,0 +1,163 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+
+	"github.com/meshmart/meshmart/pkg/observability"
+	"github.com/meshmart/meshmart/pkg/server"
+)
+
+// Service describes a service binary to Main.
+type Service struct {
+	// Name is the service's name in Consul, in traces and in error messages ("order").
+	Name string
+	// GRPCAddr is the default gRPC listen address (":50052").
+	GRPCAddr string
+	// Settings points to a struct of the service's own settings, tagged as Bind describes; they
+	// share one flag set with the chassis' server.Config. Nil means none.
+	Settings any
+	// Start wires the service once its settings are parsed: it opens what the service needs
+	// (handing each closer to Setup.Defer), adds workers with Setup.Go and serves with
+	// Setup.Serve. Run runs the result.
+	Start func(ctx context.Context, s *Setup) error
+	// Commands are subcommands besides ProbeCommand, such as the user service's keygen.
+	Commands []Command
+	// OwnVerifier says that the service can verify access tokens without -auth-public-key, by
+	// giving Setup.Serve a server.WithVerifier: the user service, which signs them. Every other
+	// service refuses to start without the key.
+	OwnVerifier bool
+}
+
+// Command is a subcommand: `<service> <Name> args...` runs Run with the args.
+type Command struct {
+	Name string
+	Run  func(ctx context.Context, args []string) error
+}
+
+// Setup is what Service.Start wires a service with: the App to add workers and closers to, and
+// what the kit made from the chassis settings.
+type Setup struct {
+	*App
+	// Log is the service's logger, as -log-level and -log-format configure it.
+	Log *slog.Logger
+	// Config is the chassis' settings, parsed and valid.
+	Config server.Config
+	// Tracer records the service's spans; Run shuts it down last.
+	Tracer trace.TracerProvider
+
+	name string
+}
+
+// errAuthRequired is the one place that says a service cannot run without authentication.
+var errAuthRequired = errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required: every call acts for a signed-in user")
+
+// Serve builds the service's gRPC server (traced with Tracer), registers impl as desc's service
+// and makes it the App's server. A server that would check no access token is refused: give
+// -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
+func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
+	srv, err := server.New(s.name, s.Config, s.Log, append([]server.Option{server.WithTracerProvider(s.Tracer)}, opts...)...)
+	if err != nil {
+		return err
+	}
+	if !srv.Authenticates() {
+		return errAuthRequired
+	}
+	srv.RegisterService(desc, impl)
+	s.App.Serve(srv)
+	return nil
+}
+
+// Main runs svc as the process' main with os.Args and the environment until SIGINT or SIGTERM,
+// and returns the exit code, so that a service's main is `os.Exit(app.Main(svc))`: 0 on a clean
+// stop (or -h), 1 after an error, which it prints to stderr.
+func Main(svc Service) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := Run(ctx, svc, os.Args[1:], os.Getenv)
+	switch {
+	case err == nil || errors.Is(err, flag.ErrHelp):
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", commandName(svc, os.Args[1:]), err)
+		return 1
+	}
+}
+
+// commandName is how errors name what ran: "order", or "order healthcheck".
+func commandName(svc Service, args []string) string {
+	if len(args) == 0 {
+		return svc.Name
+	}
+	if args[0] == ProbeCommand {
+		return svc.Name + " " + ProbeCommand
+	}
+	for _, c := range svc.Commands {
+		if c.Name == args[0] {
+			return svc.Name + " " + c.Name
+		}
+	}
+	return svc.Name
+}
+
+// Run is Main without the process: args are the arguments after the program name and getenv
+// reads the environment. A first argument naming ProbeCommand or one of svc.Commands runs that
+// subcommand. Otherwise it binds the chassis' and the service's settings to one flag set
+// (default < environment < flag), checks them, builds the logger, logs every setting in one line
+// (secrets masked) and the tracer, calls svc.Start and runs the App until ctx ends.
+func Run(ctx context.Context, svc Service, args []string, getenv func(string) string) error {
+	if len(args) > 0 {
+		if args[0] == ProbeCommand {
+			return Probe(ctx, svc.GRPCAddr, args[1:], getenv)
+		}
+		for _, c := range svc.Commands {
+			if c.Name == args[0] {
+				return c.Run(ctx, args[1:])
+			}
+		}
+	}
+	cfg := server.DefaultConfig(svc.GRPCAddr)
+	cfgs := []any{&cfg}
+	if svc.Settings != nil {
+		cfgs = append(cfgs, svc.Settings)
+	}
+	fs := flag.NewFlagSet(svc.Name, flag.ContinueOnError)
+	settings, err := Bind(fs, getenv, cfgs...)
+	if err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var errAuth error
+	if cfg.AuthPublicKey == "" && !svc.OwnVerifier {
+		errAuth = errAuthRequired
+	}
+	if err := errors.Join(errAuth, settings.Check(), cfg.Validate()); err != nil {
+		return err
+	}
+	log, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	log.Info("configured", "service", svc.Name, "version", observability.BuildVersion(), "settings", settings)
+	tp, shutdownTracing, err := observability.NewTracerProvider(ctx, svc.Name, observability.BuildVersion())
+	if err != nil {
+		return err
+	}
+	a := New(log)
+	a.Defer("tracer", func() error { shutdownTracing(); return nil })
+	if err := svc.Start(ctx, &Setup{App: a, Log: log, Config: cfg, Tracer: tp, name: svc.Name}); err != nil {
+		return errors.Join(err, a.close())
+	}
+	return a.Run(ctx)
+}
