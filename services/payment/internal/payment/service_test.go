@@ -171,7 +171,8 @@ func TestTimeoutThenRetrySettles(t *testing.T) {
 }
 
 // A call that finds another call holding the claim waits for its outcome; when its own context
-// ends first it is ErrInProgress, and the processor is not asked.
+// ends first it fails, and the processor is not asked. The failure is ErrInProgress when the
+// context ends between two polls, and the context's error when it ends during a poll's read.
 func TestChargeWhileAnotherCallHoldsTheClaim(t *testing.T) {
 	t.Parallel()
 	svc, proc, s := newService(t, 100*time.Millisecond)
@@ -186,7 +187,7 @@ func TestChargeWhileAnotherCallHoldsTheClaim(t *testing.T) {
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
 	defer cancel()
-	if _, err := svc.Charge(waitCtx, alice, charge(payment.TokenTimeout, "held")); !errors.Is(err, payment.ErrInProgress) {
+	if _, err := svc.Charge(waitCtx, alice, charge(payment.TokenTimeout, "held")); !errors.Is(err, payment.ErrInProgress) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("charge while claimed = %v, want ErrInProgress", err)
 	}
 	if proc.callsFor(p.ID) != 1 {
