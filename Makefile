@@ -87,6 +87,16 @@ build: ## build every module
 test: third_party consul ## run every test of every module, with the race detector
 	go test -race -count=1 -timeout 30m $(MODULES)
 
+# The fast layer: the domain, transport and chassis unit tests, on SQLite in temporary
+# directories. Left out: service binaries (cmd/), the stores (they also run on PostgreSQL), the
+# packages that start Consul or PostgreSQL (pkg/consul, pkg/sqldb, pkg/testkit) and tools/ (the
+# fault tests and the benchmarks).
+FAST_EXCLUDE := /cmd/|/internal/store$$|/tools/|/pkg/(consul|sqldb|testkit)$$
+
+.PHONY: test-fast
+test-fast: ## domain and transport tests only: no binaries, Consul or PostgreSQL (well under a minute)
+	go test -race -count=1 -timeout 5m $$(go list $(MODULES) | grep -Ev '$(FAST_EXCLUDE)')
+
 .PHONY: bench
 bench: third_party consul ## the platform under load (3 replicas, SQLite and PostgreSQL): one table of ratios and percentiles, as in BENCHMARKS.md
 	go test -run '^$$' -bench BenchmarkPlatform -benchtime 1x -timeout 20m ./tools/bench/

@@ -34,7 +34,7 @@ func BenchmarkCreateOrder(b *testing.B) {
 		for _, db := range testkit.Databases {
 			// One user makes every call, so the per-client rate limit is lifted.
 			s := startStack(b, db.New, 1, "MESHMART_RATE_LIMIT=0")
-			id, ctx := s.signUp("bench")
+			id, ctx := s.signUp(b, "bench")
 			var seq atomic.Int64
 			r := row{name: db.Name}
 			for range rounds {

@@ -122,9 +122,9 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 			"-track-interval", "50ms", "-settle-lease", "5s",
 			"-user-target", "consul://"+s.agent.Addr+"/user", "-payment-target", "consul://"+s.agent.Addr+"/payment")
 	}
-	s.waitPassing("user", 1)
-	s.waitPassing("payment", 1)
-	s.waitPassing("order", orderReplicas)
+	s.waitPassing(t, "user", 1)
+	s.waitPassing(t, "payment", 1)
+	s.waitPassing(t, "order", orderReplicas)
 	dial := func(svc string) *grpc.ClientConn {
 		cc, err := client.Dial("consul://"+s.agent.Addr+"/"+svc, testkit.Logger(t))
 		if err != nil {
@@ -150,9 +150,9 @@ func (s *stack) start(svc string, args ...string) *testkit.Process {
 	return testkit.StartProcess(s.t, svc+" service", s.bins[svc], args, append(s.env, "DATABASE_URL="+s.dbs[svc])...)
 }
 
-func (s *stack) waitPassing(svc string, n int) {
-	s.t.Helper()
-	testkit.Eventually(s.t, 20*time.Second, svc+" instances passing", func() (bool, string) {
+func (s *stack) waitPassing(t testing.TB, svc string, n int) {
+	t.Helper()
+	testkit.Eventually(t, 20*time.Second, svc+" instances passing", func() (bool, string) {
 		addrs, err := s.agent.Passing(context.Background(), svc)
 		return err == nil && len(addrs) == n, fmt.Sprint(addrs, err)
 	})
@@ -160,13 +160,14 @@ func (s *stack) waitPassing(svc string, n int) {
 
 // restart starts a service again after Stop and waits until both Consul and the test's own
 // connection know the new instance: Consul reports it passing before a client's resolver has
-// heard of it, and a non-idempotent call in between would fail with Unavailable.
-func (s *stack) restart(svc string, start func() *testkit.Process) *testkit.Process {
-	s.t.Helper()
+// heard of it, and a non-idempotent call in between would fail with Unavailable. The process
+// lives as long as the stack, not as long as t.
+func (s *stack) restart(t testing.TB, svc string, start func() *testkit.Process) *testkit.Process {
+	t.Helper()
 	p := start()
-	s.waitPassing(svc, 1)
+	s.waitPassing(t, svc, 1)
 	health := healthpb.NewHealthClient(s.conns[svc])
-	testkit.Eventually(s.t, 20*time.Second, svc+" reachable through the test's connection", func() (bool, string) {
+	testkit.Eventually(t, 20*time.Second, svc+" reachable through the test's connection", func() (bool, string) {
 		resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING, fmt.Sprint(resp, err)
 	})
@@ -177,26 +178,26 @@ func (s *stack) startPayment() *testkit.Process {
 	return s.start("payment", "-processor-timeout", "300ms", "-watch-interval", "50ms")
 }
 
-func (s *stack) addrs(svc string) []string {
+func (s *stack) addrs(t testing.TB, svc string) []string {
 	addrs, err := s.agent.Passing(context.Background(), svc)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return addrs
 }
 
 // signUp creates an account, logs it in and returns its id and a context carrying its token.
-func (s *stack) signUp(name string) (string, context.Context) {
-	s.t.Helper()
+func (s *stack) signUp(t testing.TB, name string) (string, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	created, err := s.users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: "correct horse", GivenName: name})
 	if err != nil {
-		s.t.Fatalf("sign up %s: %v", name, err)
+		t.Fatalf("sign up %s: %v", name, err)
 	}
 	login, err := s.users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: name}, Password: "correct horse"})
 	if err != nil {
-		s.t.Fatalf("log %s in: %v", name, err)
+		t.Fatalf("log %s in: %v", name, err)
 	}
 	return created.GetUser().GetId(), metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+login.GetAccessToken())
 }
@@ -211,10 +212,11 @@ func orderReq(token, key string) *orderv1.CreateOrderRequest {
 	}
 }
 
-func (s *stack) status(ctx context.Context, id string) orderv1.OrderStatus {
+func (s *stack) status(t testing.TB, ctx context.Context, id string) orderv1.OrderStatus {
+	t.Helper()
 	resp, err := s.orders.GetOrder(ctx, &orderv1.GetOrderRequest{Id: id})
 	if err != nil {
-		s.t.Fatalf("GetOrder %s: %v", id, err)
+		t.Fatalf("GetOrder %s: %v", id, err)
 	}
 	return resp.GetOrder().GetStatus()
 }
@@ -235,233 +237,287 @@ func pendingOrderID(t *testing.T, err error) string {
 	return ""
 }
 
-func TestOrderFlows(t *testing.T) {
-	t.Parallel()
-	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) { orderFlows(t, startStack(t, db.New, 2)) })
+// account signs up a user of its own for one flow and returns its id and a context carrying its
+// token, bounded so that a hung call fails the flow rather than the whole test binary.
+func (s *stack) account(t *testing.T, name string) (string, context.Context) {
+	t.Helper()
+	id, ctx := s.signUp(t, name)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(cancel)
+	return id, ctx
 }
 
-func orderFlows(t *testing.T, s *stack) {
-	_, ada := s.signUp("ada")
-	flow, cancel := context.WithTimeout(ada, 3*time.Minute)
-	defer cancel()
+// createPaid places an order that must come back PAID.
+func (s *stack) createPaid(t *testing.T, ctx context.Context, key string) *orderv1.Order {
+	t.Helper()
+	resp, err := s.orders.CreateOrder(ctx, orderReq("tok_approve", key))
+	if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
+		t.Fatalf("CreateOrder %s = %v, %v; want PAID", key, resp, err)
+	}
+	return resp.GetOrder()
+}
 
-	var paid *orderv1.Order
-	t.Run("happy path", func(t *testing.T) {
-		resp, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o1"))
+// TestOrderFlows runs every flow against one started stack per database kind. Each flow signs
+// up its own users and places its own orders, so any of them can run alone
+// (-run 'TestOrderFlows/sqlite/decline'). They run one after another because some stop and
+// restart a service; each leaves the stack as it found it, every service reachable.
+func TestOrderFlows(t *testing.T) {
+	t.Parallel()
+	flows := []struct {
+		name string
+		run  func(t *testing.T, s *stack)
+	}{
+		{"happy path", flowHappyPath},
+		{"decline", flowDecline},
+		{"idempotent retry", flowIdempotentRetry},
+		{"payment timeout then reconciliation", flowPaymentTimeout},
+		{"payment service down then back", flowPaymentDown},
+		{"cancel while the payment service is down", flowCancelWhilePaymentDown},
+		{"user service down", flowUserDown},
+		{"user suspended", flowUserSuspended},
+		{"TrackOrders across replicas, cancel with refund", flowTrackAndCancel},
+		{"one trace spans all three services", flowTrace},
+	}
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
+		s := startStack(t, db.New, 2)
+		for _, f := range flows {
+			t.Run(f.name, func(t *testing.T) { f.run(t, s) })
+		}
+	})
+}
+
+func flowHappyPath(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-happy")
+	paid := s.createPaid(t, ada, "o1")
+	if paid.GetTotal().GetMinorUnits() != 2*1999+3*250 || paid.GetPaymentId() == "" {
+		t.Fatalf("order = %v", paid)
+	}
+	p, err := s.payments.GetPayment(ada, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
+	if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED || p.GetPayment().GetAmount().GetMinorUnits() != 4748 {
+		t.Fatalf("its payment = %v, %v", p, err)
+	}
+}
+
+func flowDecline(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-decline")
+	resp, err := s.orders.CreateOrder(ada, orderReq("tok_insufficient_funds", "o2"))
+	if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED || resp.GetOrder().GetPaymentFailureReason() == "" {
+		t.Fatalf("declined order = %v, %v", resp, err)
+	}
+}
+
+func flowIdempotentRetry(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-retry")
+	paid := s.createPaid(t, ada, "o1")
+	again, err := s.orders.CreateOrder(ada, orderReq("tok_approve", "o1"))
+	if err != nil || again.GetOrder().GetId() != paid.GetId() {
+		t.Fatalf("retry = %v, %v; want order %s", again, err, paid.GetId())
+	}
+	other := orderReq("tok_approve", "o1")
+	other.Items[0].Quantity = 5
+	if _, err := s.orders.CreateOrder(ada, other); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("key reuse = %v, want FailedPrecondition", err)
+	}
+}
+
+func flowPaymentTimeout(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-timeout")
+	_, err := s.orders.CreateOrder(ada, orderReq("tok_timeout", "o3"))
+	id := pendingOrderID(t, err)
+	if got := s.status(t, ada, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING && got != orderv1.OrderStatus_ORDER_STATUS_PAID {
+		t.Fatalf("order after the timeout = %v", got)
+	}
+	testkit.Eventually(t, 20*time.Second, "the reconciler settling the order", func() (bool, string) {
+		got := s.status(t, ada, id)
+		return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
+	})
+}
+
+func flowPaymentDown(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-payment-down")
+	s.payment.Stop()
+	_, err := s.orders.CreateOrder(ada, orderReq("tok_approve", "o4"))
+	id := pendingOrderID(t, err)
+	if got := s.status(t, ada, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+		t.Fatalf("order while payment is down = %v, want PENDING", got)
+	}
+	s.payment = s.restart(t, "payment", s.startPayment)
+	testkit.Eventually(t, 30*time.Second, "the order paid once payment is back", func() (bool, string) {
+		got := s.status(t, ada, id)
+		return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
+	})
+	list, err := s.payments.ListPayments(ada, &paymentv1.ListPaymentsRequest{OrderId: id})
+	if err != nil || len(list.GetPayments()) != 1 {
+		t.Fatalf("payments of the order: %v, %v; want exactly one", list, err)
+	}
+}
+
+func flowCancelWhilePaymentDown(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-cancel-down")
+	paid := s.createPaid(t, ada, "o5")
+	s.payment.Stop()
+	cancelling, err := s.orders.CancelOrder(ada, &orderv1.CancelOrderRequest{Id: paid.GetId()})
+	if err != nil || cancelling.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLING {
+		t.Fatalf("cancel with payment down = %v, %v; want CANCELLING", cancelling, err)
+	}
+	s.payment = s.restart(t, "payment", s.startPayment)
+	testkit.Eventually(t, 30*time.Second, "the refund retried until the order is cancelled", func() (bool, string) {
+		got := s.status(t, ada, paid.GetId())
+		return got == orderv1.OrderStatus_ORDER_STATUS_CANCELLED, got.String()
+	})
+	p, err := s.payments.GetPayment(ada, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
+	if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
+		t.Fatalf("its payment = %v, %v; want REFUNDED", p, err)
+	}
+}
+
+func flowUserDown(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-user-down")
+	s.createPaid(t, ada, "o1")
+	s.user.Stop()
+	before, err := s.orders.ListOrders(ada, &orderv1.ListOrdersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.orders.CreateOrder(ada, orderReq("tok_approve", "o6"))
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("CreateOrder with the user service down = %v, want Unavailable", err)
+	}
+	after, err := s.orders.ListOrders(ada, &orderv1.ListOrdersRequest{})
+	if err != nil || len(after.GetOrders()) != len(before.GetOrders()) {
+		t.Fatalf("orders went from %d to %d (%v): nothing may be written", len(before.GetOrders()), len(after.GetOrders()), err)
+	}
+	s.user = s.restart(t, "user", s.startUser)
+	// The order service may not have heard of the restarted user service yet: wait until it has,
+	// so the next flow finds the stack as this one found it.
+	testkit.Eventually(t, 20*time.Second, "an order placed once the user service is back", func() (bool, string) {
+		_, err := s.orders.CreateOrder(ada, orderReq("tok_approve", "o7"))
+		if code := status.Code(err); code != codes.OK && code != codes.Unavailable {
+			t.Fatalf("CreateOrder after the restart = %v", err)
+		}
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+func flowUserSuspended(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-suspended")
+	adas := s.createPaid(t, ada, "o1")
+	bobID, bob := s.account(t, "bob")
+	_, admin := s.account(t, "admin")
+	_, err := s.users.UpdateUser(admin, &userv1.UpdateUserRequest{
+		User:       &userv1.User{Id: bobID, Status: userv1.UserStatus_USER_STATUS_SUSPENDED},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Should the order service not have heard of a restarted user service yet: Unavailable until
+	// it has (nothing is written then either), FailedPrecondition once it asks.
+	testkit.Eventually(t, 10*time.Second, "a suspended user's order refused", func() (bool, string) {
+		_, err := s.orders.CreateOrder(bob, orderReq("tok_approve", "b1"))
+		switch status.Code(err) {
+		case codes.FailedPrecondition:
+			return true, ""
+		case codes.Unavailable:
+			return false, err.Error()
+		}
+		t.Fatalf("a suspended user's order = %v, want FailedPrecondition", err)
+		return false, ""
+	})
+	list, err := s.orders.ListOrders(bob, &orderv1.ListOrdersRequest{})
+	if err != nil || len(list.GetOrders()) != 0 {
+		t.Fatalf("the suspended user's orders = %v, %v; want none written", list, err)
+	}
+	if _, err := s.orders.GetOrder(bob, &orderv1.GetOrderRequest{Id: adas.GetId()}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("bob reading ada's order = %v", err)
+	}
+}
+
+func flowTrackAndCancel(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-track")
+	paid := s.createPaid(t, ada, "o1")
+	replicas := s.addrs(t, "order")
+	direct := func(addr string) orderv1.OrderServiceClient {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		paid = resp.GetOrder()
-		if paid.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID || paid.GetTotal().GetMinorUnits() != 2*1999+3*250 || paid.GetPaymentId() == "" {
-			t.Fatalf("order = %v", paid)
-		}
-		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
-		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED || p.GetPayment().GetAmount().GetMinorUnits() != 4748 {
-			t.Fatalf("its payment = %v, %v", p, err)
-		}
-	})
-
-	t.Run("decline", func(t *testing.T) {
-		resp, err := s.orders.CreateOrder(flow, orderReq("tok_insufficient_funds", "o2"))
-		if err != nil || resp.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED || resp.GetOrder().GetPaymentFailureReason() == "" {
-			t.Fatalf("declined order = %v, %v", resp, err)
-		}
-	})
-
-	t.Run("idempotent retry", func(t *testing.T) {
-		again, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o1"))
-		if err != nil || again.GetOrder().GetId() != paid.GetId() {
-			t.Fatalf("retry = %v, %v; want order %s", again, err, paid.GetId())
-		}
-		other := orderReq("tok_approve", "o1")
-		other.Items[0].Quantity = 5
-		if _, err := s.orders.CreateOrder(flow, other); status.Code(err) != codes.FailedPrecondition {
-			t.Fatalf("key reuse = %v, want FailedPrecondition", err)
-		}
-	})
-
-	t.Run("payment timeout then reconciliation", func(t *testing.T) {
-		_, err := s.orders.CreateOrder(flow, orderReq("tok_timeout", "o3"))
-		id := pendingOrderID(t, err)
-		if got := s.status(flow, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING && got != orderv1.OrderStatus_ORDER_STATUS_PAID {
-			t.Fatalf("order after the timeout = %v", got)
-		}
-		testkit.Eventually(t, 20*time.Second, "the reconciler settling the order", func() (bool, string) {
-			got := s.status(flow, id)
-			return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
-		})
-	})
-
-	t.Run("payment service down then back", func(t *testing.T) {
-		s.payment.Stop()
-		_, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o4"))
-		id := pendingOrderID(t, err)
-		if got := s.status(flow, id); got != orderv1.OrderStatus_ORDER_STATUS_PENDING {
-			t.Fatalf("order while payment is down = %v, want PENDING", got)
-		}
-		s.payment = s.restart("payment", s.startPayment)
-		testkit.Eventually(t, 30*time.Second, "the order paid once payment is back", func() (bool, string) {
-			got := s.status(flow, id)
-			return got == orderv1.OrderStatus_ORDER_STATUS_PAID, got.String()
-		})
-		list, err := s.payments.ListPayments(flow, &paymentv1.ListPaymentsRequest{OrderId: id})
-		if err != nil || len(list.GetPayments()) != 1 {
-			t.Fatalf("payments of the order: %v, %v; want exactly one", list, err)
-		}
-	})
-
-	t.Run("cancel while the payment service is down", func(t *testing.T) {
-		resp, err := s.orders.CreateOrder(flow, orderReq("tok_approve", "o5"))
+		t.Cleanup(func() { cc.Close() })
+		return orderv1.NewOrderServiceClient(cc)
+	}
+	watcher, writer := direct(replicas[0]), direct(replicas[len(replicas)-1])
+	stream, err := watcher.TrackOrders(ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_SUBSCRIBED ||
+		first.GetUpdate().GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
+		t.Fatalf("subscription = %v, %v", first, err)
+	}
+	// Closing the sending side ends subscription changes, not the updates.
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, err := writer.CancelOrder(ada, &orderv1.CancelOrderRequest{Id: paid.GetId(), Reason: "changed my mind"})
+	if err != nil || cancelled.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
+		t.Fatalf("CancelOrder = %v, %v", cancelled, err)
+	}
+	var seen []string
+	for _, want := range []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_CANCELLING, orderv1.OrderStatus_ORDER_STATUS_CANCELLED} {
+		u, err := stream.Recv()
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.payment.Stop()
-		cancelling, err := s.orders.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: resp.GetOrder().GetId()})
-		if err != nil || cancelling.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLING {
-			t.Fatalf("cancel with payment down = %v, %v; want CANCELLING", cancelling, err)
+		seen = append(seen, u.GetUpdate().GetOrder().GetStatus().String())
+		if u.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED || u.GetUpdate().GetOrder().GetStatus() != want {
+			t.Fatalf("updates = %v, want CANCELLING then CANCELLED", seen)
 		}
-		s.payment = s.restart("payment", s.startPayment)
-		testkit.Eventually(t, 30*time.Second, "the refund retried until the order is cancelled", func() (bool, string) {
-			got := s.status(flow, resp.GetOrder().GetId())
-			return got == orderv1.OrderStatus_ORDER_STATUS_CANCELLED, got.String()
-		})
-		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: resp.GetOrder().GetPaymentId()})
-		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
-			t.Fatalf("its payment = %v, %v; want REFUNDED", p, err)
-		}
-	})
+	}
+	p, err := s.payments.GetPayment(ada, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
+	if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
+		t.Fatalf("the cancelled order's payment = %v, %v; want REFUNDED", p, err)
+	}
+	again, err := s.orders.CancelOrder(ada, &orderv1.CancelOrderRequest{Id: paid.GetId()})
+	if err != nil || again.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED || again.GetOrder().GetRevision() != cancelled.GetOrder().GetRevision() {
+		t.Fatalf("cancelling twice = %v, %v", again, err)
+	}
+	// Subscribing to someone else's order ends the stream with PermissionDenied.
+	_, carol := s.account(t, "carol-track")
+	other, err := watcher.TrackOrders(carol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = other.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}})
+	if _, err := other.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("tracking someone else's order = %v", err)
+	}
+}
 
-	t.Run("user service down", func(t *testing.T) {
-		s.user.Stop()
-		before, err := s.orders.ListOrders(flow, &orderv1.ListOrdersRequest{})
-		if err != nil {
-			t.Fatal(err)
+func flowTrace(t *testing.T, s *stack) {
+	_, ada := s.account(t, "ada-trace")
+	s.createPaid(t, ada, "o1")
+	var traceID string
+	testkit.Eventually(t, 10*time.Second, "a CreateOrder trace reaching user and payment", func() (bool, string) {
+		s.traces.mu.Lock()
+		ids := make([]string, 0, len(s.traces.spans))
+		for id := range s.traces.spans {
+			ids = append(ids, id)
 		}
-		_, err = s.orders.CreateOrder(flow, orderReq("tok_approve", "o6"))
-		if status.Code(err) != codes.Unavailable {
-			t.Fatalf("CreateOrder with the user service down = %v, want Unavailable", err)
-		}
-		after, err := s.orders.ListOrders(flow, &orderv1.ListOrdersRequest{})
-		if err != nil || len(after.GetOrders()) != len(before.GetOrders()) {
-			t.Fatalf("orders went from %d to %d (%v): nothing may be written", len(before.GetOrders()), len(after.GetOrders()), err)
-		}
-		s.user = s.restart("user", s.startUser)
-	})
-
-	t.Run("user suspended", func(t *testing.T) {
-		bobID, bob := s.signUp("bob")
-		_, admin := s.signUp("admin")
-		_, err := s.users.UpdateUser(admin, &userv1.UpdateUserRequest{
-			User:       &userv1.User{Id: bobID, Status: userv1.UserStatus_USER_STATUS_SUSPENDED},
-			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status"}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The order service may not have heard of the restarted user service yet: Unavailable
-		// until it has (nothing is written then either), FailedPrecondition once it asks.
-		testkit.Eventually(t, 10*time.Second, "a suspended user's order refused", func() (bool, string) {
-			_, err := s.orders.CreateOrder(bob, orderReq("tok_approve", "b1"))
-			switch status.Code(err) {
-			case codes.FailedPrecondition:
+		s.traces.mu.Unlock()
+		for _, id := range ids {
+			spans := strings.Join(s.traces.trace(id), "\n")
+			if strings.Contains(spans, "order meshmart.order.v1.OrderService/CreateOrder") &&
+				strings.Contains(spans, "user meshmart.user.v1.UserService/GetUser") &&
+				strings.Contains(spans, "payment meshmart.payment.v1.PaymentService/CreatePayment") {
+				traceID = id
 				return true, ""
-			case codes.Unavailable:
-				return false, err.Error()
 			}
-			t.Fatalf("a suspended user's order = %v, want FailedPrecondition", err)
-			return false, ""
-		})
-		list, err := s.orders.ListOrders(bob, &orderv1.ListOrdersRequest{})
-		if err != nil || len(list.GetOrders()) != 0 {
-			t.Fatalf("the suspended user's orders = %v, %v; want none written", list, err)
 		}
-		if _, err := s.orders.GetOrder(bob, &orderv1.GetOrderRequest{Id: paid.GetId()}); status.Code(err) != codes.PermissionDenied {
-			t.Fatalf("bob reading ada's order = %v", err)
-		}
+		return false, fmt.Sprintf("%d traces", len(ids))
 	})
-
-	t.Run("TrackOrders across replicas, cancel with refund", func(t *testing.T) {
-		replicas := s.addrs("order")
-		direct := func(addr string) orderv1.OrderServiceClient {
-			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cc.Close() })
-			return orderv1.NewOrderServiceClient(cc)
-		}
-		watcher, writer := direct(replicas[0]), direct(replicas[len(replicas)-1])
-		stream, err := watcher.TrackOrders(ada)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}}); err != nil {
-			t.Fatal(err)
-		}
-		first, err := stream.Recv()
-		if err != nil || first.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_SUBSCRIBED ||
-			first.GetUpdate().GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
-			t.Fatalf("subscription = %v, %v", first, err)
-		}
-		// Closing the sending side ends subscription changes, not the updates.
-		if err := stream.CloseSend(); err != nil {
-			t.Fatal(err)
-		}
-		cancelled, err := writer.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: paid.GetId(), Reason: "changed my mind"})
-		if err != nil || cancelled.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
-			t.Fatalf("CancelOrder = %v, %v", cancelled, err)
-		}
-		var seen []string
-		for _, want := range []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_CANCELLING, orderv1.OrderStatus_ORDER_STATUS_CANCELLED} {
-			u, err := stream.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			seen = append(seen, u.GetUpdate().GetOrder().GetStatus().String())
-			if u.GetUpdate().GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED || u.GetUpdate().GetOrder().GetStatus() != want {
-				t.Fatalf("updates = %v, want CANCELLING then CANCELLED", seen)
-			}
-		}
-		p, err := s.payments.GetPayment(flow, &paymentv1.GetPaymentRequest{Id: paid.GetPaymentId()})
-		if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
-			t.Fatalf("the cancelled order's payment = %v, %v; want REFUNDED", p, err)
-		}
-		again, err := s.orders.CancelOrder(flow, &orderv1.CancelOrderRequest{Id: paid.GetId()})
-		if err != nil || again.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED || again.GetOrder().GetRevision() != cancelled.GetOrder().GetRevision() {
-			t.Fatalf("cancelling twice = %v, %v", again, err)
-		}
-		// Subscribing to someone else's order ends the stream with PermissionDenied.
-		_, carol := s.signUp("carol")
-		other, err := watcher.TrackOrders(carol)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = other.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: paid.GetId()}})
-		if _, err := other.Recv(); status.Code(err) != codes.PermissionDenied {
-			t.Fatalf("tracking someone else's order = %v", err)
-		}
-	})
-
-	t.Run("one trace spans all three services", func(t *testing.T) {
-		var traceID string
-		testkit.Eventually(t, 10*time.Second, "a CreateOrder trace reaching user and payment", func() (bool, string) {
-			s.traces.mu.Lock()
-			ids := make([]string, 0, len(s.traces.spans))
-			for id := range s.traces.spans {
-				ids = append(ids, id)
-			}
-			s.traces.mu.Unlock()
-			for _, id := range ids {
-				spans := strings.Join(s.traces.trace(id), "\n")
-				if strings.Contains(spans, "order meshmart.order.v1.OrderService/CreateOrder") &&
-					strings.Contains(spans, "user meshmart.user.v1.UserService/GetUser") &&
-					strings.Contains(spans, "payment meshmart.payment.v1.PaymentService/CreatePayment") {
-					traceID = id
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("%d traces", len(ids))
-		})
-		t.Logf("trace %s: %v", traceID, s.traces.trace(traceID))
-	})
+	t.Logf("trace %s: %v", traceID, s.traces.trace(traceID))
 }

@@ -1,0 +1,381 @@
+package grpcapi_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/testkit"
+	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
+	"github.com/meshmart/meshmart/services/order/internal/grpcapi"
+	"github.com/meshmart/meshmart/services/order/internal/order"
+	"github.com/meshmart/meshmart/services/order/internal/store"
+)
+
+const (
+	alice  = "00000000-0000-4000-8000-00000000a11c"
+	bob    = "00000000-0000-4000-8000-000000000b0b"
+	carol  = "00000000-0000-4000-8000-0000000ca201" // an inactive account
+	nobody = "00000000-0000-4000-8000-999999999999"
+)
+
+// users is the user service: every account but carol's is active.
+type users struct{}
+
+func (users) Active(_ context.Context, userID string) (bool, error) { return userID != carol, nil }
+
+// payments is the payment service: tok_approve captures, tok_down cannot be reached, anything
+// else is declined. A payment is kept per order, so that cancelling refunds it.
+type payments struct {
+	mu      sync.Mutex
+	byOrder map[string]order.Payment
+}
+
+func (p *payments) Charge(_ context.Context, req order.ChargeRequest) (order.Payment, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if req.Token == "tok_down" {
+		return order.Payment{}, fmt.Errorf("charge: %w: rpc error: code = Unavailable desc = connection refused", order.ErrUnavailable)
+	}
+	if pay, ok := p.byOrder[req.OrderID]; ok {
+		return pay, nil
+	}
+	pay := order.Payment{ID: "pay-" + req.OrderID, Status: order.PaymentCaptured}
+	if req.Token != "tok_approve" {
+		pay.Status, pay.Reason = order.PaymentDeclined, "card declined"
+	}
+	p.byOrder[req.OrderID] = pay
+	return pay, nil
+}
+
+func (p *payments) Refund(_ context.Context, paymentID, _, _, _ string) error { return nil }
+
+func (p *payments) ForOrder(_ context.Context, orderID, _ string) (order.Payment, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pay, ok := p.byOrder[orderID]
+	return pay, ok, nil
+}
+
+// newClient runs the order service over bufconn behind the real chassis, on a fresh SQLite
+// file with fake users and payments, and returns a client, contexts carrying alice's, bob's,
+// carol's and an admin's tokens, and the store (to drive orders where no RPC can).
+func newClient(t *testing.T) (orderv1.OrderServiceClient, map[string]context.Context, *store.Orders) {
+	t.Helper()
+	keys := testkit.NewKeys(t)
+	orders, err := store.Open(context.Background(), testkit.SQLitePath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { orders.Close() })
+	svc := order.NewService(orders, users{}, &payments{byOrder: map[string]order.Payment{}}, time.Minute)
+	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond)
+	cfg := testkit.TestConfig()
+	cfg.AuthPublicKey = keys.PublicKeyFile
+	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
+		srv, err := server.New("order", cfg, testkit.Logger(t), server.WithListener(lis))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.RegisterService(&orderv1.OrderService_ServiceDesc, api)
+		return srv
+	})
+	as := func(subject, role string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keys.Token(t, subject, role))
+	}
+	return orderv1.NewOrderServiceClient(cc), map[string]context.Context{
+		"alice": as(alice, auth.RoleUser), "bob": as(bob, auth.RoleUser), "carol": as(carol, auth.RoleUser),
+		"admin": as("00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
+	}, orders
+}
+
+func orderReq(token, key string) *orderv1.CreateOrderRequest {
+	return &orderv1.CreateOrderRequest{
+		Items:        []*orderv1.LineItem{{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999}, {Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250}},
+		CurrencyCode: "USD", PaymentMethodToken: token, IdempotencyKey: key,
+	}
+}
+
+func code(t *testing.T, err error, want codes.Code) {
+	t.Helper()
+	if status.Code(err) != want {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+}
+
+// create places an order that must succeed.
+func create(t *testing.T, c orderv1.OrderServiceClient, ctx context.Context, token, key string) *orderv1.Order {
+	t.Helper()
+	resp, err := c.CreateOrder(ctx, orderReq(token, key))
+	if err != nil {
+		t.Fatalf("CreateOrder(%s, %s) = %v", token, key, err)
+	}
+	return resp.GetOrder()
+}
+
+func TestCreateOrder(t *testing.T) {
+	t.Parallel()
+	c, as, _ := newClient(t)
+	paid := create(t, c, as["alice"], "tok_approve", "k1")
+	if paid.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID || paid.GetTotal().GetMinorUnits() != 2*1999+3*250 ||
+		paid.GetTotal().GetCurrencyCode() != "USD" || paid.GetUserId() != alice || paid.GetPaymentId() == "" ||
+		len(paid.GetItems()) != 2 || paid.GetCreateTime() == nil || paid.GetRevision() != 2 {
+		t.Fatalf("order = %v", paid)
+	}
+	if again := create(t, c, as["alice"], "tok_approve", "k1"); again.GetId() != paid.GetId() {
+		t.Errorf("repeat = %v, want order %s", again, paid.GetId())
+	}
+	declined := create(t, c, as["alice"], "tok_decline", "k2")
+	if declined.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAYMENT_FAILED || declined.GetPaymentFailureReason() != "card declined" {
+		t.Errorf("declined = %v", declined)
+	}
+
+	reused := orderReq("tok_approve", "k1")
+	reused.Items[0].Quantity = 5
+	tests := []struct {
+		name string
+		ctx  context.Context
+		req  *orderv1.CreateOrderRequest
+		want codes.Code
+	}{
+		{"no token", context.Background(), orderReq("tok_approve", "k3"), codes.Unauthenticated},
+		{"bad currency", as["alice"], func() *orderv1.CreateOrderRequest {
+			r := orderReq("tok_approve", "k3")
+			r.CurrencyCode = "usd"
+			return r
+		}(), codes.InvalidArgument},
+		{"no items", as["alice"], func() *orderv1.CreateOrderRequest { r := orderReq("tok_approve", "k3"); r.Items = nil; return r }(), codes.InvalidArgument},
+		{"no idempotency key", as["alice"], orderReq("tok_approve", ""), codes.InvalidArgument},
+		{"key reused", as["alice"], reused, codes.FailedPrecondition},
+		{"inactive user", as["carol"], orderReq("tok_approve", "k3"), codes.FailedPrecondition},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.CreateOrder(tt.ctx, tt.req)
+			code(t, err, tt.want)
+		})
+	}
+}
+
+// An order whose payment cannot be settled now is kept: Unavailable names it in a PAYMENT_PENDING
+// ErrorInfo, and it can be read.
+func TestCreateOrderPaymentPending(t *testing.T) {
+	t.Parallel()
+	c, as, _ := newClient(t)
+	_, err := c.CreateOrder(as["alice"], orderReq("tok_down", "k1"))
+	code(t, err, codes.Unavailable)
+	var id string
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "PAYMENT_PENDING" && info.GetDomain() == "order.meshmart" {
+			id = info.GetMetadata()["order_id"]
+		}
+	}
+	if id == "" {
+		t.Fatalf("no PAYMENT_PENDING ErrorInfo with an order_id in %v", err)
+	}
+	got, err := c.GetOrder(as["alice"], &orderv1.GetOrderRequest{Id: id})
+	if err != nil || got.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PENDING {
+		t.Errorf("the pending order = %v, %v", got, err)
+	}
+}
+
+func TestGetOrder(t *testing.T) {
+	t.Parallel()
+	c, as, _ := newClient(t)
+	o := create(t, c, as["alice"], "tok_approve", "k1")
+	for who, want := range map[string]codes.Code{"alice": codes.OK, "admin": codes.OK, "bob": codes.PermissionDenied} {
+		got, err := c.GetOrder(as[who], &orderv1.GetOrderRequest{Id: o.GetId()})
+		code(t, err, want)
+		if err == nil && got.GetOrder().GetId() != o.GetId() {
+			t.Errorf("%s got %v", who, got)
+		}
+	}
+	_, err := c.GetOrder(context.Background(), &orderv1.GetOrderRequest{Id: o.GetId()})
+	code(t, err, codes.Unauthenticated)
+	_, err = c.GetOrder(as["alice"], &orderv1.GetOrderRequest{Id: "not-a-uuid"})
+	code(t, err, codes.InvalidArgument)
+	_, err = c.GetOrder(as["alice"], &orderv1.GetOrderRequest{Id: nobody})
+	code(t, err, codes.NotFound)
+}
+
+func TestCancelOrder(t *testing.T) {
+	t.Parallel()
+	c, as, orders := newClient(t)
+	o := create(t, c, as["alice"], "tok_approve", "k1")
+	cancel := func(who, id string) (*orderv1.Order, error) {
+		resp, err := c.CancelOrder(as[who], &orderv1.CancelOrderRequest{Id: id, Reason: "changed my mind"})
+		return resp.GetOrder(), err
+	}
+	_, err := cancel("bob", o.GetId())
+	code(t, err, codes.PermissionDenied)
+	_, err = cancel("alice", nobody)
+	code(t, err, codes.NotFound)
+	_, err = cancel("alice", "not-a-uuid")
+	code(t, err, codes.InvalidArgument)
+	_, err = c.CancelOrder(context.Background(), &orderv1.CancelOrderRequest{Id: o.GetId()})
+	code(t, err, codes.Unauthenticated)
+	cancelled, err := cancel("alice", o.GetId())
+	if err != nil || cancelled.GetStatus() != orderv1.OrderStatus_ORDER_STATUS_CANCELLED {
+		t.Fatalf("CancelOrder = %v, %v", cancelled, err)
+	}
+	again, err := cancel("alice", o.GetId())
+	if err != nil || again.GetRevision() != cancelled.GetRevision() {
+		t.Errorf("cancelling twice = %v, %v", again, err)
+	}
+
+	// A shipped order (driven in the store: no RPC ships yet) cannot be cancelled.
+	paid := create(t, c, as["alice"], "tok_approve", "k2")
+	stored, err := orders.Get(context.Background(), paid.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped := stored
+	shipped.Status, shipped.Revision = order.StatusShipped, stored.Revision+1
+	if err := orders.Transition(context.Background(), shipped, stored.Status); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cancel("admin", paid.GetId())
+	code(t, err, codes.FailedPrecondition)
+}
+
+func TestListOrders(t *testing.T) {
+	t.Parallel()
+	c, as, _ := newClient(t)
+	for i := range 3 {
+		create(t, c, as["alice"], "tok_approve", fmt.Sprint("a", i))
+	}
+	create(t, c, as["alice"], "tok_decline", "declined")
+	create(t, c, as["bob"], "tok_approve", "b")
+
+	list := func(who string, req *orderv1.ListOrdersRequest) ([]*orderv1.Order, error) {
+		var all []*orderv1.Order
+		for pages := 0; ; pages++ {
+			resp, err := c.ListOrders(as[who], req)
+			if err != nil {
+				return nil, err
+			}
+			if len(resp.GetOrders()) > int(req.GetPageSize()) && req.GetPageSize() > 0 {
+				t.Fatalf("a page of %d, want at most %d", len(resp.GetOrders()), req.GetPageSize())
+			}
+			all = append(all, resp.GetOrders()...)
+			if resp.GetNextPageToken() == "" || pages > 10 {
+				return all, nil
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+	}
+	all, err := list("alice", &orderv1.ListOrdersRequest{PageSize: 2})
+	if err != nil || len(all) != 4 {
+		t.Fatalf("alice listed %d (%v), want 4", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].GetCreateTime().AsTime().Before(all[i].GetCreateTime().AsTime()) {
+			t.Errorf("not newest first: %v before %v", all[i-1].GetCreateTime(), all[i].GetCreateTime())
+		}
+	}
+	paid, err := list("alice", &orderv1.ListOrdersRequest{PageSize: 2, Status: orderv1.OrderStatus_ORDER_STATUS_PAID})
+	if err != nil || len(paid) != 3 {
+		t.Errorf("alice's PAID orders = %d (%v), want 3", len(paid), err)
+	}
+	everyone, err := list("admin", &orderv1.ListOrdersRequest{PageSize: 2})
+	if err != nil || len(everyone) != 5 {
+		t.Errorf("admin listed %d (%v), want 5", len(everyone), err)
+	}
+
+	first, err := c.ListOrders(as["alice"], &orderv1.ListOrdersRequest{PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page = %v, %v", first, err)
+	}
+	tests := []struct {
+		name string
+		who  string
+		req  *orderv1.ListOrdersRequest
+		want codes.Code
+	}{
+		{"garbage token", "alice", &orderv1.ListOrdersRequest{PageToken: "garbage"}, codes.InvalidArgument},
+		{"token of another filter", "alice", &orderv1.ListOrdersRequest{PageToken: first.GetNextPageToken(), Status: orderv1.OrderStatus_ORDER_STATUS_PAID}, codes.InvalidArgument},
+		{"negative page size", "alice", &orderv1.ListOrdersRequest{PageSize: -1}, codes.InvalidArgument},
+		{"another user's orders", "alice", &orderv1.ListOrdersRequest{UserId: bob}, codes.PermissionDenied},
+		{"no token", "", &orderv1.ListOrdersRequest{}, codes.Unauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := as[tt.who]
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			_, err := c.ListOrders(ctx, tt.req)
+			code(t, err, tt.want)
+		})
+	}
+}
+
+func TestTrackOrders(t *testing.T) {
+	t.Parallel()
+	c, as, _ := newClient(t)
+	o := create(t, c, as["alice"], "tok_approve", "k1")
+	ctx, cancel := context.WithTimeout(as["alice"], 10*time.Second)
+	defer cancel()
+	stream, err := c.TrackOrders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *orderv1.OrderUpdate {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetUpdate()
+	}
+	if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: o.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	if u := recv(); u.GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_SUBSCRIBED || u.GetOrder().GetStatus() != orderv1.OrderStatus_ORDER_STATUS_PAID {
+		t.Fatalf("subscription = %v", u)
+	}
+	if _, err := c.CancelOrder(as["alice"], &orderv1.CancelOrderRequest{Id: o.GetId()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []orderv1.OrderStatus{orderv1.OrderStatus_ORDER_STATUS_CANCELLING, orderv1.OrderStatus_ORDER_STATUS_CANCELLED} {
+		if u := recv(); u.GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED || u.GetOrder().GetStatus() != want || u.GetOrder().GetId() != o.GetId() {
+			t.Fatalf("update = %v, want STATUS_CHANGED to %v", u, want)
+		}
+	}
+	if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_UnsubscribeOrderId{UnsubscribeOrderId: o.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	if u := recv(); u.GetType() != orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_UNSUBSCRIBED || u.GetOrder().GetId() != o.GetId() {
+		t.Fatalf("unsubscription = %v", u)
+	}
+	cancel()
+	if _, err := stream.Recv(); status.Code(err) != codes.Canceled {
+		t.Errorf("after cancel: %v", err)
+	}
+
+	// Subscribing to someone else's order ends the stream with PermissionDenied; no token, with
+	// Unauthenticated.
+	for who, want := range map[string]codes.Code{"bob": codes.PermissionDenied, "": codes.Unauthenticated} {
+		ctx := as[who]
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		other, err := c.TrackOrders(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = other.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: o.GetId()}})
+		_, err = other.Recv()
+		code(t, err, want)
+	}
+}

@@ -1,0 +1,157 @@
+package order_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/meshmart/meshmart/services/order/internal/order"
+)
+
+// Payment method tokens the fake payment service understands.
+const (
+	tokApprove     = "tok_approve"
+	tokDecline     = "tok_decline"
+	tokPendingOnce = "tok_pending_once" // the first charge's outcome is unknown, the next one captures
+)
+
+// fakeUsers is the user service: accounts are active unless listed as inactive.
+type fakeUsers struct {
+	mu       sync.Mutex
+	inactive map[string]bool
+	down     bool
+	calls    int
+}
+
+func (u *fakeUsers) Active(_ context.Context, userID string) (bool, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.calls++
+	if u.down {
+		return false, fmt.Errorf("get user %s: %w: connection refused", userID, order.ErrUnavailable)
+	}
+	return !u.inactive[userID], nil
+}
+
+func (u *fakeUsers) setDown(down bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.down = down
+}
+
+// fakePayments is the payment service: one payment per idempotency key, settled by the token,
+// refunds counted per payment. While down every call fails with order.ErrUnavailable and
+// nothing is recorded, as when the service cannot be reached.
+type fakePayments struct {
+	mu       sync.Mutex
+	down     bool
+	byKey    map[string]*order.Payment // charge idempotency key -> payment
+	byOrder  map[string]*order.Payment
+	charges  int            // Charge calls that reached the service
+	refunds  map[string]int // payment id -> Refund calls
+	onCharge func()         // called, unlocked, at the start of every Charge that reaches the service
+}
+
+func newFakePayments() *fakePayments {
+	return &fakePayments{byKey: map[string]*order.Payment{}, byOrder: map[string]*order.Payment{}, refunds: map[string]int{}}
+}
+
+var errRefused = errors.New("rpc error: code = Unavailable desc = connection refused")
+
+func (p *fakePayments) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+}
+
+func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order.Payment, error) {
+	p.mu.Lock()
+	hook := p.onCharge
+	p.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return order.Payment{}, fmt.Errorf("charge: %w: %w", order.ErrUnavailable, errRefused)
+	}
+	p.charges++
+	if pay, ok := p.byKey[req.IdempotencyKey]; ok {
+		if pay.Status == order.PaymentPending {
+			pay.Status = order.PaymentCaptured
+		}
+		return *pay, nil
+	}
+	pay := &order.Payment{ID: fmt.Sprintf("pay-%d", len(p.byKey)+1)}
+	switch req.Token {
+	case tokApprove:
+		pay.Status = order.PaymentCaptured
+	case tokPendingOnce:
+		pay.Status = order.PaymentPending
+	default:
+		pay.Status, pay.Reason = order.PaymentDeclined, "card declined"
+	}
+	p.byKey[req.IdempotencyKey], p.byOrder[req.OrderID] = pay, pay
+	return *pay, nil
+}
+
+func (p *fakePayments) Refund(_ context.Context, paymentID, _, _, _ string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return fmt.Errorf("refund: %w: %w", order.ErrUnavailable, errRefused)
+	}
+	p.refunds[paymentID]++
+	for _, pay := range p.byKey {
+		if pay.ID == paymentID {
+			pay.Status = order.PaymentRefunded
+		}
+	}
+	return nil
+}
+
+func (p *fakePayments) ForOrder(_ context.Context, orderID, _ string) (order.Payment, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return order.Payment{}, false, fmt.Errorf("payments of order: %w: %w", order.ErrUnavailable, errRefused)
+	}
+	pay, ok := p.byOrder[orderID]
+	if !ok {
+		return order.Payment{}, false, nil
+	}
+	return *pay, true, nil
+}
+
+func (p *fakePayments) chargeCalls() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.charges
+}
+
+func (p *fakePayments) refundCalls(paymentID string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refunds[paymentID]
+}
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
