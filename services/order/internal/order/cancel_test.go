@@ -47,7 +47,7 @@ func TestCancel(t *testing.T) {
 			if !charged && tt.refunds != 0 {
 				t.Errorf("no payment to refund")
 			}
-			updates, err := e.svc.UpdatesAfter(ctx, []string{o.ID}, 0)
+			updates, err := e.svc.UpdatesAfter(ctx, []string{o.ID}, 0, 100)
 			if n := len(updates); err != nil || n < 2 || updates[n-2].Order.Status != order.StatusCancelling || updates[n-1].Order.Status != order.StatusCancelled {
 				t.Errorf("updates = %+v, %v; want CANCELLING then CANCELLED last", updates, err)
 			}

@@ -22,7 +22,7 @@ func TestCreatePaysForANewOrder(t *testing.T) {
 		t.Errorf("stored order = %+v; want PAID, its token cleared and no claim", got)
 	}
 	// The update log records both states, which TrackOrders streams.
-	updates, err := e.svc.UpdatesAfter(context.Background(), []string{o.ID}, 0)
+	updates, err := e.svc.UpdatesAfter(context.Background(), []string{o.ID}, 0, 100)
 	if err != nil || len(updates) != 2 || updates[1].Order.Status != order.StatusPaid || updates[1].PreviousStatus != order.StatusPending {
 		t.Errorf("updates = %+v, %v; want PENDING then PAID", updates, err)
 	}

@@ -110,9 +110,9 @@ func invalidField(err error) string {
 func listAll(t *testing.T, svc *order.Service, who auth.Identity, f order.Filter, pageSize int) ([]order.Order, error) {
 	t.Helper()
 	var all []order.Order
-	var after *order.Cursor
+	var token string
 	for pages := 0; ; pages++ {
-		page, next, err := svc.List(context.Background(), who, f, pageSize, after)
+		page, next, err := svc.List(context.Background(), who, f, pageSize, token)
 		if err != nil {
 			return nil, err
 		}
@@ -120,9 +120,9 @@ func listAll(t *testing.T, svc *order.Service, who auth.Identity, f order.Filter
 			t.Fatalf("a page of %d orders, want at most %d", len(page), pageSize)
 		}
 		all = append(all, page...)
-		if next == nil || pages > 100 {
+		if next == "" || pages > 100 {
 			return all, nil
 		}
-		after = next
+		token = next
 	}
 }

@@ -282,7 +282,7 @@ func TestWhoMaySeeWhat(t *testing.T) {
 	if _, err := svc.Get(ctx, alice, nowhere); !errors.Is(err, payment.ErrNotFound) {
 		t.Errorf("Get missing = %v, want ErrNotFound", err)
 	}
-	if _, _, err := svc.List(ctx, alice, payment.Filter{UserID: bob.Subject}, 10, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+	if _, _, err := svc.List(ctx, alice, payment.Filter{UserID: bob.Subject}, 10, ""); !errors.Is(err, payment.ErrPermissionDenied) {
 		t.Errorf("alice listing bob = %v, want ErrPermissionDenied", err)
 	}
 	if err := svc.Watch(ctx, alice, payment.Filter{UserID: bob.Subject}, time.Second, nil); !errors.Is(err, payment.ErrPermissionDenied) {
