@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/fault"
 )
 
 // pager issues and reads page tokens: the position of the last account on a page and the filter
@@ -30,7 +32,7 @@ func (p pager) issue(f Filter, c Cursor) string {
 
 // read returns the cursor in token, which must have been issued for f.
 func (p pager) read(token string, f Filter) (*Cursor, error) {
-	bad := &InvalidError{Field: "page_token", Reason: "not a page token issued for this filter"}
+	bad := fault.Invalid("page_token", "not a page token issued for this filter")
 	payloadPart, sigPart, ok := strings.Cut(token, ".")
 	if !ok {
 		return nil, bad
