@@ -30,6 +30,13 @@ const (
 // file, and returns a client with contexts carrying alice's, bob's and an admin's tokens.
 func newClient(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context.Context) {
 	t.Helper()
+	c, as, _ := newClientAndStore(t)
+	return c, as
+}
+
+// newClientAndStore is newClient that also returns the store, for a test to break.
+func newClientAndStore(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context.Context, *store.Payments) {
+	t.Helper()
 	keys := testkit.NewKeys(t)
 	payments, err := store.Open(context.Background(), testkit.SQLitePath(t))
 	if err != nil {
@@ -52,7 +59,7 @@ func newClient(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context
 	}
 	return paymentv1.NewPaymentServiceClient(cc), map[string]context.Context{
 		"alice": as(alice, auth.RoleUser), "bob": as(bob, auth.RoleUser), "admin": as("00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
-	}
+	}, payments
 }
 
 func usd(n int64) *moneyv1.Money { return &moneyv1.Money{CurrencyCode: "USD", MinorUnits: n} }

@@ -27,6 +27,13 @@ const adminEmail = "admin@example.com"
 // newClient runs the user service over bufconn behind the real chassis, on a fresh SQLite file.
 func newClient(t *testing.T) userv1.UserServiceClient {
 	t.Helper()
+	c, _ := newClientAndStore(t)
+	return c
+}
+
+// newClientAndStore is newClient that also returns the store, for a test to break.
+func newClientAndStore(t *testing.T) (userv1.UserServiceClient, *store.Users) {
+	t.Helper()
 	keys := testkit.NewKeys(t)
 	users, err := store.Open(context.Background(), testkit.SQLitePath(t))
 	if err != nil {
@@ -51,7 +58,7 @@ func newClient(t *testing.T) userv1.UserServiceClient {
 		srv.RegisterService(&userv1.UserService_ServiceDesc, api)
 		return srv
 	})
-	return userv1.NewUserServiceClient(cc)
+	return userv1.NewUserServiceClient(cc), users
 }
 
 type account struct {
