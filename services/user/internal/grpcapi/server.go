@@ -144,9 +144,8 @@ func (s *Server) ExportUsers(req *userv1.ExportUsersRequest, stream grpc.ServerS
 	err = s.svc.Export(ctx, who, user.Filter{Status: user.Status(req.GetStatus())}, func(u user.User) error {
 		return stream.Send(&userv1.ExportUsersResponse{User: toProto(u)})
 	})
-	if _, isStatus := status.FromError(err); isStatus {
-		return err // nil, or a status from Send
-	}
+	// nil, or a status from Send, which toStatus passes as it is (a status wrapped with context it
+	// would not).
 	return toStatus(ctx, s.log, err)
 }
 
