@@ -42,13 +42,12 @@ func ToStatus(ctx context.Context, log *slog.Logger, what string, err error) err
 		return nil
 	}
 	f, ok := fault.As(err)
-	if !ok || f.Code == fault.Internal {
+	// Internal, or a code this package does not know, is not the client's to act on: Fallback
+	// logs it and tells the client nothing of it, not even its message.
+	if !ok || f.Code <= fault.Internal || int(f.Code) >= len(codeOf) {
 		return Fallback(ctx, log, what, err)
 	}
-	code := codes.Internal
-	if int(f.Code) < len(codeOf) {
-		code = codeOf[f.Code]
-	}
+	code := codeOf[f.Code]
 	if cause := f.Cause(); cause != nil {
 		log.WarnContext(ctx, "request failed", "request_id", interceptors.RequestIDFromContext(ctx),
 			"code", code.String(), "error", err)

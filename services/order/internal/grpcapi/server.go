@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -39,33 +37,10 @@ func New(svc *order.Service, log *slog.Logger, trackInterval time.Duration) *Ser
 	return &Server{svc: svc, log: log, trackInterval: trackInterval}
 }
 
-// toStatus is the one place domain errors become gRPC statuses; the rest goes to
-// grpcerr.Fallback.
+// toStatus maps err for the client with grpcerr.ToStatus, the one place errors become statuses;
+// it only binds the logger and names the database that an Unavailable message speaks of.
 func (s *Server) toStatus(ctx context.Context, err error) error {
-	var (
-		pending *order.PendingError
-		invalid *order.InvalidError
-	)
-	switch {
-	case errors.As(err, &pending):
-		// The order exists and is kept: say which, so the caller can track it.
-		st, _ := status.New(codes.Unavailable, pending.Error()).WithDetails(&errdetails.ErrorInfo{
-			Reason: "PAYMENT_PENDING", Domain: "order.meshmart", Metadata: map[string]string{"order_id": pending.OrderID},
-		})
-		return st.Err()
-	case errors.Is(err, order.ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, order.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, order.ErrKeyReused), errors.Is(err, order.ErrUserInactive), errors.Is(err, order.ErrNotCancellable):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, order.ErrBusy), errors.Is(err, order.ErrUnavailable):
-		s.log.WarnContext(ctx, "dependency unavailable", "error", err)
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.As(err, &invalid):
-		return grpcerr.InvalidArgument(invalid.Field, invalid.Reason, invalid.Error())
-	}
-	return grpcerr.ToStatus(ctx, s.log, "the order database", err) // a *fault.Error such as paging.ErrInvalidToken, or Fallback
+	return grpcerr.ToStatus(ctx, s.log, "the order database", err)
 }
 
 // CreateOrder implements order.v1.OrderService.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/internal/store"
@@ -93,15 +94,13 @@ func (e *env) claimElsewhere(t *testing.T, id string, statuses ...order.Status) 
 
 // isPending reports whether err says the order was kept PENDING with its payment unsettled.
 func isPending(err error) bool {
-	var pending *order.PendingError
-	return errors.As(err, &pending)
+	return errors.Is(err, order.ErrPaymentPending)
 }
 
 // invalidField returns the request field an invalid-input error names, "" for other errors.
 func invalidField(err error) string {
-	var invalid *order.InvalidError
-	if errors.As(err, &invalid) {
-		return invalid.Field
+	if f, ok := fault.As(err); ok && f.Code == fault.InvalidArgument {
+		return f.Field
 	}
 	return ""
 }

@@ -6,10 +6,9 @@ package order
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -71,46 +70,39 @@ type Filter struct {
 // Cursor is o's position in the newest-first order of orders.
 func (o Order) Cursor() paging.Cursor { return paging.Cursor{CreateTime: o.CreateTime, ID: o.ID} }
 
-// Sentinel errors; the transport maps each to one gRPC status code.
+// Sentinel errors, each with its code and a message written for the client; the transport maps
+// them with grpcerr.ToStatus.
 var (
-	ErrNotFound         = errors.New("order not found")
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrNotFound         = fault.New(fault.NotFound, "order not found")
+	ErrPermissionDenied = fault.New(fault.PermissionDenied, "permission denied")
 	// ErrKeyReused: the idempotency key was used before for another order.
-	ErrKeyReused = errors.New("the idempotency key was already used for a different order")
+	ErrKeyReused = fault.New(fault.FailedPrecondition, "the idempotency key was already used for a different order")
 	// ErrUserInactive: the caller's account is not active.
-	ErrUserInactive = errors.New("the account is not active")
+	ErrUserInactive = fault.New(fault.FailedPrecondition, "the account is not active")
 	// ErrNotCancellable: the order has shipped or completed.
-	ErrNotCancellable = errors.New("a shipped or completed order cannot be cancelled")
+	ErrNotCancellable = fault.New(fault.FailedPrecondition, "a shipped or completed order cannot be cancelled")
 	// ErrBusy: another call is settling the order right now.
-	ErrBusy = errors.New("the order is being settled by another call; retry")
-	// ErrUnavailable wraps a dependency that could not be reached.
-	ErrUnavailable = errors.New("a service the order depends on is unavailable")
+	ErrBusy = fault.New(fault.Unavailable, "the order is being settled by another call; retry")
+	// ErrUnavailable: a dependency could not be reached. Derive instances with Wrap, the
+	// dependency's error as the cause: the client is told only this message.
+	ErrUnavailable = fault.New(fault.Unavailable, "a service the order depends on is unavailable; retry later")
 	// ErrAlreadyChanged: a conditional write found the order changed by another call.
-	ErrAlreadyChanged = errors.New("the order was changed by another call")
+	ErrAlreadyChanged = fault.New(fault.Aborted, "the order was changed by another call; read it again")
+	// ErrDuplicateKey: an insert hit an existing order with the same user and idempotency key.
+	ErrDuplicateKey = fault.New(fault.AlreadyExists, "an order with this idempotency key already exists")
+	// ErrPaymentPending: the order is kept PENDING because its payment's outcome is unknown; the
+	// server settles it later, and repeating the request with the same key returns it. Instances
+	// name the order (see paymentPending).
+	ErrPaymentPending = fault.New(fault.Unavailable, "the order is kept pending: its payment could not be settled now; "+
+		"the server will settle it, and repeating the request with the same idempotency key returns it")
 )
 
-// PendingError reports an order kept PENDING because its payment's outcome is unknown: the
-// server settles it later, and repeating the request with the same key returns it.
-type PendingError struct {
-	OrderID string
-	Cause   error
+// paymentPending returns ErrPaymentPending for order orderID, caused by cause: the client sees
+// the order's id in an ErrorInfo (reason PAYMENT_PENDING, domain order.meshmart, metadata
+// order_id) so that it can track the order; the cause goes to the log only.
+func paymentPending(orderID string, cause error) error {
+	return ErrPaymentPending.WithInfo("order.meshmart", "PAYMENT_PENDING", "order_id", orderID).Wrap(cause)
 }
-
-func (e *PendingError) Error() string {
-	return fmt.Sprintf("order %s is kept pending: its payment could not be settled now (%v); it will be settled by the server, and repeating the request with the same idempotency key returns it", e.OrderID, e.Cause)
-}
-
-func (e *PendingError) Unwrap() error { return e.Cause }
-
-// ConflictError reports an insert that hit an existing order with the same user and key.
-type ConflictError struct{}
-
-func (e *ConflictError) Error() string { return "an order with this idempotency key already exists" }
-
-// InvalidError reports a bad value in Field.
-type InvalidError struct{ Field, Reason string }
-
-func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Reason) }
 
 // PaymentStatus is what the payment service says of a charge.
 type PaymentStatus int
@@ -156,7 +148,7 @@ type Users interface {
 // Store keeps orders and their update log. It must be safe for several replicas sharing one
 // database.
 type Store interface {
-	// Create stores o and its first update, failing with a *ConflictError when its user already
+	// Create stores o and its first update, failing with ErrDuplicateKey when its user already
 	// used its idempotency key.
 	Create(ctx context.Context, o Order) error
 	// GetByKey returns the order userID created with key, or ErrNotFound.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -54,17 +55,17 @@ func fingerprint(parts ...string) string {
 // total sums quantity times unit price exactly, refusing anything that would overflow.
 func total(items []Item) (int64, error) {
 	if len(items) == 0 {
-		return 0, &InvalidError{Field: "items", Reason: "an order needs at least one item"}
+		return 0, fault.Invalid("items", "an order needs at least one item")
 	}
 	var sum uint64
 	for i, it := range items {
 		if it.Quantity <= 0 || it.UnitPriceMinor <= 0 {
-			return 0, &InvalidError{Field: fmt.Sprintf("items[%d]", i), Reason: "quantity and unit price must be positive"}
+			return 0, fault.Invalid(fmt.Sprintf("items[%d]", i), "quantity and unit price must be positive")
 		}
 		hi, line := bits.Mul64(uint64(it.Quantity), uint64(it.UnitPriceMinor))
 		next, carry := bits.Add64(sum, line, 0)
 		if hi != 0 || carry != 0 || next > 1<<63-1 {
-			return 0, &InvalidError{Field: "items", Reason: "the order total is too large"}
+			return 0, fault.Invalid("items", "the order total is too large")
 		}
 		sum = next
 	}
@@ -73,7 +74,7 @@ func total(items []Item) (int64, error) {
 
 // Create places an order for the caller and pays for it. The same caller and key return the same
 // order, never a second one; the same key with other items is ErrKeyReused. When the payment's
-// outcome is unknown the order is returned with a *PendingError: it stays PENDING and the
+// outcome is unknown the order is returned with an ErrPaymentPending: it stays PENDING and the
 // reconciler settles it.
 func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
 	sum, err := total(in.Items)
@@ -111,8 +112,7 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 		Revision: 1, CreateTime: now, UpdateTime: now,
 	}
 	if err := s.store.Create(ctx, o); err != nil {
-		var conflict *ConflictError
-		if !errors.As(err, &conflict) {
+		if !errors.Is(err, ErrDuplicateKey) {
 			return Order{}, err
 		}
 		// A concurrent call with the same key won the race: answer as it does.
@@ -131,7 +131,7 @@ func (s *Service) finish(ctx context.Context, o Order) (Order, error) {
 		return Order{}, err
 	}
 	if !ok {
-		return o, &PendingError{OrderID: o.ID, Cause: ErrBusy}
+		return o, paymentPending(o.ID, ErrBusy)
 	}
 	return s.charge(ctx, o)
 }
@@ -163,7 +163,7 @@ func (s *Service) charge(ctx context.Context, o Order) (Order, error) {
 	}
 	if err != nil {
 		s.release(ctx, o.ID)
-		return o, &PendingError{OrderID: o.ID, Cause: err}
+		return o, paymentPending(o.ID, err)
 	}
 	next := o
 	next.PaymentID, next.PaymentToken = p.ID, ""

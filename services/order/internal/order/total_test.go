@@ -1,8 +1,9 @@
 package order
 
 import (
-	"errors"
 	"testing"
+
+	"github.com/meshmart/meshmart/pkg/fault"
 )
 
 func TestTotal(t *testing.T) {
@@ -22,8 +23,7 @@ func TestTotal(t *testing.T) {
 	}
 	for _, tt := range tests {
 		got, err := total(tt.items)
-		var invalid *InvalidError
-		if tt.bad != errors.As(err, &invalid) || got != tt.want {
+		if tt.bad != (fault.CodeOf(err) == fault.InvalidArgument) || got != tt.want {
 			t.Errorf("total(%v) = %d, %v; want %d (invalid %v)", tt.items, got, err, tt.want, tt.bad)
 		}
 	}

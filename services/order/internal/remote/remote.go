@@ -76,14 +76,18 @@ func authorize(ctx context.Context, account *ServiceAccount) (context.Context, e
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), nil
 }
 
-// wrap makes errors that mean "could not reach or hear from the service" wrap
-// order.ErrUnavailable; others are returned as they are.
+// wrap turns an error of the user or payment service into one of the order service: the
+// downstream error, whose text is not for the order service's client, is only the cause (logged,
+// never sent). Codes that mean "could not reach or hear from the service" become
+// order.ErrUnavailable, so the client may retry; the rest are the order service's own failure,
+// Internal.
 func wrap(what string, err error) error {
+	cause := fmt.Errorf("%s: %w", what, err)
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Canceled, codes.Aborted:
-		return fmt.Errorf("%s: %w: %w", what, order.ErrUnavailable, err)
+		return order.ErrUnavailable.Wrap(cause)
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return cause
 }
 
 // Users implements order.Users.

@@ -56,15 +56,14 @@ func (s *Orders) Create(ctx context.Context, o order.Order) error {
 			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
 			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
-			return &order.ConflictError{}
+			return order.ErrDuplicateKey
 		}
 		if err != nil {
 			return err
 		}
 		return s.insertUpdate(ctx, tx, o, order.StatusUnspecified)
 	})
-	var conflict *order.ConflictError
-	if err != nil && !errors.As(err, &conflict) {
+	if err != nil && !errors.Is(err, order.ErrDuplicateKey) {
 		return fmt.Errorf("create order: %w", err)
 	}
 	return err

@@ -47,9 +47,8 @@ func suite(t *testing.T, dsn string) {
 	}
 	dup := newOrder(2, "alice")
 	dup.IdempotencyKey = a.IdempotencyKey
-	var conflict *order.ConflictError
-	if err := s.Create(ctx, dup); !errors.As(err, &conflict) {
-		t.Fatalf("a reused key = %v, want ConflictError", err)
+	if err := s.Create(ctx, dup); !errors.Is(err, order.ErrDuplicateKey) {
+		t.Fatalf("a reused key = %v, want ErrDuplicateKey", err)
 	}
 	got, err := s.GetByKey(ctx, "alice", a.IdempotencyKey)
 	if err != nil || got.ID != a.ID || got.Items[0].SKU != "A" || !got.CreateTime.Equal(a.CreateTime) {

@@ -4,12 +4,10 @@ package grpcapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -36,24 +34,10 @@ func New(svc *payment.Service, log *slog.Logger, watchInterval time.Duration) *S
 	return &Server{svc: svc, log: log, watchInterval: watchInterval}
 }
 
-// toStatus is the one place domain errors become gRPC statuses; the rest goes to
-// grpcerr.Fallback.
+// toStatus maps err for the client with grpcerr.ToStatus, the one place errors become statuses;
+// it only binds the logger and names the database that an Unavailable message speaks of.
 func (s *Server) toStatus(ctx context.Context, err error) error {
-	var invalid *payment.InvalidError
-	switch {
-	case errors.Is(err, payment.ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, payment.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, payment.ErrKeyReused), errors.Is(err, payment.ErrRefundExceeds), errors.Is(err, payment.ErrNotRefundable):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, payment.ErrInProgress):
-		// Retryable: the chassis client retries CreatePayment, which is idempotent.
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.As(err, &invalid):
-		return grpcerr.InvalidArgument(invalid.Field, invalid.Reason, invalid.Error())
-	}
-	return grpcerr.ToStatus(ctx, s.log, "the payment database", err) // a *fault.Error such as paging.ErrInvalidToken, or Fallback
+	return grpcerr.ToStatus(ctx, s.log, "the payment database", err)
 }
 
 // CreatePayment implements payment.v1.PaymentService.

@@ -37,6 +37,18 @@ func newClient(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context
 // trusting access tokens signed with keys.
 func newReplica(t *testing.T, path string, keys testkit.Keys) (paymentv1.PaymentServiceClient, map[string]context.Context) {
 	t.Helper()
+	c, as, _ := newReplicaAndStore(t, path, keys)
+	return c, as
+}
+
+// newClientAndStore is newClient that also returns the store, for a test to break.
+func newClientAndStore(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context.Context, *store.Payments) {
+	t.Helper()
+	return newReplicaAndStore(t, testkit.SQLitePath(t), testkit.NewKeys(t))
+}
+
+func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (paymentv1.PaymentServiceClient, map[string]context.Context, *store.Payments) {
+	t.Helper()
 	payments, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +70,7 @@ func newReplica(t *testing.T, path string, keys testkit.Keys) (paymentv1.Payment
 	}
 	return paymentv1.NewPaymentServiceClient(cc), map[string]context.Context{
 		"alice": as(alice, auth.RoleUser), "bob": as(bob, auth.RoleUser), "admin": as("00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
-	}
+	}, payments
 }
 
 func usd(n int64) *moneyv1.Money { return &moneyv1.Money{CurrencyCode: "USD", MinorUnits: n} }

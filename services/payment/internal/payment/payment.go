@@ -5,10 +5,9 @@ package payment
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -102,36 +101,31 @@ type Filter struct {
 // Cursor is p's position in the newest-first order of payments.
 func (p Payment) Cursor() paging.Cursor { return paging.Cursor{CreateTime: p.CreateTime, ID: p.ID} }
 
-// Sentinel errors; the transport maps each to one gRPC status code.
+// Sentinel errors, each with its code and a message written for the client; the transport maps
+// them with grpcerr.ToStatus.
 var (
-	ErrNotFound         = errors.New("payment not found")
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrNotFound         = fault.New(fault.NotFound, "payment not found")
+	ErrPermissionDenied = fault.New(fault.PermissionDenied, "permission denied")
 	// ErrKeyReused: the idempotency key was used before with other parameters.
-	ErrKeyReused = errors.New("the idempotency key was already used with different parameters")
+	ErrKeyReused = fault.New(fault.FailedPrecondition, "the idempotency key was already used with different parameters")
 	// ErrRefundExceeds: the refund would return more than is left of the capture.
-	ErrRefundExceeds = errors.New("the refund exceeds what is left of the captured amount")
+	ErrRefundExceeds = fault.New(fault.FailedPrecondition, "the refund exceeds what is left of the captured amount")
 	// ErrNotRefundable: only captured payments can be refunded.
-	ErrNotRefundable = errors.New("only a captured payment can be refunded")
+	ErrNotRefundable = fault.New(fault.FailedPrecondition, "only a captured payment can be refunded")
 	// ErrAlreadySettled: the store found the payment settled by another call.
-	ErrAlreadySettled = errors.New("the payment was settled by another call")
-	// ErrInProgress: another call with the same key is still talking to the processor.
-	ErrInProgress = errors.New("a charge with this idempotency key is in progress; retry with the same key")
+	ErrAlreadySettled = fault.New(fault.Aborted, "the payment was settled by another call; read it again")
+	// ErrInProgress: another call with the same key is still talking to the processor. It is
+	// Unavailable so that the chassis client retries CreatePayment, which is idempotent.
+	ErrInProgress = fault.New(fault.Unavailable, "a charge with this idempotency key is in progress; retry with the same key")
+	// ErrDuplicateKey: an insert hit an existing payment or refund with the same payer and
+	// idempotency key.
+	ErrDuplicateKey = fault.New(fault.AlreadyExists, "a payment or refund with this idempotency key already exists")
 )
-
-// ConflictError reports an insert that hit an existing row with the same unique key.
-type ConflictError struct{ What string }
-
-func (e *ConflictError) Error() string { return e.What + " already exists" }
-
-// InvalidError reports a bad value in Field.
-type InvalidError struct{ Field, Reason string }
-
-func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Reason) }
 
 // Store keeps payments, refunds and events. It must be safe for several replicas sharing one
 // database.
 type Store interface {
-	// CreatePending stores p, failing with a *ConflictError when its payer already used its
+	// CreatePending stores p, failing with ErrDuplicateKey when its payer already used its
 	// idempotency key.
 	CreatePending(ctx context.Context, p Payment) error
 	// GetByKey returns the payment userID created with key, or ErrNotFound.
@@ -148,7 +142,7 @@ type Store interface {
 	Settle(ctx context.Context, p Payment, events []Event) error
 	// Refund records r against its payment and the event, atomically, unless the refunds would
 	// then exceed the capture (ErrRefundExceeds) or the user already used r's key
-	// (*ConflictError). It returns the payment after the refund.
+	// (ErrDuplicateKey). It returns the payment after the refund.
 	Refund(ctx context.Context, r Refund, event Event) (Payment, error)
 	// GetRefundByKey returns the refund userID made with key, or ErrNotFound.
 	GetRefundByKey(ctx context.Context, userID, key string) (Refund, error)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/poll"
 )
@@ -61,7 +62,7 @@ func fingerprint(parts ...string) string {
 // and the next call with the same key tries again.
 func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInput) (Payment, error) {
 	if in.Amount.Minor <= 0 {
-		return Payment{}, &InvalidError{Field: "amount", Reason: "must be positive"}
+		return Payment{}, fault.Invalid("amount", "must be positive")
 	}
 	payer := caller.Subject
 	if in.UserID != "" && in.UserID != caller.Subject {
@@ -78,9 +79,8 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 		Fingerprint: fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), fingerprint(in.Token)),
 	}
 	err := s.store.CreatePending(ctx, p)
-	var conflict *ConflictError
 	switch {
-	case errors.As(err, &conflict):
+	case errors.Is(err, ErrDuplicateKey):
 		existing, err := s.store.GetByKey(ctx, payer, in.IdempotencyKey)
 		if err != nil {
 			return Payment{}, err
@@ -211,10 +211,10 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 	amount := left
 	if in.Amount != nil {
 		if in.Amount.Currency != p.Amount.Currency {
-			return Payment{}, Refund{}, &InvalidError{Field: "amount.currency_code", Reason: "must be the payment's currency, " + p.Amount.Currency}
+			return Payment{}, Refund{}, fault.Invalid("amount.currency_code", "must be the payment's currency, "+p.Amount.Currency)
 		}
 		if in.Amount.Minor <= 0 {
-			return Payment{}, Refund{}, &InvalidError{Field: "amount", Reason: "must be positive"}
+			return Payment{}, Refund{}, fault.Invalid("amount", "must be positive")
 		}
 		amount = in.Amount.Minor
 	}
@@ -231,8 +231,7 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 	}
 	after.UpdateTime = r.CreateTime
 	updated, err := s.store.Refund(ctx, r, s.event(EventRefunded, after, Money{Currency: p.Amount.Currency, Minor: amount}))
-	var conflict *ConflictError
-	if errors.As(err, &conflict) {
+	if errors.Is(err, ErrDuplicateKey) {
 		// A concurrent call with the same key won the race: answer as it did.
 		return s.Refund(ctx, caller, in)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 	"github.com/meshmart/meshmart/services/payment/internal/store"
@@ -66,9 +67,8 @@ func newService(t *testing.T, processorTimeout time.Duration) (*payment.Service,
 
 // invalidField returns the request field an invalid-input error names, "" for other errors.
 func invalidField(err error) string {
-	var invalid *payment.InvalidError
-	if errors.As(err, &invalid) {
-		return invalid.Field
+	if f, ok := fault.As(err); ok && f.Code == fault.InvalidArgument {
+		return f.Field
 	}
 	return ""
 }

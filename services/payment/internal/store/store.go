@@ -48,7 +48,7 @@ func (s *Payments) CreatePending(ctx context.Context, p payment.Payment) error {
 		p.ID, p.OrderID, p.UserID, p.Amount.Currency, p.Amount.Minor, p.RefundedMinor, int(p.Status), int(p.DeclineReason),
 		p.FailureMessage, p.IdempotencyKey, p.Fingerprint, p.Attempts, sqldb.Micros(p.LeaseUntil), sqldb.Micros(p.CreateTime), sqldb.Micros(p.UpdateTime))
 	if _, ok := sqldb.UniqueViolation(err); ok {
-		return &payment.ConflictError{What: "a payment with this idempotency key"}
+		return payment.ErrDuplicateKey
 	}
 	if err != nil {
 		return fmt.Errorf("create payment: %w", err)
@@ -143,7 +143,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 			fingerprint, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.Fingerprint, sqldb.Micros(r.CreateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
-			return &payment.ConflictError{What: "a refund with this idempotency key"}
+			return payment.ErrDuplicateKey
 		}
 		if err != nil {
 			return err
@@ -167,10 +167,9 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 		e.Payment = after
 		return s.insertEvents(ctx, tx, []payment.Event{e})
 	})
-	var conflict *payment.ConflictError
 	switch {
-	case errors.As(err, &conflict):
-		return payment.Payment{}, conflict
+	case errors.Is(err, payment.ErrDuplicateKey):
+		return payment.Payment{}, payment.ErrDuplicateKey
 	case errors.Is(err, errExceeds):
 		return payment.Payment{}, payment.ErrRefundExceeds
 	case err != nil:

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/user/internal/user"
@@ -143,9 +144,8 @@ func (s *Server) ExportUsers(req *userv1.ExportUsersRequest, stream grpc.ServerS
 	err = s.svc.Export(ctx, who, user.Filter{Status: user.Status(req.GetStatus())}, func(u user.User) error {
 		return stream.Send(&userv1.ExportUsersResponse{User: toProto(u)})
 	})
-	if _, isStatus := status.FromError(err); isStatus {
-		return err // nil, or a status from Send
-	}
+	// nil, or a status from Send, which toStatus passes as it is (a status wrapped with context it
+	// would not).
 	return toStatus(ctx, s.log, err)
 }
 
@@ -220,13 +220,17 @@ func (s *Server) importResult(ctx context.Context, index int64, u user.User, err
 	}
 	st := status.Convert(toStatus(ctx, s.log, err))
 	ie := &userv1.ImportUserError{Code: int32(st.Code()), Message: st.Message()}
-	var conflict *user.ConflictError
-	var invalid *user.InvalidError
 	switch {
-	case errors.As(err, &conflict):
-		ie.Field = conflict.Field
-	case errors.As(err, &invalid):
-		ie.Field = invalid.Field
+	case errors.Is(err, user.ErrEmailTaken):
+		ie.Field = "email"
+	case errors.Is(err, user.ErrUsernameTaken):
+		ie.Field = "username"
+	case errors.Is(err, user.ErrIDTaken):
+		ie.Field = "id"
+	default:
+		if f, ok := fault.As(err); ok {
+			ie.Field = f.Field
+		}
 	}
 	return &userv1.ImportUserResult{Index: index, Outcome: &userv1.ImportUserResult_Error{Error: ie}}
 }

@@ -34,6 +34,18 @@ func newClient(t *testing.T) userv1.UserServiceClient {
 // issuing access tokens with keys.
 func newReplica(t *testing.T, path string, keys testkit.Keys) userv1.UserServiceClient {
 	t.Helper()
+	c, _ := newReplicaAndStore(t, path, keys)
+	return c
+}
+
+// newClientAndStore is newClient that also returns the store, for a test to break.
+func newClientAndStore(t *testing.T) (userv1.UserServiceClient, *store.Users) {
+	t.Helper()
+	return newReplicaAndStore(t, testkit.SQLitePath(t), testkit.NewKeys(t))
+}
+
+func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (userv1.UserServiceClient, *store.Users) {
+	t.Helper()
 	users, err := store.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +69,7 @@ func newReplica(t *testing.T, path string, keys testkit.Keys) userv1.UserService
 		srv.RegisterService(&userv1.UserService_ServiceDesc, api)
 		return srv
 	})
-	return userv1.NewUserServiceClient(cc)
+	return userv1.NewUserServiceClient(cc), users
 }
 
 type account struct {

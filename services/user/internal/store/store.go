@@ -197,16 +197,17 @@ func scan(r scanner) (user.User, error) {
 	return u, nil
 }
 
-// conflict turns a unique violation into the *user.ConflictError naming the taken field.
+// conflict turns a unique violation into the sentinel naming the taken field.
 func conflict(err error) error {
 	what, ok := sqldb.UniqueViolation(err)
 	if !ok {
 		return err
 	}
-	for _, field := range []string{"email", "username"} {
-		if strings.Contains(what, field) {
-			return &user.ConflictError{Field: field}
-		}
+	switch {
+	case strings.Contains(what, "email"):
+		return user.ErrEmailTaken
+	case strings.Contains(what, "username"):
+		return user.ErrUsernameTaken
 	}
-	return &user.ConflictError{Field: "id"}
+	return user.ErrIDTaken
 }

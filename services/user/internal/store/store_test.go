@@ -60,10 +60,9 @@ func suite(t *testing.T, dsn string) {
 	// Duplicates name the taken field.
 	dupEmail, dupName := account(2), account(3)
 	dupEmail.Email, dupName.Username = a.Email, a.Username
-	for field, u := range map[string]user.User{"email": dupEmail, "username": dupName} {
-		var ce *user.ConflictError
-		if err := s.Create(ctx, u); !errors.As(err, &ce) || ce.Field != field {
-			t.Errorf("duplicate %s: %v", field, err)
+	for want, u := range map[error]user.User{user.ErrEmailTaken: dupEmail, user.ErrUsernameTaken: dupName} {
+		if err := s.Create(ctx, u); !errors.Is(err, want) {
+			t.Errorf("duplicate = %v, want %v", err, want)
 		}
 	}
 
@@ -100,8 +99,7 @@ func suite(t *testing.T, dsn string) {
 	batch := []user.User{account(10), account(11), account(12)}
 	batch[1].Email = a.Email
 	errs := s.CreateBatch(ctx, batch)
-	var ce *user.ConflictError
-	if errs[0] != nil || !errors.As(errs[1], &ce) || errs[2] != nil {
+	if errs[0] != nil || !errors.Is(errs[1], user.ErrEmailTaken) || errs[2] != nil {
 		t.Fatalf("CreateBatch = %v", errs)
 	}
 	if _, err := s.Get(ctx, user.Lookup{ID: batch[1].ID}); !errors.Is(err, user.ErrNotFound) {

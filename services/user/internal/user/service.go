@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -62,10 +63,10 @@ func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, err
 // newAccount builds the account nu describes, hashing its password.
 func (s *Service) newAccount(nu NewUser) (User, error) {
 	if strings.TrimSpace(nu.Email) == "" || strings.TrimSpace(nu.Username) == "" {
-		return User{}, &InvalidError{Field: "email", Reason: "email and username are required"}
+		return User{}, fault.Invalid("email", "email and username are required")
 	}
 	if len(nu.Password) < 8 {
-		return User{}, &InvalidError{Field: "password", Reason: "must be at least 8 characters"}
+		return User{}, fault.Invalid("password", "must be at least 8 characters")
 	}
 	hash, err := HashPassword(nu.Password)
 	if err != nil {
@@ -183,17 +184,17 @@ func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag str
 			}
 			if path == "status" {
 				if p.Status != StatusActive && p.Status != StatusSuspended {
-					return User{}, &InvalidError{Field: "user.status", Reason: "must be ACTIVE or SUSPENDED; use DeleteUser to delete"}
+					return User{}, fault.Invalid("user.status", "must be ACTIVE or SUSPENDED; use DeleteUser to delete")
 				}
 				u.Status = p.Status
 			} else {
 				if len(p.Roles) == 0 {
-					return User{}, &InvalidError{Field: "user.roles", Reason: "an account needs at least one role"}
+					return User{}, fault.Invalid("user.roles", "an account needs at least one role")
 				}
 				u.Roles = slices.Clone(p.Roles)
 			}
 		default:
-			return User{}, &InvalidError{Field: "update_mask", Reason: fmt.Sprintf("%q cannot be updated", path)}
+			return User{}, fault.Invalid("update_mask", fmt.Sprintf("%q cannot be updated", path))
 		}
 	}
 	return s.save(ctx, u)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/user/internal/store"
@@ -51,8 +52,7 @@ func TestSignUpAndLogin(t *testing.T) {
 	if ada.Email != "ada@example.com" || ada.Username != "ada" || ada.Status != user.StatusActive || ada.PasswordHash == "correct horse" {
 		t.Fatalf("stored account = %+v", ada)
 	}
-	var ce *user.ConflictError
-	if _, err := svc.Create(ctx, user.NewUser{Email: "ADA@example.com", Username: "other", Password: "correct horse", GivenName: "A"}); !errors.As(err, &ce) || ce.Field != "email" {
+	if _, err := svc.Create(ctx, user.NewUser{Email: "ADA@example.com", Username: "other", Password: "correct horse", GivenName: "A"}); !errors.Is(err, user.ErrEmailTaken) {
 		t.Errorf("duplicate email, case aside: %v", err)
 	}
 
@@ -193,9 +193,7 @@ func TestExportAndImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ce *user.ConflictError
-	var ie *user.InvalidError
-	if results[0].Err != nil || !errors.As(results[1].Err, &ce) || !errors.As(results[2].Err, &ie) || results[3].Err != nil {
+	if results[0].Err != nil || !errors.Is(results[1].Err, user.ErrEmailTaken) || fault.CodeOf(results[2].Err) != fault.InvalidArgument || results[3].Err != nil {
 		t.Fatalf("import results = %+v", results)
 	}
 	if _, err := svc.Import(ctx, self(results[0].User), nil); !errors.Is(err, user.ErrPermissionDenied) {

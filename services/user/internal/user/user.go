@@ -5,10 +5,10 @@ package user
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -69,27 +69,24 @@ type Patch struct {
 	Roles      []string
 }
 
-// Sentinel errors. The transport maps each to one gRPC status code.
+// Sentinel errors, each with its code and a message written for the client; the transport maps
+// them with grpcerr.ToStatus.
 var (
 	// ErrNotFound: no such account, or it was deleted.
-	ErrNotFound = errors.New("user not found")
+	ErrNotFound = fault.New(fault.NotFound, "user not found")
 	// ErrBadCredentials: wrong password, or no such account; deliberately the same.
-	ErrBadCredentials = errors.New("wrong email, username or password")
+	ErrBadCredentials = fault.New(fault.Unauthenticated, "wrong email, username or password")
 	// ErrPermissionDenied: the caller may not do this to this account.
-	ErrPermissionDenied = errors.New("permission denied")
+	ErrPermissionDenied = fault.New(fault.PermissionDenied, "permission denied")
 	// ErrStale: the account changed since the caller read it (its etag no longer matches).
-	ErrStale = errors.New("the user was changed by someone else; read it again")
+	ErrStale = fault.New(fault.Aborted, "the user was changed by someone else; read it again")
+	// ErrEmailTaken: another account has this email.
+	ErrEmailTaken = fault.New(fault.AlreadyExists, "email is already taken")
+	// ErrUsernameTaken: another account has this username.
+	ErrUsernameTaken = fault.New(fault.AlreadyExists, "username is already taken")
+	// ErrIDTaken: another account has this id (a generated id that collided).
+	ErrIDTaken = fault.New(fault.AlreadyExists, "id is already taken")
 )
-
-// ConflictError reports that Field's value is taken by another account.
-type ConflictError struct{ Field string }
-
-func (e *ConflictError) Error() string { return fmt.Sprintf("%s is already taken", e.Field) }
-
-// InvalidError reports a bad value in Field.
-type InvalidError struct{ Field, Reason string }
-
-func (e *InvalidError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Reason) }
 
 // Filter selects accounts for listing and export.
 type Filter struct {
@@ -103,7 +100,7 @@ func (u User) Cursor() paging.Cursor { return paging.Cursor{CreateTime: u.Create
 // Store keeps accounts. Implementations must be safe for concurrent use by several replicas of
 // the service sharing one database.
 type Store interface {
-	// Create stores u, failing with a *ConflictError when its email or username is taken.
+	// Create stores u, failing with ErrEmailTaken or ErrUsernameTaken when one of them is taken.
 	Create(ctx context.Context, u User) error
 	// CreateBatch stores each user on its own: the result holds nil or the error for each,
 	// and a failed one never stops or undoes the others.
@@ -111,7 +108,7 @@ type Store interface {
 	// Get returns the account matching l, deleted or not, or ErrNotFound.
 	Get(ctx context.Context, l Lookup) (User, error)
 	// Update replaces the stored account with u if the stored version is still
-	// u.Version-1, else fails with ErrStale; a taken email or username is a *ConflictError.
+	// u.Version-1, else fails with ErrStale; a taken email or username is ErrEmailTaken or ErrUsernameTaken.
 	Update(ctx context.Context, u User) error
 	// List returns up to limit accounts matching f after the cursor (nil: from the start), in the
 	// stable order.
