@@ -103,3 +103,19 @@ func Fallback(ctx context.Context, log *slog.Logger, what string, err error) err
 		return status.Error(codes.Internal, "internal error")
 	}
 }
+
+// Mapper is ToStatus for one service: its logger and the name of its database, bound once, so
+// that a transport's handlers say only s.errs.Status(ctx, err).
+type Mapper struct {
+	log  *slog.Logger
+	what string
+}
+
+// NewMapper returns the Mapper of a service that logs to log and whose database is called what
+// ("the order database").
+func NewMapper(log *slog.Logger, what string) Mapper { return Mapper{log: log, what: what} }
+
+// Status is ToStatus with m's logger and database name.
+func (m Mapper) Status(ctx context.Context, err error) error {
+	return ToStatus(ctx, m.log, m.what, err)
+}

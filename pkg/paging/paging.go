@@ -165,3 +165,16 @@ func List[T any](ctx context.Context, c *Codec, method string, filter any, size 
 	}
 	return rows, next, nil
 }
+
+// Map converts the items of a page, typically domain values into the messages of a List
+// response: Map(orders, toProto). It returns nil for an empty page, as an unset repeated field.
+func Map[T, P any](items []T, f func(T) P) []P {
+	if len(items) == 0 {
+		return nil
+	}
+	out := make([]P, len(items))
+	for i, it := range items {
+		out[i] = f(it)
+	}
+	return out
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,15 @@ func TestKeySource(t *testing.T) {
 	}
 	if got, err := c.Read(ctx, "List", filter{}, token); err != nil || got.ID != "a" || asked != 2 {
 		t.Errorf("Read = %+v, %v after %d asks, want a after 2", got, err, asked)
+	}
+}
+
+func TestMap(t *testing.T) {
+	t.Parallel()
+	if got := paging.Map([]int{1, 2, 3}, strconv.Itoa); !slices.Equal(got, []string{"1", "2", "3"}) {
+		t.Errorf("Map = %q", got)
+	}
+	if got := paging.Map(nil, strconv.Itoa); got != nil {
+		t.Errorf("Map of an empty page = %q, want nil", got)
 	}
 }

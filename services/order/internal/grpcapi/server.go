@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/poll"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
@@ -24,8 +25,8 @@ import (
 // Server implements order.v1.OrderService.
 type Server struct {
 	orderv1.UnimplementedOrderServiceServer
-	svc *order.Service
-	log *slog.Logger
+	svc  *order.Service
+	errs grpcerr.Mapper
 	// trackInterval is how often a TrackOrders stream looks for updates.
 	trackInterval time.Duration
 }
@@ -34,13 +35,7 @@ var _ orderv1.OrderServiceServer = (*Server)(nil)
 
 // New returns the transport for svc; tracking streams poll for updates every trackInterval.
 func New(svc *order.Service, log *slog.Logger, trackInterval time.Duration) *Server {
-	return &Server{svc: svc, log: log, trackInterval: trackInterval}
-}
-
-// toStatus maps err for the client with grpcerr.ToStatus, the one place errors become statuses;
-// it only binds the logger and names the database that an Unavailable message speaks of.
-func (s *Server) toStatus(ctx context.Context, err error) error {
-	return grpcerr.ToStatus(ctx, s.log, "the order database", err)
+	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the order database"), trackInterval: trackInterval}
 }
 
 // CreateOrder implements order.v1.OrderService.
@@ -55,7 +50,7 @@ func (s *Server) CreateOrder(ctx context.Context, req *orderv1.CreateOrderReques
 	}
 	o, err := s.svc.Create(ctx, who, in)
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &orderv1.CreateOrderResponse{Order: toProto(o)}, nil
 }
@@ -68,7 +63,7 @@ func (s *Server) GetOrder(ctx context.Context, req *orderv1.GetOrderRequest) (*o
 	}
 	o, err := s.svc.Get(ctx, who, req.GetId())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &orderv1.GetOrderResponse{Order: toProto(o)}, nil
 }
@@ -82,13 +77,9 @@ func (s *Server) ListOrders(ctx context.Context, req *orderv1.ListOrdersRequest)
 	f := order.Filter{UserID: req.GetUserId(), Status: order.Status(req.GetStatus())}
 	os, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
-	resp := &orderv1.ListOrdersResponse{NextPageToken: next}
-	for _, o := range os {
-		resp.Orders = append(resp.Orders, toProto(o))
-	}
-	return resp, nil
+	return &orderv1.ListOrdersResponse{Orders: paging.Map(os, toProto), NextPageToken: next}, nil
 }
 
 // CancelOrder implements order.v1.OrderService.
@@ -99,7 +90,7 @@ func (s *Server) CancelOrder(ctx context.Context, req *orderv1.CancelOrderReques
 	}
 	o, err := s.svc.Cancel(ctx, who, req.GetId(), req.GetReason())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &orderv1.CancelOrderResponse{Order: toProto(o)}, nil
 }
@@ -132,7 +123,7 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 	}()
 	seq, err := s.svc.LastUpdateSeq(ctx)
 	if err != nil {
-		return s.toStatus(ctx, err)
+		return s.errs.Status(ctx, err)
 	}
 	sent := map[string]int64{} // subscribed order id -> revision last sent
 	send := func(t orderv1.OrderUpdateType, o order.Order, previous order.Status) error {
@@ -157,7 +148,7 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 			if id := req.GetSubscribeOrderId(); id != "" {
 				o, err := s.svc.Get(ctx, who, id)
 				if err != nil {
-					return s.toStatus(ctx, err)
+					return s.errs.Status(ctx, err)
 				}
 				sent[id] = o.Revision
 				if err := send(orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_SUBSCRIBED, o, order.StatusUnspecified); err != nil {
@@ -191,7 +182,7 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 				return sendErr
 			}
 			if err != nil {
-				return s.toStatus(ctx, err)
+				return s.errs.Status(ctx, err)
 			}
 		}
 	}

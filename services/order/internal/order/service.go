@@ -2,8 +2,6 @@ package order
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/idempotency"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
 
@@ -41,15 +40,6 @@ type CreateInput struct {
 	Currency       string
 	Token          string
 	IdempotencyKey string
-}
-
-func fingerprint(parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // total sums quantity times unit price exactly, refusing anything that would overflow.
@@ -81,11 +71,11 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 	if err != nil {
 		return Order{}, err
 	}
-	parts := []string{in.Currency, fingerprint(in.Token)}
+	parts := []string{in.Currency, idempotency.Fingerprint(in.Token)}
 	for _, it := range in.Items {
 		parts = append(parts, fmt.Sprintf("%s|%d|%d", it.SKU, it.Quantity, it.UnitPriceMinor))
 	}
-	fp := fingerprint(parts...)
+	fp := idempotency.Fingerprint(parts...)
 
 	existing, err := s.store.GetByKey(ctx, caller.Subject, in.IdempotencyKey)
 	switch {

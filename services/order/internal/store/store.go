@@ -21,26 +21,18 @@ import (
 const updateLock = 7953766477089567000
 
 // Orders is the SQL order store.
-type Orders struct{ db *sqldb.DB }
+type Orders struct{ sqldb.Store }
 
 var _ order.Store = (*Orders)(nil)
 
 // Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Orders, error) {
-	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
+	st, err := sqldb.OpenStore(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
-	return &Orders{db: db}, nil
+	return &Orders{Store: st}, nil
 }
-
-// PageKey implements order.Store: the key is kept in the database, made by the first replica to ask.
-func (s *Orders) PageKey(ctx context.Context) ([]byte, error) {
-	return s.db.Secret(ctx, "page_token", paging.KeySize)
-}
-
-// Close closes the database.
-func (s *Orders) Close() error { return s.db.Close() }
 
 const columns = `id, user_id, items, currency, total, status, payment_id, failure_reason, idempotency_key, fingerprint,
 	payment_token, revision, lease_until, create_time, update_time`
@@ -51,8 +43,8 @@ func (s *Orders) Create(ctx context.Context, o order.Order) error {
 	if err != nil {
 		return err
 	}
-	err = sqldb.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	err = sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
 			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
@@ -75,7 +67,7 @@ func (s *Orders) insertUpdate(ctx context.Context, tx *sql.Tx, o order.Order, pr
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.db.Rebind("INSERT INTO order_updates (order_id, previous_status, snapshot, create_time) VALUES (?, ?, ?, ?)"),
+	_, err = tx.ExecContext(ctx, s.DB.Rebind("INSERT INTO order_updates (order_id, previous_status, snapshot, create_time) VALUES (?, ?, ?, ?)"),
 		o.ID, int(previous), string(snapshot), sqldb.Micros(o.UpdateTime))
 	return err
 }
@@ -91,7 +83,7 @@ func (s *Orders) Get(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Orders) getWhere(ctx context.Context, where string, args ...any) (order.Order, error) {
-	o, err := scan(s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+columns+" FROM orders WHERE "+where), args...))
+	o, err := scan(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+columns+" FROM orders WHERE "+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return order.Order{}, order.ErrNotFound
 	}
@@ -114,7 +106,7 @@ func statusArgs(statuses []order.Status) []any {
 // Claim implements order.Store: one conditional update, so two replicas never both hold it.
 func (s *Orders) Claim(ctx context.Context, id string, statuses []order.Status, now, leaseUntil time.Time) (bool, error) {
 	args := append([]any{sqldb.Micros(leaseUntil), id}, statusArgs(statuses)...)
-	res, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE orders SET lease_until = ? WHERE id = ? AND status IN ("+
+	res, err := s.DB.ExecContext(ctx, s.DB.Rebind("UPDATE orders SET lease_until = ? WHERE id = ? AND status IN ("+
 		placeholders(len(statuses))+") AND lease_until <= ?"), append(args, sqldb.Micros(now))...)
 	if err != nil {
 		return false, fmt.Errorf("claim order %s: %w", id, err)
@@ -125,7 +117,7 @@ func (s *Orders) Claim(ctx context.Context, id string, statuses []order.Status, 
 
 // Release implements order.Store.
 func (s *Orders) Release(ctx context.Context, id string) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE orders SET lease_until = 0 WHERE id = ?"), id); err != nil {
+	if _, err := s.DB.ExecContext(ctx, s.DB.Rebind("UPDATE orders SET lease_until = 0 WHERE id = ?"), id); err != nil {
 		return fmt.Errorf("release order %s: %w", id, err)
 	}
 	return nil
@@ -133,8 +125,8 @@ func (s *Orders) Release(ctx context.Context, id string) error {
 
 // Transition implements order.Store.
 func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.Status) error {
-	err := sqldb.OrderedTx(ctx, s.db, updateLock, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
+	err := sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
 			payment_token = ?, revision = ?, lease_until = 0, update_time = ? WHERE id = ? AND revision = ?`),
 			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, sqldb.Micros(o.UpdateTime), o.ID, o.Revision-1)
 		if err != nil {
@@ -179,7 +171,7 @@ func (s *Orders) List(ctx context.Context, f order.Filter, after *paging.Cursor,
 }
 
 func (s *Orders) query(ctx context.Context, q string, args ...any) ([]order.Order, error) {
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
@@ -198,7 +190,7 @@ func (s *Orders) query(ctx context.Context, q string, args ...any) ([]order.Orde
 // LastUpdateSeq implements order.Store.
 func (s *Orders) LastUpdateSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM order_updates").Scan(&seq); err != nil {
+	if err := s.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM order_updates").Scan(&seq); err != nil {
 		return 0, fmt.Errorf("last update: %w", err)
 	}
 	return seq, nil
@@ -210,7 +202,7 @@ func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64,
 	for _, id := range orderIDs {
 		args = append(args, id)
 	}
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE seq > ? AND order_id IN ("+
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE seq > ? AND order_id IN ("+
 		placeholders(len(orderIDs))+") ORDER BY seq LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("updates: %w", err)

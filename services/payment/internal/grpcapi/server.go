@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/paging"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
@@ -21,8 +22,8 @@ import (
 // Server implements payment.v1.PaymentService.
 type Server struct {
 	paymentv1.UnimplementedPaymentServiceServer
-	svc *payment.Service
-	log *slog.Logger
+	svc  *payment.Service
+	errs grpcerr.Mapper
 	// watchInterval is how often a WatchPayments stream looks for new events.
 	watchInterval time.Duration
 }
@@ -31,13 +32,7 @@ var _ paymentv1.PaymentServiceServer = (*Server)(nil)
 
 // New returns the transport for svc; watch streams poll for events every watchInterval.
 func New(svc *payment.Service, log *slog.Logger, watchInterval time.Duration) *Server {
-	return &Server{svc: svc, log: log, watchInterval: watchInterval}
-}
-
-// toStatus maps err for the client with grpcerr.ToStatus, the one place errors become statuses;
-// it only binds the logger and names the database that an Unavailable message speaks of.
-func (s *Server) toStatus(ctx context.Context, err error) error {
-	return grpcerr.ToStatus(ctx, s.log, "the payment database", err)
+	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the payment database"), watchInterval: watchInterval}
 }
 
 // CreatePayment implements payment.v1.PaymentService.
@@ -51,7 +46,7 @@ func (s *Server) CreatePayment(ctx context.Context, req *paymentv1.CreatePayment
 		OrderID: req.GetOrderId(), Amount: money(req.GetAmount()), Token: req.GetPaymentMethodToken(), IdempotencyKey: req.GetIdempotencyKey(),
 	})
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &paymentv1.CreatePaymentResponse{Payment: toProto(p)}, nil
 }
@@ -69,7 +64,7 @@ func (s *Server) RefundPayment(ctx context.Context, req *paymentv1.RefundPayment
 	}
 	p, r, err := s.svc.Refund(ctx, who, in)
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &paymentv1.RefundPaymentResponse{Payment: toProto(p), Refund: refundProto(r, p.Amount.Currency)}, nil
 }
@@ -82,7 +77,7 @@ func (s *Server) GetPayment(ctx context.Context, req *paymentv1.GetPaymentReques
 	}
 	p, err := s.svc.Get(ctx, who, req.GetId())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &paymentv1.GetPaymentResponse{Payment: toProto(p)}, nil
 }
@@ -96,13 +91,9 @@ func (s *Server) ListPayments(ctx context.Context, req *paymentv1.ListPaymentsRe
 	f := payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}
 	ps, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, s.errs.Status(ctx, err)
 	}
-	resp := &paymentv1.ListPaymentsResponse{NextPageToken: next}
-	for _, p := range ps {
-		resp.Payments = append(resp.Payments, toProto(p))
-	}
-	return resp, nil
+	return &paymentv1.ListPaymentsResponse{Payments: paging.Map(ps, toProto), NextPageToken: next}, nil
 }
 
 // WatchPayments implements payment.v1.PaymentService. It runs until the client cancels or the
@@ -122,7 +113,7 @@ func (s *Server) WatchPayments(req *paymentv1.WatchPaymentsRequest, stream grpc.
 	if _, isStatus := status.FromError(err); isStatus {
 		return err // nil, or a status from Send
 	}
-	return s.toStatus(ctx, err)
+	return s.errs.Status(ctx, err)
 }
 
 func money(m *moneyv1.Money) payment.Money {

@@ -2,8 +2,6 @@ package payment
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/idempotency"
 	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/poll"
 )
@@ -46,15 +45,6 @@ type ChargeInput struct {
 	IdempotencyKey string
 }
 
-func fingerprint(parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
 // Charge charges in.Amount to the payer. The same payer and key with the same parameters
 // returns the first call's payment and never charges again, whichever replica answers and however
 // many calls race; with other parameters it is ErrKeyReused. A declined or failed charge is a
@@ -76,7 +66,7 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 		ID: uuid.NewString(), OrderID: in.OrderID, UserID: payer, Amount: in.Amount,
 		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, CreateTime: now, UpdateTime: now,
 		// The token is part of the fingerprint only as a hash: card data is never stored.
-		Fingerprint: fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), fingerprint(in.Token)),
+		Fingerprint: idempotency.Fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), idempotency.Fingerprint(in.Token)),
 	}
 	err := s.store.CreatePending(ctx, p)
 	switch {
@@ -193,7 +183,7 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 	if in.Amount != nil {
 		amountPart = fmt.Sprint(in.Amount.Minor)
 	}
-	fp := fingerprint(in.PaymentID, amountPart, in.Reason)
+	fp := idempotency.Fingerprint(in.PaymentID, amountPart, in.Reason)
 	// A repeated request returns the refund it made, whatever the payment's state now. Keys are
 	// scoped to the payer, like charge keys.
 	if prev, err := s.store.GetRefundByKey(ctx, p.UserID, in.IdempotencyKey); err == nil {

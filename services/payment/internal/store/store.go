@@ -17,33 +17,25 @@ import (
 )
 
 // Payments is the SQL payment store.
-type Payments struct{ db *sqldb.DB }
+type Payments struct{ sqldb.Store }
 
 var _ payment.Store = (*Payments)(nil)
 
 // Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Payments, error) {
-	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
+	st, err := sqldb.OpenStore(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
-	return &Payments{db: db}, nil
+	return &Payments{Store: st}, nil
 }
-
-// PageKey implements payment.Store: the key is kept in the database, made by the first replica to ask.
-func (s *Payments) PageKey(ctx context.Context) ([]byte, error) {
-	return s.db.Secret(ctx, "page_token", paging.KeySize)
-}
-
-// Close closes the database.
-func (s *Payments) Close() error { return s.db.Close() }
 
 const paymentColumns = `id, order_id, user_id, currency, amount, refunded, status, decline_reason, failure_message,
 	idempotency_key, fingerprint, attempts, lease_until, create_time, update_time`
 
 // CreatePending implements payment.Store.
 func (s *Payments) CreatePending(ctx context.Context, p payment.Payment) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO payments (`+paymentColumns+`)
+	_, err := s.DB.ExecContext(ctx, s.DB.Rebind(`INSERT INTO payments (`+paymentColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		p.ID, p.OrderID, p.UserID, p.Amount.Currency, p.Amount.Minor, p.RefundedMinor, int(p.Status), int(p.DeclineReason),
 		p.FailureMessage, p.IdempotencyKey, p.Fingerprint, p.Attempts, sqldb.Micros(p.LeaseUntil), sqldb.Micros(p.CreateTime), sqldb.Micros(p.UpdateTime))
@@ -67,7 +59,7 @@ func (s *Payments) Get(ctx context.Context, id string) (payment.Payment, error) 
 }
 
 func (s *Payments) getWhere(ctx context.Context, where string, args ...any) (payment.Payment, error) {
-	p, err := scanPayment(s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+paymentColumns+" FROM payments WHERE "+where), args...))
+	p, err := scanPayment(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+paymentColumns+" FROM payments WHERE "+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Payment{}, payment.ErrNotFound
 	}
@@ -84,7 +76,7 @@ func (s *Payments) getWhere(ctx context.Context, where string, args ...any) (pay
 // Claim implements payment.Store: one conditional update, so two replicas can never both hold it.
 func (s *Payments) Claim(ctx context.Context, id string, now, leaseUntil time.Time) (int, bool, error) {
 	var attempt int
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`UPDATE payments SET attempts = attempts + 1, lease_until = ?
+	err := s.DB.QueryRowContext(ctx, s.DB.Rebind(`UPDATE payments SET attempts = attempts + 1, lease_until = ?
 		WHERE id = ? AND status = ? AND lease_until <= ? RETURNING attempts`),
 		sqldb.Micros(leaseUntil), id, int(payment.StatusPending), sqldb.Micros(now)).Scan(&attempt)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -98,7 +90,7 @@ func (s *Payments) Claim(ctx context.Context, id string, now, leaseUntil time.Ti
 
 // Release implements payment.Store.
 func (s *Payments) Release(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind("UPDATE payments SET lease_until = 0 WHERE id = ? AND status = ?"), id, int(payment.StatusPending))
+	_, err := s.DB.ExecContext(ctx, s.DB.Rebind("UPDATE payments SET lease_until = 0 WHERE id = ? AND status = ?"), id, int(payment.StatusPending))
 	if err != nil {
 		return fmt.Errorf("release payment %s: %w", id, err)
 	}
@@ -109,13 +101,13 @@ func (s *Payments) Release(ctx context.Context, id string) error {
 const eventLock = 8243495406591078000
 
 func (s *Payments) eventTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return sqldb.OrderedTx(ctx, s.db, eventLock, fn)
+	return sqldb.OrderedTx(ctx, s.DB, eventLock, fn)
 }
 
 // Settle implements payment.Store.
 func (s *Payments) Settle(ctx context.Context, p payment.Payment, events []payment.Event) error {
 	err := s.eventTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET status = ?, decline_reason = ?, failure_message = ?,
+		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE payments SET status = ?, decline_reason = ?, failure_message = ?,
 			attempts = ?, lease_until = 0, update_time = ? WHERE id = ? AND status = ?`),
 			int(p.Status), int(p.DeclineReason), p.FailureMessage, p.Attempts, sqldb.Micros(p.UpdateTime), p.ID, int(payment.StatusPending))
 		if err != nil {
@@ -139,7 +131,7 @@ var errExceeds = errors.New("refund exceeds")
 // the refunds stay within the capture, and the event, in one transaction.
 func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event) (payment.Payment, error) {
 	err := s.eventTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO refunds (id, payment_id, user_id, amount, reason, idempotency_key,
+		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO refunds (id, payment_id, user_id, amount, reason, idempotency_key,
 			fingerprint, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.Fingerprint, sqldb.Micros(r.CreateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
@@ -148,7 +140,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 		if err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE payments SET refunded = refunded + ?,
+		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE payments SET refunded = refunded + ?,
 			status = CASE WHEN refunded + ? = amount THEN CAST(? AS INTEGER) ELSE CAST(? AS INTEGER) END, update_time = ?
 			WHERE id = ? AND status IN (?, ?) AND refunded + ? <= amount`),
 			r.AmountMinor, r.AmountMinor, int(payment.StatusRefunded), int(payment.StatusPartiallyRefunded), sqldb.Micros(r.CreateTime),
@@ -160,7 +152,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 			return errors.Join(err, errExceeds)
 		}
 		// The event carries the payment as it now stands, read inside the transaction.
-		after, err := scanPayment(tx.QueryRowContext(ctx, s.db.Rebind("SELECT "+paymentColumns+" FROM payments WHERE id = ?"), r.PaymentID))
+		after, err := scanPayment(tx.QueryRowContext(ctx, s.DB.Rebind("SELECT "+paymentColumns+" FROM payments WHERE id = ?"), r.PaymentID))
 		if err != nil {
 			return err
 		}
@@ -180,7 +172,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 
 // GetRefundByKey implements payment.Store.
 func (s *Payments) GetRefundByKey(ctx context.Context, userID, key string) (payment.Refund, error) {
-	r, err := scanRefund(s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+refundColumns+" FROM refunds WHERE user_id = ? AND idempotency_key = ?"), userID, key))
+	r, err := scanRefund(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+refundColumns+" FROM refunds WHERE user_id = ? AND idempotency_key = ?"), userID, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Refund{}, payment.ErrNotFound
 	}
@@ -202,7 +194,7 @@ func (s *Payments) List(ctx context.Context, f payment.Filter, after *paging.Cur
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY create_time DESC, id DESC LIMIT ?"
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), append(args, limit)...)
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list payments: %w", err)
 	}
@@ -248,7 +240,7 @@ func (s *Payments) loadRefunds(ctx context.Context, ps []payment.Payment) error 
 	for i, p := range ps {
 		at[p.ID], args[i] = i, p.ID
 	}
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind("SELECT "+refundColumns+" FROM refunds WHERE payment_id IN (?"+
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT "+refundColumns+" FROM refunds WHERE payment_id IN (?"+
 		strings.Repeat(", ?", len(ps)-1)+") ORDER BY create_time, id"), args...)
 	if err != nil {
 		return fmt.Errorf("load refunds: %w", err)
@@ -271,7 +263,7 @@ const eventColumns = `seq, id, type, currency, amount, payment_id, order_id, use
 func (s *Payments) insertEvents(ctx context.Context, tx *sql.Tx, events []payment.Event) error {
 	for _, e := range events {
 		p := e.Payment
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO payment_events (id, type, currency, amount, payment_id, order_id,
+		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO payment_events (id, type, currency, amount, payment_id, order_id,
 			user_id, p_amount, p_refunded, p_status, p_decline, p_failure, p_create_time, create_time)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			e.ID, int(e.Type), e.Amount.Currency, e.Amount.Minor, p.ID, p.OrderID, p.UserID, p.Amount.Minor, p.RefundedMinor,
@@ -286,7 +278,7 @@ func (s *Payments) insertEvents(ctx context.Context, tx *sql.Tx, events []paymen
 // LastEventSeq implements payment.Store.
 func (s *Payments) LastEventSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM payment_events").Scan(&seq); err != nil {
+	if err := s.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM payment_events").Scan(&seq); err != nil {
 		return 0, fmt.Errorf("last event: %w", err)
 	}
 	return seq, nil
@@ -297,7 +289,7 @@ func (s *Payments) EventsAfter(ctx context.Context, f payment.Filter, seq int64,
 	where, args := filter(f)
 	where = append([]string{"seq > ?"}, where...)
 	args = append([]any{seq}, args...)
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind("SELECT "+eventColumns+" FROM payment_events WHERE "+
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT "+eventColumns+" FROM payment_events WHERE "+
 		strings.Join(where, " AND ")+" ORDER BY seq LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)

@@ -15,7 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/paging"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
@@ -30,7 +32,7 @@ const importBatch = 100
 type Server struct {
 	userv1.UnimplementedUserServiceServer
 	svc       *user.Service
-	log       *slog.Logger
+	errs      grpcerr.Mapper
 	validator protovalidate.Validator
 }
 
@@ -42,14 +44,14 @@ func New(svc *user.Service, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{svc: svc, log: log, validator: v}, nil
+	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the user database"), validator: v}, nil
 }
 
 // CreateUser implements user.v1.UserService.
 func (s *Server) CreateUser(ctx context.Context, req *userv1.CreateUserRequest) (*userv1.CreateUserResponse, error) {
 	u, err := s.svc.Create(ctx, newUser(req))
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &userv1.CreateUserResponse{User: toProto(u)}, nil
 }
@@ -63,7 +65,7 @@ func newUser(req *userv1.CreateUserRequest) user.NewUser {
 func (s *Server) Login(ctx context.Context, req *userv1.LoginRequest) (*userv1.LoginResponse, error) {
 	token, exp, u, err := s.svc.Login(ctx, user.Lookup{Email: req.GetEmail(), Username: req.GetUsername()}, req.GetPassword())
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &userv1.LoginResponse{AccessToken: token, TokenType: "Bearer", ExpireTime: timestamppb.New(exp), User: toProto(u)}, nil
 }
@@ -76,7 +78,7 @@ func (s *Server) GetUser(ctx context.Context, req *userv1.GetUserRequest) (*user
 	}
 	u, err := s.svc.Get(ctx, who, user.Lookup{ID: req.GetId(), Email: req.GetEmail(), Username: req.GetUsername()})
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &userv1.GetUserResponse{User: toProto(u)}, nil
 }
@@ -97,7 +99,7 @@ func (s *Server) UpdateUser(ctx context.Context, req *userv1.UpdateUserRequest) 
 	}
 	u, err := s.svc.Update(ctx, who, in.GetId(), in.GetEtag(), patch)
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &userv1.UpdateUserResponse{User: toProto(u)}, nil
 }
@@ -110,7 +112,7 @@ func (s *Server) DeleteUser(ctx context.Context, req *userv1.DeleteUserRequest) 
 	}
 	u, err := s.svc.Delete(ctx, who, req.GetId(), req.GetEtag())
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
 	return &userv1.DeleteUserResponse{User: toProto(u)}, nil
 }
@@ -123,13 +125,9 @@ func (s *Server) ListUsers(ctx context.Context, req *userv1.ListUsersRequest) (*
 	}
 	users, next, err := s.svc.List(ctx, who, user.Filter{Status: user.Status(req.GetStatus())}, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
-		return nil, toStatus(ctx, s.log, err)
+		return nil, s.errs.Status(ctx, err)
 	}
-	resp := &userv1.ListUsersResponse{NextPageToken: next}
-	for _, u := range users {
-		resp.Users = append(resp.Users, toProto(u))
-	}
-	return resp, nil
+	return &userv1.ListUsersResponse{Users: paging.Map(users, toProto), NextPageToken: next}, nil
 }
 
 // ExportUsers implements user.v1.UserService. Send blocks while the client is not reading
@@ -144,9 +142,9 @@ func (s *Server) ExportUsers(req *userv1.ExportUsersRequest, stream grpc.ServerS
 	err = s.svc.Export(ctx, who, user.Filter{Status: user.Status(req.GetStatus())}, func(u user.User) error {
 		return stream.Send(&userv1.ExportUsersResponse{User: toProto(u)})
 	})
-	// nil, or a status from Send, which toStatus passes as it is (a status wrapped with context it
+	// nil, or a status from Send, which Status passes as it is (a status wrapped with context it
 	// would not).
-	return toStatus(ctx, s.log, err)
+	return s.errs.Status(ctx, err)
 }
 
 // ImportUsers implements user.v1.UserService: every request is validated on its own, valid ones
@@ -158,7 +156,7 @@ func (s *Server) ImportUsers(stream grpc.ClientStreamingServer[userv1.ImportUser
 		return err
 	}
 	if !who.IsAdmin() {
-		return toStatus(ctx, s.log, user.ErrPermissionDenied)
+		return s.errs.Status(ctx, user.ErrPermissionDenied)
 	}
 	resp := &userv1.ImportUsersResponse{}
 	var (
@@ -168,7 +166,7 @@ func (s *Server) ImportUsers(stream grpc.ClientStreamingServer[userv1.ImportUser
 	flush := func() error {
 		results, err := s.svc.Import(ctx, who, pending)
 		if err != nil {
-			return toStatus(ctx, s.log, err)
+			return s.errs.Status(ctx, err)
 		}
 		for i, r := range results {
 			resp.Results = append(resp.Results, s.importResult(ctx, at[i], r.User, r.Err))
@@ -218,7 +216,7 @@ func (s *Server) importResult(ctx context.Context, index int64, u user.User, err
 	if err == nil {
 		return &userv1.ImportUserResult{Index: index, Outcome: &userv1.ImportUserResult_User{User: toProto(u)}}
 	}
-	st := status.Convert(toStatus(ctx, s.log, err))
+	st := status.Convert(s.errs.Status(ctx, err))
 	ie := &userv1.ImportUserError{Code: int32(st.Code()), Message: st.Message()}
 	switch {
 	case errors.Is(err, user.ErrEmailTaken):

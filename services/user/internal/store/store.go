@@ -16,29 +16,21 @@ import (
 )
 
 // Users is the SQL account store.
-type Users struct{ db *sqldb.DB }
+type Users struct{ sqldb.Store }
 
 var _ user.Store = (*Users)(nil)
 
 // Open opens the database at dsn (see sqldb.Open), applies the migrations and returns the store.
 func Open(ctx context.Context, dsn string) (*Users, error) {
-	db, err := sqldb.OpenMigrated(ctx, dsn, migrations.FS)
+	st, err := sqldb.OpenStore(ctx, dsn, migrations.FS)
 	if err != nil {
 		return nil, err
 	}
-	return &Users{db: db}, nil
+	return &Users{Store: st}, nil
 }
-
-// PageKey implements user.Store: the key is kept in the database, made by the first replica to ask.
-func (s *Users) PageKey(ctx context.Context) ([]byte, error) {
-	return s.db.Secret(ctx, "page_token", paging.KeySize)
-}
-
-// Close closes the database.
-func (s *Users) Close() error { return s.db.Close() }
 
 // Ping checks the database is reachable.
-func (s *Users) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+func (s *Users) Ping(ctx context.Context) error { return s.DB.PingContext(ctx) }
 
 const columns = "id, email, username, given_name, family_name, password_hash, status, roles, version, create_time, update_time, delete_time"
 
@@ -48,7 +40,7 @@ type execer interface {
 }
 
 func (s *Users) insert(ctx context.Context, e execer, u user.User) error {
-	_, err := e.ExecContext(ctx, s.db.Rebind("INSERT INTO users ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+	_, err := e.ExecContext(ctx, s.DB.Rebind("INSERT INTO users ("+columns+") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
 		u.ID, u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status),
 		strings.Join(u.Roles, ","), u.Version, sqldb.Micros(u.CreateTime), sqldb.Micros(u.UpdateTime), sqldb.Micros(u.DeleteTime))
 	return conflict(err)
@@ -56,7 +48,7 @@ func (s *Users) insert(ctx context.Context, e execer, u user.User) error {
 
 // Create implements user.Store.
 func (s *Users) Create(ctx context.Context, u user.User) error {
-	if err := s.insert(ctx, s.db, u); err != nil {
+	if err := s.insert(ctx, s.DB, u); err != nil {
 		return fmt.Errorf("create user: %w", err)
 	}
 	return nil
@@ -69,7 +61,7 @@ func (s *Users) CreateBatch(ctx context.Context, us []user.User) []error {
 	if len(us) == 0 {
 		return errs
 	}
-	err := sqldb.InTx(ctx, s.db, func(tx *sql.Tx) error {
+	err := sqldb.InTx(ctx, s.DB, func(tx *sql.Tx) error {
 		for i, u := range us {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT item"); err != nil {
 				return err
@@ -108,7 +100,7 @@ func (s *Users) Get(ctx context.Context, l user.Lookup) (user.User, error) {
 	default:
 		return user.User{}, user.ErrNotFound
 	}
-	row := s.db.QueryRowContext(ctx, s.db.Rebind("SELECT "+columns+" FROM users WHERE "+where+" = ?"), arg)
+	row := s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+columns+" FROM users WHERE "+where+" = ?"), arg)
 	u, err := scan(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return user.User{}, user.ErrNotFound
@@ -121,7 +113,7 @@ func (s *Users) Get(ctx context.Context, l user.Lookup) (user.User, error) {
 
 // Update implements user.Store.
 func (s *Users) Update(ctx context.Context, u user.User) error {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE users SET email = ?, username = ?, given_name = ?, family_name = ?,
+	res, err := s.DB.ExecContext(ctx, s.DB.Rebind(`UPDATE users SET email = ?, username = ?, given_name = ?, family_name = ?,
 		password_hash = ?, status = ?, roles = ?, version = ?, update_time = ?, delete_time = ?
 		WHERE id = ? AND version = ?`),
 		u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status), strings.Join(u.Roles, ","),
@@ -156,7 +148,7 @@ func (s *Users) List(ctx context.Context, f user.Filter, after *paging.Cursor, l
 	}
 	q += " ORDER BY create_time, id LIMIT ?"
 	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(q), args...)
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", err)
 	}
