@@ -76,7 +76,7 @@ lint: third_party ## buf format and lint, gofmt and go vet on every module
 	  (cd "$$mod" && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$mod: go.mod/go.sum not tidy on its own: run 'GOWORK=off go mod tidy' in it" >&2; exit 1; }; done
 
 .PHONY: breaking
-breaking: third_party ## buf breaking on every commit and the working tree (see README)
+breaking: third_party ## buf breaking on every commit and the working tree (see docs/development.md, Breaking changes)
 	go run ./tools/breakcheck -buf "$$(go tool -n buf)"
 
 .PHONY: build

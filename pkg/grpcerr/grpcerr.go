@@ -3,7 +3,7 @@
 // (BadRequest field violations, ErrorInfo); anything else is mapped by Fallback: cancellation and
 // deadlines keep their codes, an unreachable database is Unavailable, and the rest is Internal. A
 // cause's text is logged, never sent: a downstream service's "rpc error: code = ..." reaches no
-// client.
+// client. A transport holds a Mapper, ToStatus bound to its service's logger and database name.
 package grpcerr
 
 import (

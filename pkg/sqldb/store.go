@@ -4,7 +4,9 @@
 // Services write one set of queries with ? placeholders and portable types (TEXT, BIGINT,
 // INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed. OrderedTx
 // makes an event log's sequence grow in commit order, and UniqueViolation and Unavailable classify
-// driver errors the same way on both databases.
+// driver errors the same way on both databases. DB.Secret keeps random secrets (the page token
+// key) in the database itself, and Store, opened by OpenStore, is the part every service's store
+// embeds.
 package sqldb
 
 import (

@@ -1,7 +1,7 @@
 // Package faults proves what the platform survives: each test starts the whole platform (Consul
 // and three replicas of each service, real processes on loopback), puts it under load from
 // chassis clients that find the services through consul://, breaks something, prints what it
-// measured, and fails when a promise stops holding. The promises are stated in the README.
+// measured, and fails when a promise stops holding. The promises are stated in docs/faults.md.
 package faults
 
 import (

@@ -1,6 +1,6 @@
 // Package migrations embeds the user service's schema migrations, applied at start-up by
-// store.Migrate. Times are BIGINT unix microseconds and roles a comma-separated TEXT, so that one
-// schema serves SQLite and PostgreSQL alike.
+// sqldb.Migrate (through sqldb.OpenStore). Times are BIGINT unix microseconds and roles a
+// comma-separated TEXT, so that one schema serves SQLite and PostgreSQL alike.
 package migrations
 
 import "embed"

@@ -1,7 +1,7 @@
 // Package order holds the order service's business rules: pricing an order exactly, paying for it
 // through the payment service, settling what a failure left unknown, cancelling with a refund,
 // and the update log TrackOrders streams. It knows nothing of gRPC or SQL; the users and payments
-// it depends on are interfaces the transport layer implements.
+// it depends on are interfaces that internal/remote implements with gRPC clients.
 package order
 
 import (
