@@ -57,12 +57,14 @@ func Bind(fs *flag.FlagSet, getenv func(string) string, cfgs ...any) (*Settings,
 			return nil, err
 		}
 		for _, st := range list {
+			// The flag is defined before the environment is read, so that -h prints the built-in
+			// default and never a secret taken from the environment.
+			fs.Var(st.value, st.flag, fmt.Sprintf("%s (env %s)", st.usage, st.env))
 			if v := getenv(st.env); v != "" {
 				if err := st.value.Set(v); err != nil {
 					errs = append(errs, fmt.Errorf("%s=%q: %w", st.env, v, err))
 				}
 			}
-			fs.Var(st.value, st.flag, fmt.Sprintf("%s (env %s)", st.usage, st.env))
 			s.list = append(s.list, st)
 		}
 	}

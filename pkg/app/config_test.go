@@ -140,3 +140,21 @@ func TestTable(t *testing.T) {
 		t.Errorf("the table shows a secret or an untagged field:\n%s", table)
 	}
 }
+
+func TestHelpHidesSecretsFromTheEnvironment(t *testing.T) {
+	t.Parallel()
+	fs := newFlagSet()
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	cfg := example{}
+	if _, err := app.Bind(fs, envOf(map[string]string{"EX_PASSWORD": "hunter2", "EX_ADDR": ":9"}), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	fs.PrintDefaults()
+	if strings.Contains(help.String(), "hunter2") {
+		t.Errorf("-h shows the secret from the environment:\n%s", help.String())
+	}
+	if cfg.Password != "hunter2" || cfg.Addr != ":9" {
+		t.Errorf("the environment was not applied: %+v", cfg)
+	}
+}
