@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"github.com/meshmart/meshmart/pkg/auth"
 )
@@ -129,6 +132,12 @@ func (k Keys) Token(t testing.TB, subject string, roles ...string) string {
 }
 
 // ExpiredToken mints a token for subject that expired an hour ago.
+// Context returns a context whose outgoing calls carry a token for subject with roles.
+func (k Keys) Context(t testing.TB, subject string, roles ...string) context.Context {
+	t.Helper()
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+k.Token(t, subject, roles...))
+}
+
 func (k Keys) ExpiredToken(t testing.TB, subject string) string {
 	t.Helper()
 	token, _, err := k.Issuer.IssueAt(time.Now().Add(-2*time.Hour), subject, []string{auth.RoleUser})

@@ -116,3 +116,22 @@ func Bufconn(t testing.TB, build func(lis net.Listener) *server.Server, opts ...
 	})
 	return r, cc
 }
+
+// BufconnService runs impl as desc's service, named name, over bufconn behind the chassis' real
+// interceptor chain (TestConfig, trusting the access tokens keys signs, logging through t), and
+// returns a client connection to it. opts add to the server's options, such as
+// server.WithPublicMethods.
+func BufconnService(t testing.TB, name string, keys Keys, desc *grpc.ServiceDesc, impl any, opts ...server.Option) *grpc.ClientConn {
+	t.Helper()
+	cfg := TestConfig()
+	cfg.AuthPublicKey = keys.PublicKeyFile
+	_, cc := Bufconn(t, func(lis net.Listener) *server.Server {
+		srv, err := server.New(name, cfg, Logger(t), append([]server.Option{server.WithListener(lis)}, opts...)...)
+		if err != nil {
+			t.Fatalf("testkit: server %s: %v", name, err)
+		}
+		srv.RegisterService(desc, impl)
+		return srv
+	})
+	return cc
+}

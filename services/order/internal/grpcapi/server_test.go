@@ -3,18 +3,15 @@ package grpcapi_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	"github.com/meshmart/meshmart/services/order/internal/grpcapi"
@@ -80,22 +77,10 @@ func newClient(t *testing.T) (orderv1.OrderServiceClient, map[string]context.Con
 	t.Cleanup(func() { orders.Close() })
 	svc := order.NewService(orders, users{}, &payments{byOrder: map[string]order.Payment{}}, time.Minute)
 	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond)
-	cfg := testkit.TestConfig()
-	cfg.AuthPublicKey = keys.PublicKeyFile
-	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("order", cfg, testkit.Logger(t), server.WithListener(lis))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.RegisterService(&orderv1.OrderService_ServiceDesc, api)
-		return srv
-	})
-	as := func(subject, role string) context.Context {
-		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keys.Token(t, subject, role))
-	}
+	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, api)
 	return orderv1.NewOrderServiceClient(cc), map[string]context.Context{
-		"alice": as(alice, auth.RoleUser), "bob": as(bob, auth.RoleUser), "carol": as(carol, auth.RoleUser),
-		"admin": as("00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
+		"alice": keys.Context(t, alice, auth.RoleUser), "bob": keys.Context(t, bob, auth.RoleUser),
+		"carol": keys.Context(t, carol, auth.RoleUser), "admin": keys.Context(t, "00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
 	}, orders
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,11 +12,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -93,18 +90,9 @@ func newOrderClient(t *testing.T, users userv1.UserServiceClient, payments payme
 	log := slog.New(slog.NewTextHandler(logged, nil))
 	account := remote.NewServiceAccount(users, "order@example.com", "order-service", "a password")
 	svc := order.NewService(orders, remote.NewUsers(users), remote.NewPayments(payments, account), time.Second)
-	cfg := testkit.TestConfig()
-	cfg.AuthPublicKey = keys.PublicKeyFile
-	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("order", cfg, log, server.WithListener(lis))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.RegisterService(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, log, 20*time.Millisecond))
-		return srv
-	})
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keys.Token(t, alice, auth.RoleUser))
-	return orderv1.NewOrderServiceClient(cc), ctx, logged
+	// The transport logs to logged, where the causes it keeps from the client must show.
+	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, grpcapi.New(svc, log, 20*time.Millisecond))
+	return orderv1.NewOrderServiceClient(cc), keys.Context(t, alice, auth.RoleUser), logged
 }
 
 // TestDownstreamTextIsNotSent has the user or the payment service fail with a message of its

@@ -2,16 +2,13 @@ package grpcapi_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -55,21 +52,10 @@ func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (paymentv1
 	}
 	t.Cleanup(func() { payments.Close() })
 	api := grpcapi.New(payment.NewService(payments, payment.Simulator{}, 200*time.Millisecond), testkit.Logger(t), 20*time.Millisecond)
-	cfg := testkit.TestConfig()
-	cfg.AuthPublicKey = keys.PublicKeyFile
-	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("payment", cfg, testkit.Logger(t), server.WithListener(lis))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.RegisterService(&paymentv1.PaymentService_ServiceDesc, api)
-		return srv
-	})
-	as := func(subject, role string) context.Context {
-		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+keys.Token(t, subject, role))
-	}
+	cc := testkit.BufconnService(t, "payment", keys, &paymentv1.PaymentService_ServiceDesc, api)
 	return paymentv1.NewPaymentServiceClient(cc), map[string]context.Context{
-		"alice": as(alice, auth.RoleUser), "bob": as(bob, auth.RoleUser), "admin": as("00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
+		"alice": keys.Context(t, alice, auth.RoleUser), "bob": keys.Context(t, bob, auth.RoleUser),
+		"admin": keys.Context(t, "00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
 	}, payments
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -59,16 +58,7 @@ func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (userv1.Us
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := testkit.TestConfig()
-	cfg.AuthPublicKey = keys.PublicKeyFile
-	_, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("user", cfg, testkit.Logger(t), server.WithListener(lis), server.WithPublicMethods(grpcapi.PublicMethods...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv.RegisterService(&userv1.UserService_ServiceDesc, api)
-		return srv
-	})
+	cc := testkit.BufconnService(t, "user", keys, &userv1.UserService_ServiceDesc, api, server.WithPublicMethods(grpcapi.PublicMethods...))
 	return userv1.NewUserServiceClient(cc), users
 }
 
