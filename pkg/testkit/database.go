@@ -28,6 +28,18 @@ func SQLitePath(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "test.sqlite")
 }
 
+// OpenSQLite opens a service's store with open on a fresh SQLite file (SQLitePath), failing the
+// test if it cannot, and closes it when the test ends: OpenSQLite(t, store.Open).
+func OpenSQLite[S interface{ Close() error }](t testing.TB, open func(ctx context.Context, dsn string) (S, error)) S {
+	t.Helper()
+	s, err := open(context.Background(), SQLitePath(t))
+	if err != nil {
+		t.Fatalf("testkit: open a store on SQLite: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // PostgresURL returns the URL of a fresh, empty PostgreSQL database, dropped when the test ends.
 //
 // The database is created on the server named by TEST_POSTGRES_URL (a URL whose user may create

@@ -70,11 +70,7 @@ func (p *payments) ForOrder(_ context.Context, orderID, _ string) (order.Payment
 func newClient(t *testing.T) (orderv1.OrderServiceClient, map[string]context.Context, *store.Orders) {
 	t.Helper()
 	keys := testkit.NewKeys(t)
-	orders, err := store.Open(context.Background(), testkit.SQLitePath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { orders.Close() })
+	orders := testkit.OpenSQLite(t, store.Open)
 	svc := order.NewService(orders, users{}, &payments{byOrder: map[string]order.Payment{}}, time.Minute)
 	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond)
 	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, api)

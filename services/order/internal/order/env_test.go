@@ -33,11 +33,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	s, err := store.Open(context.Background(), testkit.SQLitePath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := testkit.OpenSQLite(t, store.Open)
 	e := &env{store: s, users: &fakeUsers{inactive: map[string]bool{}}, payments: newFakePayments(),
 		clock: &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	e.svc = order.NewService(s, e.users, e.payments, lease)

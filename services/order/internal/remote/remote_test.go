@@ -81,11 +81,7 @@ func (b *syncBuffer) String() string {
 func newOrderClient(t *testing.T, users userv1.UserServiceClient, payments paymentv1.PaymentServiceClient) (orderv1.OrderServiceClient, context.Context, *syncBuffer) {
 	t.Helper()
 	keys := testkit.NewKeys(t)
-	orders, err := store.Open(context.Background(), testkit.SQLitePath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { orders.Close() })
+	orders := testkit.OpenSQLite(t, store.Open)
 	logged := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logged, nil))
 	account := remote.NewServiceAccount(users, "order@example.com", "order-service", "a password")

@@ -3,7 +3,6 @@ package payment_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
+	"github.com/meshmart/meshmart/services/payment/internal/paymenttest"
 	"github.com/meshmart/meshmart/services/payment/internal/store"
 )
 
@@ -33,35 +33,11 @@ func charge(token, key string) payment.ChargeInput {
 	return payment.ChargeInput{OrderID: orderID, Amount: usd(1000), Token: token, IdempotencyKey: key}
 }
 
-// countingProcessor wraps the simulator and counts calls per payment.
-type countingProcessor struct {
-	payment.Simulator
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-func (c *countingProcessor) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Outcome, error) {
-	c.mu.Lock()
-	c.calls[req.PaymentID]++
-	c.mu.Unlock()
-	return c.Simulator.Charge(ctx, req)
-}
-
-func (c *countingProcessor) callsFor(id string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.calls[id]
-}
-
 // newService returns a payment service on a fresh SQLite store, its processor and the store.
-func newService(t *testing.T, processorTimeout time.Duration) (*payment.Service, *countingProcessor, *store.Payments) {
+func newService(t *testing.T, processorTimeout time.Duration) (*payment.Service, *paymenttest.CountingProcessor, *store.Payments) {
 	t.Helper()
-	s, err := store.Open(context.Background(), testkit.SQLitePath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	proc := &countingProcessor{calls: map[string]int{}}
+	s := testkit.OpenSQLite(t, store.Open)
+	proc := paymenttest.NewCountingProcessor(payment.Simulator{})
 	return payment.NewService(s, proc, processorTimeout), proc, s
 }
 
@@ -113,8 +89,8 @@ func TestChargeIdempotency(t *testing.T) {
 	}
 	for token, p := range map[string]payment.Payment{payment.TokenApprove: first, payment.TokenDecline: declined} {
 		again, err := svc.Charge(ctx, alice, charge(token, p.IdempotencyKey))
-		if err != nil || again.ID != p.ID || again.Status != p.Status || proc.callsFor(p.ID) != 1 {
-			t.Errorf("repeat of %s = %+v, %v with %d processor calls; want the same payment, one call", p.IdempotencyKey, again, err, proc.callsFor(p.ID))
+		if err != nil || again.ID != p.ID || again.Status != p.Status || proc.Calls(p.ID) != 1 {
+			t.Errorf("repeat of %s = %+v, %v with %d processor calls; want the same payment, one call", p.IdempotencyKey, again, err, proc.Calls(p.ID))
 		}
 	}
 
@@ -165,8 +141,8 @@ func TestTimeoutThenRetrySettles(t *testing.T) {
 		t.Fatalf("retry = %+v, %v; want the same payment CAPTURED on attempt 2", again, err)
 	}
 	third, err := svc.Charge(ctx, alice, charge(payment.TokenTimeout, "slow"))
-	if err != nil || third.Status != payment.StatusCaptured || proc.callsFor(first.ID) != 2 {
-		t.Fatalf("a settled payment asked the processor again: %d calls (%v)", proc.callsFor(first.ID), err)
+	if err != nil || third.Status != payment.StatusCaptured || proc.Calls(first.ID) != 2 {
+		t.Fatalf("a settled payment asked the processor again: %d calls (%v)", proc.Calls(first.ID), err)
 	}
 }
 
@@ -190,8 +166,8 @@ func TestChargeWhileAnotherCallHoldsTheClaim(t *testing.T) {
 	if _, err := svc.Charge(waitCtx, alice, charge(payment.TokenTimeout, "held")); !errors.Is(err, payment.ErrInProgress) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("charge while claimed = %v, want ErrInProgress", err)
 	}
-	if proc.callsFor(p.ID) != 1 {
-		t.Errorf("%d processor calls, want only the first", proc.callsFor(p.ID))
+	if proc.Calls(p.ID) != 1 {
+		t.Errorf("%d processor calls, want only the first", proc.Calls(p.ID))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
+	"github.com/meshmart/meshmart/services/payment/internal/paymenttest"
 	"github.com/meshmart/meshmart/services/payment/internal/store"
 )
 
@@ -29,20 +30,6 @@ func open(t *testing.T, dsn string) *store.Payments {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// countingProcessor wraps the simulator and counts calls per payment.
-type countingProcessor struct {
-	payment.Simulator
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-func (c *countingProcessor) Charge(ctx context.Context, req payment.ChargeRequest) (payment.Outcome, error) {
-	c.mu.Lock()
-	c.calls[req.PaymentID]++
-	c.mu.Unlock()
-	return c.Simulator.Charge(ctx, req)
 }
 
 const (
@@ -66,7 +53,7 @@ func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
 	t.Parallel()
 	forEachDB(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		proc := &countingProcessor{Simulator: payment.Simulator{Latency: 20 * time.Millisecond}, calls: map[string]int{}}
+		proc := paymenttest.NewCountingProcessor(payment.Simulator{Latency: 20 * time.Millisecond})
 		// Two replicas share the database.
 		replicas := []*payment.Service{
 			payment.NewService(open(t, dsn), proc, time.Second),
@@ -112,8 +99,8 @@ func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
 				captures++
 			}
 		}
-		if captures != 1 || proc.calls[page[0].ID] != 1 {
-			t.Fatalf("%d capture events and %d processor calls, want 1 and 1", captures, proc.calls[page[0].ID])
+		if captures != 1 || proc.Calls(page[0].ID) != 1 {
+			t.Fatalf("%d capture events and %d processor calls, want 1 and 1", captures, proc.Calls(page[0].ID))
 		}
 	})
 }
@@ -262,7 +249,7 @@ func TestClaimOfADeadReplicaExpires(t *testing.T) {
 	forEachDB(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
 		s := open(t, dsn)
-		proc := &countingProcessor{calls: map[string]int{}}
+		proc := paymenttest.NewCountingProcessor(payment.Simulator{})
 		svc := payment.NewService(s, proc, 100*time.Millisecond)
 		first, err := svc.Charge(ctx, asAlice, charge(payment.TokenTimeout, "dies"))
 		if err != nil || first.Status != payment.StatusPending {
@@ -283,8 +270,8 @@ func TestClaimOfADeadReplicaExpires(t *testing.T) {
 		if waited := time.Since(start); waited < 500*time.Millisecond {
 			t.Errorf("the retry took over a live claim after %v", waited)
 		}
-		if settled.Attempts != 3 || proc.calls[first.ID] != 2 {
-			t.Errorf("attempts %d and %d processor calls; want 3 attempts (one by the dead replica) and 2 calls", settled.Attempts, proc.calls[first.ID])
+		if settled.Attempts != 3 || proc.Calls(first.ID) != 2 {
+			t.Errorf("attempts %d and %d processor calls; want 3 attempts (one by the dead replica) and 2 calls", settled.Attempts, proc.Calls(first.ID))
 		}
 	})
 }

@@ -18,11 +18,7 @@ import (
 // newService returns a service on a fresh SQLite file: a real store, no network.
 func newService(t *testing.T) *user.Service {
 	t.Helper()
-	s, err := store.Open(context.Background(), testkit.SQLitePath(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := testkit.OpenSQLite(t, store.Open)
 	svc, err := user.NewService(s, testkit.NewKeys(t).Issuer)
 	if err != nil {
 		t.Fatal(err)
