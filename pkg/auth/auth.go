@@ -37,9 +37,12 @@ const DefaultAudience = "meshmart"
 // audience. Its message is safe to show to the caller; the cause is wrapped for the log.
 var ErrInvalidToken = errors.New("invalid access token")
 
-// Identity is the authenticated caller of a request.
+// Identity is the authenticated caller of a request: a user, proved by a bearer access token,
+// a meshmart service, proved by its certificate, or both (a service acting for a user forwards
+// the user's token over its own mutual-TLS connection). The chassis fills it in before any
+// handler runs, and checks it against the method's declared policy (see pkg/authz).
 type Identity struct {
-	// Subject is the user id the token was issued to.
+	// Subject is the user id the token was issued to; empty when the call carries no token.
 	Subject string
 	// Roles are the roles the user held when the token was issued.
 	Roles []string
@@ -47,14 +50,26 @@ type Identity struct {
 	Token string
 	// Expiry is when the token stops being accepted.
 	Expiry time.Time
+	// Service is the meshmart service ("order") whose certificate the caller presented and the
+	// chassis verified; empty when the caller presented none.
+	Service string
 }
+
+// IsUser reports whether the call carries a verified user token.
+func (id Identity) IsUser() bool { return id.Subject != "" }
+
+// IsService reports whether the caller proved to be a meshmart service.
+func (id Identity) IsService() bool { return id.Service != "" }
 
 // IsAdmin reports whether the identity holds the admin role.
 func (id Identity) IsAdmin() bool { return slices.Contains(id.Roles, RoleAdmin) }
 
-// CanActFor reports whether the identity may act on resources owned by userID: its own, or anyone's
-// when it is an admin.
-func (id Identity) CanActFor(userID string) bool { return id.Subject == userID || id.IsAdmin() }
+// CanActFor reports whether the identity may act on resources owned by userID: its own, anyone's
+// when it is an admin, and anyone's when it is a meshmart service, which the method's declared
+// policy let call it (the order service settling a user's payment).
+func (id Identity) CanActFor(userID string) bool {
+	return id.Subject == userID || id.IsAdmin() || id.IsService()
+}
 
 type identityKey struct{}
 

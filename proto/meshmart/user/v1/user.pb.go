@@ -1409,6 +1409,162 @@ func (x *ImportUserError) GetField() string {
 	return ""
 }
 
+// ListTokenKeysRequest asks for the token verification keys.
+type ListTokenKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokenKeysRequest) Reset() {
+	*x = ListTokenKeysRequest{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokenKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokenKeysRequest) ProtoMessage() {}
+
+func (x *ListTokenKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokenKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListTokenKeysRequest) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{19}
+}
+
+// ListTokenKeysResponse holds every key a token may currently be signed with.
+type ListTokenKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The issuer ("iss" claim) of every token these keys sign.
+	Issuer string `protobuf:"bytes,1,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// The keys, the one that signs now first.
+	Keys          []*TokenKey `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokenKeysResponse) Reset() {
+	*x = ListTokenKeysResponse{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokenKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokenKeysResponse) ProtoMessage() {}
+
+func (x *ListTokenKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokenKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListTokenKeysResponse) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListTokenKeysResponse) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *ListTokenKeysResponse) GetKeys() []*TokenKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// TokenKey is one public key, as a JSON Web Key would describe it.
+type TokenKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key id, the "kid" header of the tokens it signs: its RFC 7638 JWK thumbprint.
+	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// The signature algorithm, "EdDSA".
+	Alg string `protobuf:"bytes,2,opt,name=alg,proto3" json:"alg,omitempty"`
+	// The raw 32-byte Ed25519 public key (the JWK "x" parameter, unencoded).
+	PublicKey     []byte `protobuf:"bytes,3,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenKey) Reset() {
+	*x = TokenKey{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenKey) ProtoMessage() {}
+
+func (x *TokenKey) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenKey.ProtoReflect.Descriptor instead.
+func (*TokenKey) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TokenKey) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *TokenKey) GetAlg() string {
+	if x != nil {
+		return x.Alg
+	}
+	return ""
+}
+
+func (x *TokenKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 var File_meshmart_user_v1_user_proto protoreflect.FileDescriptor
 
 const file_meshmart_user_v1_user_proto_rawDesc = "" +
@@ -1507,7 +1663,16 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x0fImportUserError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05field\x18\x03 \x01(\tR\x05field*u\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\"\x16\n" +
+	"\x14ListTokenKeysRequest\"_\n" +
+	"\x15ListTokenKeysResponse\x12\x16\n" +
+	"\x06issuer\x18\x01 \x01(\tR\x06issuer\x12.\n" +
+	"\x04keys\x18\x02 \x03(\v2\x1a.meshmart.user.v1.TokenKeyR\x04keys\"M\n" +
+	"\bTokenKey\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x10\n" +
+	"\x03alg\x18\x02 \x01(\tR\x03alg\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey*u\n" +
 	"\n" +
 	"UserStatus\x12\x1b\n" +
 	"\x17USER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1518,7 +1683,7 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x022\xe2\x05\n" +
+	"ROLE_ADMIN\x10\x022\xc9\x06\n" +
 	"\vUserService\x12W\n" +
 	"\n" +
 	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\x12M\n" +
@@ -1530,7 +1695,8 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"DeleteUser\x12#.meshmart.user.v1.DeleteUserRequest\x1a$.meshmart.user.v1.DeleteUserResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x12a\n" +
 	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"\x03\x90\x02\x010\x01\x12\\\n" +
-	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse(\x01B\xbf\x01\n" +
+	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse(\x01\x12e\n" +
+	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshmart.user.v1B\tUserProtoP\x01Z:github.com/meshmart/meshmart/proto/meshmart/user/v1;userv1\xa2\x02\x03MUX\xaa\x02\x10Meshmart.User.V1\xca\x02\x10Meshmart\\User\\V1\xe2\x02\x1cMeshmart\\User\\V1\\GPBMetadata\xea\x02\x12Meshmart::User::V1b\x06proto3"
 
 var (
@@ -1546,7 +1712,7 @@ func file_meshmart_user_v1_user_proto_rawDescGZIP() []byte {
 }
 
 var file_meshmart_user_v1_user_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshmart_user_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshmart_user_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meshmart_user_v1_user_proto_goTypes = []any{
 	(UserStatus)(0),               // 0: meshmart.user.v1.UserStatus
 	(Role)(0),                     // 1: meshmart.user.v1.Role
@@ -1569,21 +1735,24 @@ var file_meshmart_user_v1_user_proto_goTypes = []any{
 	(*ImportUsersResponse)(nil),   // 18: meshmart.user.v1.ImportUsersResponse
 	(*ImportUserResult)(nil),      // 19: meshmart.user.v1.ImportUserResult
 	(*ImportUserError)(nil),       // 20: meshmart.user.v1.ImportUserError
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 22: google.protobuf.FieldMask
+	(*ListTokenKeysRequest)(nil),  // 21: meshmart.user.v1.ListTokenKeysRequest
+	(*ListTokenKeysResponse)(nil), // 22: meshmart.user.v1.ListTokenKeysResponse
+	(*TokenKey)(nil),              // 23: meshmart.user.v1.TokenKey
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 25: google.protobuf.FieldMask
 }
 var file_meshmart_user_v1_user_proto_depIdxs = []int32{
 	0,  // 0: meshmart.user.v1.User.status:type_name -> meshmart.user.v1.UserStatus
 	1,  // 1: meshmart.user.v1.User.roles:type_name -> meshmart.user.v1.Role
-	21, // 2: meshmart.user.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	21, // 3: meshmart.user.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	21, // 4: meshmart.user.v1.User.delete_time:type_name -> google.protobuf.Timestamp
+	24, // 2: meshmart.user.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	24, // 3: meshmart.user.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	24, // 4: meshmart.user.v1.User.delete_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: meshmart.user.v1.CreateUserResponse.user:type_name -> meshmart.user.v1.User
-	21, // 6: meshmart.user.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	24, // 6: meshmart.user.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 7: meshmart.user.v1.LoginResponse.user:type_name -> meshmart.user.v1.User
 	2,  // 8: meshmart.user.v1.GetUserResponse.user:type_name -> meshmart.user.v1.User
 	2,  // 9: meshmart.user.v1.UpdateUserRequest.user:type_name -> meshmart.user.v1.User
-	22, // 10: meshmart.user.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	25, // 10: meshmart.user.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 11: meshmart.user.v1.UpdateUserResponse.user:type_name -> meshmart.user.v1.User
 	2,  // 12: meshmart.user.v1.DeleteUserResponse.user:type_name -> meshmart.user.v1.User
 	0,  // 13: meshmart.user.v1.ListUsersRequest.status:type_name -> meshmart.user.v1.UserStatus
@@ -1594,27 +1763,30 @@ var file_meshmart_user_v1_user_proto_depIdxs = []int32{
 	19, // 18: meshmart.user.v1.ImportUsersResponse.results:type_name -> meshmart.user.v1.ImportUserResult
 	2,  // 19: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
 	20, // 20: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
-	3,  // 21: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
-	5,  // 22: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
-	7,  // 23: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
-	9,  // 24: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
-	11, // 25: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
-	13, // 26: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
-	15, // 27: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
-	17, // 28: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
-	4,  // 29: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
-	6,  // 30: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
-	8,  // 31: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
-	10, // 32: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
-	12, // 33: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
-	14, // 34: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
-	16, // 35: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
-	18, // 36: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
-	29, // [29:37] is the sub-list for method output_type
-	21, // [21:29] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	23, // 21: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
+	3,  // 22: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
+	5,  // 23: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
+	7,  // 24: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
+	9,  // 25: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
+	11, // 26: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
+	13, // 27: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
+	15, // 28: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
+	17, // 29: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
+	21, // 30: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
+	4,  // 31: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
+	6,  // 32: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
+	8,  // 33: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
+	10, // 34: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
+	12, // 35: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
+	14, // 36: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
+	16, // 37: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
+	18, // 38: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
+	22, // 39: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_meshmart_user_v1_user_proto_init() }
@@ -1641,7 +1813,7 @@ func file_meshmart_user_v1_user_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshmart_user_v1_user_proto_rawDesc), len(file_meshmart_user_v1_user_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	UserService_CreateUser_FullMethodName  = "/meshmart.user.v1.UserService/CreateUser"
-	UserService_Login_FullMethodName       = "/meshmart.user.v1.UserService/Login"
-	UserService_GetUser_FullMethodName     = "/meshmart.user.v1.UserService/GetUser"
-	UserService_UpdateUser_FullMethodName  = "/meshmart.user.v1.UserService/UpdateUser"
-	UserService_DeleteUser_FullMethodName  = "/meshmart.user.v1.UserService/DeleteUser"
-	UserService_ListUsers_FullMethodName   = "/meshmart.user.v1.UserService/ListUsers"
-	UserService_ExportUsers_FullMethodName = "/meshmart.user.v1.UserService/ExportUsers"
-	UserService_ImportUsers_FullMethodName = "/meshmart.user.v1.UserService/ImportUsers"
+	UserService_CreateUser_FullMethodName    = "/meshmart.user.v1.UserService/CreateUser"
+	UserService_Login_FullMethodName         = "/meshmart.user.v1.UserService/Login"
+	UserService_GetUser_FullMethodName       = "/meshmart.user.v1.UserService/GetUser"
+	UserService_UpdateUser_FullMethodName    = "/meshmart.user.v1.UserService/UpdateUser"
+	UserService_DeleteUser_FullMethodName    = "/meshmart.user.v1.UserService/DeleteUser"
+	UserService_ListUsers_FullMethodName     = "/meshmart.user.v1.UserService/ListUsers"
+	UserService_ExportUsers_FullMethodName   = "/meshmart.user.v1.UserService/ExportUsers"
+	UserService_ImportUsers_FullMethodName   = "/meshmart.user.v1.UserService/ImportUsers"
+	UserService_ListTokenKeys_FullMethodName = "/meshmart.user.v1.UserService/ListTokenKeys"
 )
 
 // UserServiceClient is the client API for UserService service.
@@ -59,6 +60,12 @@ type UserServiceClient interface {
 	// closes the stream, with one result per request. A bad item fails alone; the others are
 	// created. Admins only.
 	ImportUsers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportUsersRequest, ImportUsersResponse], error)
+	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
+	// key that signs now and any key published beside it (the next one, before a rotation; the
+	// previous one, until its tokens expire). Every other service verifies tokens with these keys,
+	// fetched from the user service over mutual TLS, so that only the user service holds a
+	// private key.
+	ListTokenKeys(ctx context.Context, in *ListTokenKeysRequest, opts ...grpc.CallOption) (*ListTokenKeysResponse, error)
 }
 
 type userServiceClient struct {
@@ -161,6 +168,16 @@ func (c *userServiceClient) ImportUsers(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type UserService_ImportUsersClient = grpc.ClientStreamingClient[ImportUsersRequest, ImportUsersResponse]
 
+func (c *userServiceClient) ListTokenKeys(ctx context.Context, in *ListTokenKeysRequest, opts ...grpc.CallOption) (*ListTokenKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokenKeysResponse)
+	err := c.cc.Invoke(ctx, UserService_ListTokenKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UserServiceServer is the server API for UserService service.
 // All implementations must embed UnimplementedUserServiceServer
 // for forward compatibility.
@@ -191,6 +208,12 @@ type UserServiceServer interface {
 	// closes the stream, with one result per request. A bad item fails alone; the others are
 	// created. Admins only.
 	ImportUsers(grpc.ClientStreamingServer[ImportUsersRequest, ImportUsersResponse]) error
+	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
+	// key that signs now and any key published beside it (the next one, before a rotation; the
+	// previous one, until its tokens expire). Every other service verifies tokens with these keys,
+	// fetched from the user service over mutual TLS, so that only the user service holds a
+	// private key.
+	ListTokenKeys(context.Context, *ListTokenKeysRequest) (*ListTokenKeysResponse, error)
 	mustEmbedUnimplementedUserServiceServer()
 }
 
@@ -224,6 +247,9 @@ func (UnimplementedUserServiceServer) ExportUsers(*ExportUsersRequest, grpc.Serv
 }
 func (UnimplementedUserServiceServer) ImportUsers(grpc.ClientStreamingServer[ImportUsersRequest, ImportUsersResponse]) error {
 	return status.Error(codes.Unimplemented, "method ImportUsers not implemented")
+}
+func (UnimplementedUserServiceServer) ListTokenKeys(context.Context, *ListTokenKeysRequest) (*ListTokenKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokenKeys not implemented")
 }
 func (UnimplementedUserServiceServer) mustEmbedUnimplementedUserServiceServer() {}
 func (UnimplementedUserServiceServer) testEmbeddedByValue()                     {}
@@ -372,6 +398,24 @@ func _UserService_ImportUsers_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type UserService_ImportUsersServer = grpc.ClientStreamingServer[ImportUsersRequest, ImportUsersResponse]
 
+func _UserService_ListTokenKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokenKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserServiceServer).ListTokenKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UserService_ListTokenKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserServiceServer).ListTokenKeys(ctx, req.(*ListTokenKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // UserService_ServiceDesc is the grpc.ServiceDesc for UserService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -402,6 +446,10 @@ var UserService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUsers",
 			Handler:    _UserService_ListUsers_Handler,
+		},
+		{
+			MethodName: "ListTokenKeys",
+			Handler:    _UserService_ListTokenKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
