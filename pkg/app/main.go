@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
 )
@@ -54,6 +56,9 @@ type Setup struct {
 	Config server.Config
 	// Tracer records the service's spans; Run shuts it down last.
 	Tracer trace.TracerProvider
+	// Identity is the service's SPIFFE identity (Config.Identity), which its server presents and
+	// its clients (Dial) prove themselves with; nil with -insecure-plaintext.
+	Identity identity.Source
 
 	name string
 }
@@ -65,7 +70,11 @@ var errAuthRequired = errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is
 // and makes it the App's server. A server that would check no access token is refused: give
 // -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
-	srv, err := server.New(s.name, s.Config, s.Log, append([]server.Option{server.WithTracerProvider(s.Tracer)}, opts...)...)
+	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
+	if s.Identity != nil {
+		chassis = append(chassis, server.WithIdentity(s.Identity))
+	}
+	srv, err := server.New(s.name, s.Config, s.Log, append(chassis, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -75,6 +84,25 @@ func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) e
 	srv.RegisterService(desc, impl)
 	s.App.Serve(srv)
 	return nil
+}
+
+// Dial connects to another service at target with the chassis client (pkg/client): over mutual
+// TLS with the service's own identity, traced, the connection closed when the App stops. The
+// server must prove to be the service target names (client.WithServer for a target that names
+// none). With -insecure-plaintext it dials in plaintext.
+func (s *Setup) Dial(target string, opts ...client.Option) (*grpc.ClientConn, error) {
+	chassis := []client.Option{client.WithTracerProvider(s.Tracer)}
+	if s.Identity != nil {
+		chassis = append(chassis, client.WithIdentity(s.Identity))
+	} else {
+		chassis = append(chassis, client.WithInsecure())
+	}
+	cc, err := client.Dial(target, s.Log, append(chassis, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	s.Defer("connection to "+target, cc.Close)
+	return cc, nil
 }
 
 // Main runs svc as the process' main with os.Args and the environment until SIGINT or SIGTERM,
@@ -156,7 +184,12 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 	}
 	a := New(log)
 	a.Defer("tracer", func() error { shutdownTracing(); return nil })
-	if err := svc.Start(ctx, &Setup{App: a, Log: log, Config: cfg, Tracer: tp, name: svc.Name}); err != nil {
+	id, closeID, err := cfg.Identity(ctx, log)
+	if err != nil {
+		return errors.Join(err, a.close())
+	}
+	a.Defer("identity", closeID)
+	if err := svc.Start(ctx, &Setup{App: a, Log: log, Config: cfg, Tracer: tp, Identity: id, name: svc.Name}); err != nil {
 		return errors.Join(err, a.close())
 	}
 	return a.Run(ctx)

@@ -31,24 +31,31 @@ func serve(t *testing.T, cfg server.Config) string {
 func TestProbe(t *testing.T) {
 	t.Parallel()
 	plain := serve(t, testkit.TestConfig())
-	if err := app.Probe(t.Context(), ":50051", []string{"-grpc-addr", plain}, noEnv); err != nil {
+	if err := app.Probe(t.Context(), ":50051", []string{"-grpc-addr", plain, "-insecure-plaintext"}, noEnv); err != nil {
 		t.Errorf("probe of a serving instance: %v", err)
 	}
 	// The environment configures the probe as it does the service.
-	env := envOf(map[string]string{"MESHMART_GRPC_ADDR": plain})
+	env := envOf(map[string]string{"MESHMART_GRPC_ADDR": plain, "MESHMART_INSECURE_PLAINTEXT": "true"})
 	if err := app.Probe(t.Context(), ":50051", nil, env); err != nil {
 		t.Errorf("probe configured by the environment: %v", err)
 	}
 
-	certs := testkit.NewCerts(t)
+	pki := testkit.NewPKI(t, "example", "user")
 	cfg := testkit.TestConfig()
-	cfg.TLSCert, cfg.TLSKey = certs.ServerCert, certs.ServerKey
+	pki.Configure(&cfg, "example")
 	tlsAddr := serve(t, cfg)
-	if err := app.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr, "-tls-cert", certs.ServerCert, "-tls-key", certs.ServerKey}, noEnv); err != nil {
-		t.Errorf("probe over TLS: %v", err)
+	tlsArgs := func(service string) []string {
+		cert, key, ca := pki.Files(service)
+		return []string{"-grpc-addr", tlsAddr, "-tls-cert", cert, "-tls-key", key, "-tls-ca", ca}
 	}
-	if err := app.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr}, noEnv); err == nil {
+	if err := app.Probe(t.Context(), ":50051", tlsArgs("example"), noEnv); err != nil {
+		t.Errorf("probe over mutual TLS: %v", err)
+	}
+	if err := app.Probe(t.Context(), ":50051", []string{"-grpc-addr", tlsAddr, "-insecure-plaintext"}, noEnv); err == nil {
 		t.Error("a plaintext probe of a TLS server passed")
+	}
+	if err := app.Probe(t.Context(), ":50051", tlsArgs("user"), noEnv); err == nil {
+		t.Error("the probe accepted a server that is not its own service")
 	}
 
 	closed := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
@@ -82,7 +89,7 @@ func TestRunDispatchesSubcommands(t *testing.T) {
 		t.Errorf("Run greet = %v, want the command's own result", err)
 	}
 	addr := serve(t, testkit.TestConfig())
-	if err := app.Run(t.Context(), svc, []string{app.ProbeCommand, "-grpc-addr", addr}, noEnv); err != nil {
+	if err := app.Run(t.Context(), svc, []string{app.ProbeCommand, "-grpc-addr", addr, "-insecure-plaintext"}, noEnv); err != nil {
 		t.Errorf("Run %s of a serving instance: %v", app.ProbeCommand, err)
 	}
 	if err := app.Run(t.Context(), svc, []string{"-h"}, noEnv); !errors.Is(err, flag.ErrHelp) {
@@ -118,7 +125,7 @@ func TestRunChecksSettings(t *testing.T) {
 
 func TestRunRequiresAuthentication(t *testing.T) {
 	t.Parallel()
-	args := []string{"-service-password", "pw", "-consul-addr", "", "-http-addr", ""}
+	args := []string{"-service-password", "pw", "-consul-addr", "", "-http-addr", "", "-insecure-plaintext"}
 	const want = "-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required"
 	started := false
 	svc := exampleService(t, func(context.Context, *app.Setup) error { started = true; return nil })
@@ -155,7 +162,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 			t.Errorf("Setup.Config.AuthPublicKey = %q", s.Config.AuthPublicKey)
 		}
 		s.Go("stopper", func(context.Context) error {
-			if err := app.Probe(t.Context(), "", []string{"-grpc-addr", addr}, noEnv); err != nil {
+			if err := app.Probe(t.Context(), "", []string{"-grpc-addr", addr, "-insecure-plaintext"}, noEnv); err != nil {
 				t.Errorf("probe of the running service: %v", err)
 			}
 			cancel()
@@ -165,7 +172,7 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 	})
 	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
 	env := envOf(map[string]string{"EX_SERVICE_PASSWORD": "pw", "MESHMART_AUTH_PUBLIC_KEY": keys.PublicKeyFile,
-		"MESHMART_GRPC_ADDR": addr, "MESHMART_DRAIN_DELAY": "0s", "MESHMART_LOG_LEVEL": "warn"})
+		"MESHMART_GRPC_ADDR": addr, "MESHMART_DRAIN_DELAY": "0s", "MESHMART_LOG_LEVEL": "warn", "MESHMART_INSECURE_PLAINTEXT": "true"})
 	if err := app.Run(ctx, svc, []string{"-consul-addr", "", "-http-addr", ""}, env); err != nil {
 		t.Errorf("Run = %v, want nil after ctx ended", err)
 	}

@@ -2,11 +2,11 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/server"
 )
 
@@ -27,9 +28,8 @@ const ProbeCommand = "healthcheck"
 // overall health (grpc.health.v1, the service name ""), on loopback, within three seconds. It
 // returns nil only for SERVING.
 //
-// Under TLS it does not verify the certificate, since it dials its own process over loopback and
-// the certificate names the service, not 127.0.0.1; under mTLS it presents the server's own key
-// pair, which works when, as usual in a mesh, one CA issues certificates fit for both ends.
+// Under TLS it dials with the service's own identity and requires the server to prove the same
+// one: a probe answered by another process on the port fails.
 func Probe(ctx context.Context, defaultGRPCAddr string, args []string, getenv func(string) string) error {
 	cfg := server.DefaultConfig(defaultGRPCAddr)
 	fs := flag.NewFlagSet(ProbeCommand, flag.ContinueOnError)
@@ -45,14 +45,23 @@ func Probe(ctx context.Context, defaultGRPCAddr string, args []string, getenv fu
 		return fmt.Errorf("grpc address %q: %w", cfg.GRPCAddr, err)
 	}
 	creds := insecure.NewCredentials()
-	if cfg.TLSCert != "" {
-		tc := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} //nolint:gosec // loopback probe of its own process, see above
-		if cfg.TLSClientCA != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-			if err != nil {
-				return fmt.Errorf("tls key pair: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
+	if !cfg.InsecurePlaintext {
+		src, closeID, err := cfg.Identity(ctx, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		defer closeID()
+		own, err := identity.Own(src)
+		if err != nil {
+			return err
+		}
+		name, ok := identity.ServiceName(own)
+		if !ok {
+			return fmt.Errorf("%s names no service", own)
+		}
+		tc, err := identity.ClientConfig(src, src, own.TrustDomain(), name)
+		if err != nil {
+			return err
 		}
 		creds = credentials.NewTLS(tc)
 	}

@@ -5,18 +5,19 @@
 package client
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/observability"
 )
@@ -38,7 +40,11 @@ import (
 type Option interface{ apply(*options) }
 
 type options struct {
-	creds          credentials.TransportCredentials
+	svid           x509svid.Source
+	bundle         x509bundle.Source
+	trustDomain    spiffeid.TrustDomain
+	server         string
+	insecure       bool
 	tracerProvider trace.TracerProvider
 	registry       prometheus.Registerer
 	timeout        time.Duration
@@ -50,10 +56,27 @@ type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// WithTransportCredentials secures the connection; without it the connection is plaintext.
-func WithTransportCredentials(c credentials.TransportCredentials) Option {
-	return optionFunc(func(o *options) { o.creds = c })
+// WithIdentity dials with mutual TLS: the client presents src's SVID, so the server knows which
+// service calls, and requires the server to present the SVID of the service it asked for (see
+// WithServer), verified against src's bundle. It is how services call each other.
+func WithIdentity(src identity.Source) Option {
+	return optionFunc(func(o *options) { o.svid, o.bundle = src, src })
 }
+
+// WithTrustBundle dials with TLS, presenting no certificate, and requires the server to present
+// the SVID of the service asked for in trust domain td, verified against bundle: for tools,
+// tests and load generators that call with a user's token only.
+func WithTrustBundle(bundle x509bundle.Source, td spiffeid.TrustDomain) Option {
+	return optionFunc(func(o *options) { o.svid, o.bundle, o.trustDomain = nil, bundle, td })
+}
+
+// WithServer names the service the target must prove to be. A consul:// target names it
+// already; a host:port or dns:/// target needs it.
+func WithServer(name string) Option { return optionFunc(func(o *options) { o.server = name }) }
+
+// WithInsecure dials in plaintext: the server is not verified and the client proves nothing. For
+// local debugging against servers run with -insecure-plaintext, and in-process tests only.
+func WithInsecure() Option { return optionFunc(func(o *options) { o.insecure = true }) }
 
 // WithTracerProvider records client spans with tp. Without it spans are not recorded, but the
 // caller's trace context is still propagated.
@@ -81,11 +104,18 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 }
 
 // Dial returns a client connection to target: "consul://agent:8500/service?tag=x&dc=y",
-// "dns:///host:port", or a plain "host:port". It does not connect until the first call.
+// "dns:///host:port", or a plain "host:port". It does not connect until the first call. The
+// connection is TLS, and only a server proving to be the service asked for is ever called (an
+// instance registered in Consul under that name with another certificate fails its handshake and
+// gets nothing): give WithIdentity, WithTrustBundle, or, for debugging, WithInsecure.
 func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
-	o := options{creds: insecure.NewCredentials(), tracerProvider: noop.NewTracerProvider(), timeout: 10 * time.Second}
+	o := options{tracerProvider: noop.NewTracerProvider(), timeout: 10 * time.Second}
 	for _, opt := range opts {
 		opt.apply(&o)
+	}
+	creds, err := o.credentials(target)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}
 	sc, err := ServiceConfig(protoregistry.GlobalFiles)
 	if err != nil {
@@ -108,7 +138,7 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 	chain = append(chain, interceptors.Breaker(target, o.breaker))
 
 	dialOpts := append(interceptors.ClientChain(chain...),
-		grpc.WithTransportCredentials(o.creds),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithResolvers(consul.NewBuilder(log)),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
@@ -184,24 +214,32 @@ func ServiceConfig(files *protoregistry.Files) (string, error) {
 	return string(b), nil
 }
 
-// TLSCredentials returns client credentials trusting the CA bundle in caFile and, when certFile
-// and keyFile are set, presenting that certificate (mTLS).
-func TLSCredentials(caFile, certFile, keyFile string) (credentials.TransportCredentials, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls CA: %w", err)
+// credentials are the transport credentials the options ask for, to dial target.
+func (o *options) credentials(target string) (credentials.TransportCredentials, error) {
+	if o.insecure {
+		return insecure.NewCredentials(), nil
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls CA %s holds no PEM certificate", caFile)
+	if o.bundle == nil {
+		return nil, errors.New("no transport security: give client.WithIdentity, client.WithTrustBundle or client.WithInsecure")
 	}
-	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	server := o.server
+	if server == "" {
+		server = consul.ServiceOf(target)
+	}
+	if server == "" {
+		return nil, errors.New("name the service the target must prove to be with client.WithServer")
+	}
+	td := o.trustDomain
+	if o.svid != nil {
+		own, err := identity.Own(o.svid)
 		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
+			return nil, err
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		td = own.TrustDomain()
+	}
+	tc, err := identity.ClientConfig(o.svid, o.bundle, td, server)
+	if err != nil {
+		return nil, err
 	}
 	return credentials.NewTLS(tc), nil
 }

@@ -53,7 +53,7 @@ func waitPassing(t *testing.T, agent *testkit.Consul, ok func([]string) bool) {
 
 func dial(t *testing.T, agent *testkit.Consul) userv1.UserServiceClient {
 	t.Helper()
-	cc, err := client.Dial("consul://"+agent.Addr+"/example", testkit.Logger(t))
+	cc, err := client.Dial("consul://"+agent.Addr+"/example", testkit.Logger(t), client.WithInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func startProcess(t *testing.T, bin string, agent *testkit.Consul, instance stri
 	cmd := exec.Command(bin, "-instance", instance, "-consul-addr", agent.Addr,
 		"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
 		"-check-interval", "500ms", "-drain-delay", "0s", "-log-level", "warn", "-rate-limit", "0",
-		"-create-latency", "30ms")
+		"-create-latency", "30ms", "-insecure-plaintext")
 	cmd.Env = os.Environ()
 	cmd.Stderr = testWriter{t, instance}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,6 +47,16 @@ const minRequery = 250 * time.Millisecond
 // set only when Consul says no instance passes, not while a restarted agent has yet to hear from
 // any (see restartGrace).
 func NewBuilder(log *slog.Logger) resolver.Builder { return &builder{log: log} }
+
+// ServiceOf returns the service a consul:// target names ("consul://127.0.0.1:8500/payment" is
+// "payment"), or "" for any other target.
+func ServiceOf(target string) string {
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != Scheme {
+		return ""
+	}
+	return strings.Trim(u.Path, "/")
+}
 
 type builder struct{ log *slog.Logger }
 

@@ -40,11 +40,20 @@ type Config struct {
 	// off.
 	ShutdownTimeout time.Duration `flag:"shutdown-timeout" env:"MESHMART_SHUTDOWN_TIMEOUT" usage:"bound on the graceful stop"`
 
-	// TLSCert and TLSKey are PEM files that turn TLS on.
-	TLSCert string `flag:"tls-cert" env:"MESHMART_TLS_CERT" usage:"PEM certificate file; enables TLS"`
-	TLSKey  string `flag:"tls-key" env:"MESHMART_TLS_KEY" usage:"PEM private key file"`
-	// TLSClientCA is a PEM bundle; when set, clients must present a certificate it signed (mTLS).
-	TLSClientCA string `flag:"tls-client-ca" env:"MESHMART_TLS_CLIENT_CA" usage:"PEM CA bundle; requires client certificates (mTLS)"`
+	// TLSCert and TLSKey are the service's identity: an X.509 SVID naming it
+	// (spiffe://<trust domain>/service/<name>) and its key, as PEM files, reloaded when they change.
+	// TLSCA is the trust domain's CA bundle, which verifies the certificates peers present: clients
+	// that present one, and every server this service dials. `make keys` writes development ones
+	// into data/pki; see docs/operations.md, "Identities", for your own CA.
+	TLSCert string `flag:"tls-cert" env:"MESHMART_TLS_CERT" usage:"PEM X.509 SVID of this service (URI SAN spiffe://<trust domain>/service/<name>); reloaded when it changes"`
+	TLSKey  string `flag:"tls-key" env:"MESHMART_TLS_KEY" usage:"PEM private key of -tls-cert; reloaded when it changes"`
+	TLSCA   string `flag:"tls-ca" env:"MESHMART_TLS_CA" usage:"PEM CA bundle of the trust domain: verifies client certificates when presented and every server this service dials"`
+	// SPIFFESocket takes the identity from the SPIFFE Workload API (a SPIRE agent) instead of the
+	// TLS files.
+	SPIFFESocket string `flag:"spiffe-endpoint-socket" env:"SPIFFE_ENDPOINT_SOCKET" usage:"SPIFFE Workload API address (unix:///run/spire/agent.sock): the identity comes from SPIRE instead of the -tls-* files"`
+	// InsecurePlaintext serves and dials without TLS. For local debugging only: no caller can
+	// then prove it is a service, so every call a service makes on its own behalf is refused.
+	InsecurePlaintext bool `flag:"insecure-plaintext" env:"MESHMART_INSECURE_PLAINTEXT" usage:"serve and dial without TLS: local debugging only, never the default"`
 
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize int `flag:"max-recv-msg-size" env:"MESHMART_MAX_RECV_MSG_SIZE" usage:"largest message received, in bytes"`
@@ -93,14 +102,23 @@ func DefaultConfig(grpcAddr string) Config {
 	}
 }
 
+// ErrNoTLS is the error of a configuration that gives the server no identity.
+var ErrNoTLS = errors.New("TLS is required: give -tls-cert, -tls-key and -tls-ca (`make keys` writes development ones into data/pki), " +
+	"or -spiffe-endpoint-socket; -insecure-plaintext is for local debugging only")
+
 // Validate reports settings that cannot work together.
 func (c *Config) Validate() error {
 	var errs []error
-	if (c.TLSCert == "") != (c.TLSKey == "") {
-		errs = append(errs, errors.New("set both -tls-cert and -tls-key, or neither"))
-	}
-	if c.TLSClientCA != "" && c.TLSCert == "" {
-		errs = append(errs, errors.New("-tls-client-ca needs -tls-cert and -tls-key"))
+	files := c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != ""
+	switch {
+	case files && (c.TLSCert == "" || c.TLSKey == "" || c.TLSCA == ""):
+		errs = append(errs, errors.New("set all of -tls-cert, -tls-key and -tls-ca, or none"))
+	case files && c.SPIFFESocket != "":
+		errs = append(errs, errors.New("set the -tls-* files or -spiffe-endpoint-socket, not both"))
+	case (files || c.SPIFFESocket != "") && c.InsecurePlaintext:
+		errs = append(errs, errors.New("-insecure-plaintext contradicts the TLS settings"))
+	case !files && c.SPIFFESocket == "" && !c.InsecurePlaintext:
+		errs = append(errs, ErrNoTLS)
 	}
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-rate-limit must be 0 or positive with -rate-burst of at least 1"))

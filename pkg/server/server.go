@@ -7,15 +7,12 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +36,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/observability"
 )
@@ -54,6 +52,7 @@ type Server struct {
 	lis      net.Listener
 	services []string
 	authn    bool
+	tls      bool
 
 	// endStreams is cancelled when shutdown reaches the point where long-lived streams must end.
 	endStreams context.Context
@@ -70,6 +69,7 @@ type options struct {
 	registry       *prometheus.Registry
 	extra          []interceptors.Server
 	verifier       *auth.Verifier
+	identity       identity.Source
 }
 
 type optionFunc func(*options)
@@ -94,6 +94,13 @@ func WithPublicMethods(methods ...string) Option {
 // the user service verifies its own tokens with the public half of its signing key this way.
 func WithVerifier(v *auth.Verifier) Option {
 	return optionFunc(func(o *options) { o.verifier = v })
+}
+
+// WithIdentity serves TLS with src's identity instead of opening the one Config names (see
+// Config.Identity); pkg/app opens it once and shares it between the server and the clients a
+// service dials.
+func WithIdentity(src identity.Source) Option {
+	return optionFunc(func(o *options) { o.identity = src })
 }
 
 // WithTracerProvider records spans with tp. Without it spans are not recorded.
@@ -181,12 +188,21 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
-	if cfg.TLSCert != "" {
-		creds, err := serverTLS(cfg)
+	if o.identity == nil && !cfg.InsecurePlaintext {
+		if cfg.SPIFFESocket != "" {
+			return nil, errors.New("server: the SPIFFE Workload API source must be opened by the caller: use Config.Identity and WithIdentity")
+		}
+		if o.identity, _, err = cfg.Identity(context.Background(), log); err != nil {
+			return nil, err
+		}
+	}
+	if o.identity != nil {
+		tc, err := identity.ServerConfig(o.identity)
 		if err != nil {
 			return nil, err
 		}
-		serverOpts = append(serverOpts, grpc.Creds(creds))
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(tc)))
+		s.tls = true
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
 	s.health = health.NewServer()
@@ -201,24 +217,26 @@ func alwaysPublic(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
 
-func serverTLS(cfg Config) (credentials.TransportCredentials, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if cfg.TLSClientCA != "" {
-		pem, err := os.ReadFile(cfg.TLSClientCA)
+// Identity opens the identity c gives the service: the TLS files, watched for changes, or the
+// SPIFFE Workload API; with InsecurePlaintext it returns a nil Source. Call close when done.
+func (c Config) Identity(ctx context.Context, log *slog.Logger) (_ identity.Source, close func() error, _ error) {
+	switch {
+	case c.InsecurePlaintext:
+		return nil, func() error { return nil }, nil
+	case c.SPIFFESocket != "":
+		src, err := identity.WorkloadAPI(ctx, c.SPIFFESocket)
 		if err != nil {
-			return nil, fmt.Errorf("tls client CA: %w", err)
+			return nil, nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls client CA %s holds no PEM certificate", cfg.TLSClientCA)
+		return src, src.Close, nil
+	case c.TLSCert != "":
+		src, err := identity.LoadFiles(c.TLSCert, c.TLSKey, c.TLSCA, log)
+		if err != nil {
+			return nil, nil, err
 		}
-		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		return src, src.Close, nil
 	}
-	return credentials.NewTLS(tc), nil
+	return nil, nil, ErrNoTLS
 }
 
 // RegisterService registers a service implementation, like grpc.Server.RegisterService, and
@@ -260,7 +278,7 @@ func (s *Server) Serve() error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	s.log.Info("serving", "service", s.name, "grpc_addr", s.lis.Addr().String(), "tls", s.cfg.TLSCert != "")
+	s.log.Info("serving", "service", s.name, "grpc_addr", s.lis.Addr().String(), "tls", s.tls)
 	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
@@ -333,7 +351,7 @@ func (s *Server) Registration(httpAddr net.Addr) (consul.Registration, error) {
 		Tags:            s.cfg.Tags,
 		Meta:            meta,
 		HealthService:   "",
-		TLS:             s.cfg.TLSCert != "",
+		TLS:             s.tls,
 		CheckInterval:   s.cfg.CheckInterval,
 		CheckTimeout:    s.cfg.CheckTimeout,
 		DeregisterAfter: s.cfg.DeregisterAfter,

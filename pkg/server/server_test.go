@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -208,7 +209,7 @@ func TestTraceSpansClientAndServer(t *testing.T) {
 	}
 	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
 	running := testkit.Serve(t, srv)
-	cc, err := client.Dial(running.Addr, testkit.Logger(t), client.WithTracerProvider(tp))
+	cc, err := client.Dial(running.Addr, testkit.Logger(t), client.WithTracerProvider(tp), client.WithInsecure())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,37 +311,33 @@ func TestHealthTracksLifecycle(t *testing.T) {
 
 func TestMutualTLS(t *testing.T) {
 	t.Parallel()
-	certs := testkit.NewCerts(t)
+	pki := testkit.NewPKI(t, "example", "order")
 	cfg := testkit.TestConfig()
-	cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA = certs.ServerCert, certs.ServerKey, certs.CA
+	pki.Configure(&cfg, "example")
 	srv, err := server.New("example", cfg, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
 	running := testkit.Serve(t, srv)
+	stranger := testkit.NewPKI(t, "order") // another CA, same trust domain name
 
-	withCert, err := client.TLSCredentials(certs.CA, certs.ClientCert, certs.ClientKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	withoutCert, err := client.TLSCredentials(certs.CA, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name string
-		opt  client.Option
+		opts []client.Option
 		ok   bool
 	}{
-		{"client certificate", client.WithTransportCredentials(withCert), true},
-		{"no client certificate", client.WithTransportCredentials(withoutCert), false},
-		{"plaintext", client.WithTransportCredentials(insecure.NewCredentials()), false},
+		{"a service's certificate", []client.Option{pki.As("order")}, true},
+		{"no client certificate (a user's client)", []client.Option{pki.Anonymous()}, true},
+		{"plaintext", []client.Option{client.WithInsecure()}, false},
+		{"the server is not the service asked for", []client.Option{pki.As("order"), client.WithServer("payment")}, false},
+		{"a certificate of another CA", []client.Option{client.WithIdentity(stranger.Identity("order"))}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			cc, err := client.Dial(running.Addr, testkit.Logger(t), tt.opt)
+			opts := append([]client.Option{client.WithServer("example")}, tt.opts...)
+			cc, err := client.Dial(running.Addr, testkit.Logger(t), opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,11 +398,14 @@ func TestValidate(t *testing.T) {
 		edit func(*server.Config)
 	}{
 		{"certificate without key", func(c *server.Config) { c.TLSCert = "cert.pem" }},
-		{"client CA without TLS", func(c *server.Config) { c.TLSClientCA = "ca.pem" }},
+		{"CA without a certificate", func(c *server.Config) { c.TLSCA = "ca.pem" }},
+		{"no TLS and no plaintext", func(c *server.Config) { c.InsecurePlaintext = false }},
+		{"TLS files and plaintext", func(c *server.Config) { c.TLSCert, c.TLSKey, c.TLSCA = "c", "k", "ca" }},
 		{"rate limit without burst", func(c *server.Config) { c.RateBurst = 0 }},
 		{"no check interval", func(c *server.Config) { c.CheckInterval = 0 }},
 	} {
 		cfg := server.DefaultConfig(":50051")
+		cfg.InsecurePlaintext = true // the defaults ask for TLS files: TestConfigNeedsTLS
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("the defaults do not validate: %v", err)
 		}
@@ -413,5 +413,16 @@ func TestValidate(t *testing.T) {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%s validated", tt.name)
 		}
+	}
+}
+
+func TestConfigNeedsTLS(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig(":50051")
+	if err := cfg.Validate(); !errors.Is(err, server.ErrNoTLS) {
+		t.Fatalf("the defaults validate to %v, want ErrNoTLS: TLS must never be off by default", err)
+	}
+	if _, err := server.New("example", cfg, testkit.Logger(t)); err == nil {
+		t.Fatal("a server without TLS settings was built")
 	}
 }

@@ -2,93 +2,95 @@ package testkit
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/identity"
+	"github.com/meshmart/meshmart/pkg/server"
 )
 
-// Certs are PEM files of a throw-away CA and a server and a client certificate it signed, valid
-// for localhost and 127.0.0.1.
-type Certs struct {
-	CA, ServerCert, ServerKey, ClientCert, ClientKey string
+// PKI is a throw-away development CA (pkg/identity) of the trust domain meshmart.local, in the
+// test's temporary directory, issuing SPIFFE identities to services.
+type PKI struct {
+	CA *identity.DevCA
+	t  testing.TB
 }
 
-// NewCerts writes a fresh CA, server and client certificate into a temporary directory.
-func NewCerts(t testing.TB) Certs {
+// NewPKI makes a CA and an identity for each of services.
+func NewPKI(t testing.TB, services ...string) PKI {
 	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := identity.OpenDevCA(filepath.Join(t.TempDir(), "pki"), TrustDomain())
 	if err != nil {
 		t.Fatal(err)
 	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "meshmart test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
+	p := PKI{CA: ca, t: t}
+	for _, s := range services {
+		p.Issue(s)
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	c := Certs{CA: filepath.Join(dir, "ca.pem")}
-	writePEM(t, c.CA, "CERTIFICATE", caDER)
-
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			DNSNames:     []string{"localhost"},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		certPath, keyPath := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-		writePEM(t, certPath, "CERTIFICATE", der)
-		writePEM(t, keyPath, "PRIVATE KEY", keyDER)
-		return certPath, keyPath
-	}
-	c.ServerCert, c.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	c.ClientCert, c.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return c
+	return p
 }
 
-func writePEM(t testing.TB, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
+// TrustDomain is the development trust domain, meshmart.local.
+func TrustDomain() spiffeid.TrustDomain {
+	return spiffeid.RequireTrustDomainFromString(identity.DefaultTrustDomain)
+}
+
+// Issue issues (again) the identity of service: a new key and certificate.
+func (p PKI) Issue(service string) {
+	p.t.Helper()
+	if err := p.CA.Issue(service); err != nil {
+		p.t.Fatal(err)
 	}
+}
+
+// Files returns the paths of service's certificate, key and CA bundle.
+func (p PKI) Files(service string) (cert, key, ca string) {
+	dir := p.CA.Dir(service)
+	return filepath.Join(dir, identity.CertFile), filepath.Join(dir, identity.KeyFile), filepath.Join(dir, identity.CAFile)
+}
+
+// Configure gives cfg the identity of service (TLS on, plaintext off).
+func (p PKI) Configure(cfg *server.Config, service string) {
+	cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = p.Files(service)
+	cfg.InsecurePlaintext = false
+}
+
+// Env is the environment that gives a service binary the identity of service.
+func (p PKI) Env(service string) []string {
+	cert, key, ca := p.Files(service)
+	return []string{"MESHMART_TLS_CERT=" + cert, "MESHMART_TLS_KEY=" + key, "MESHMART_TLS_CA=" + ca}
+}
+
+// Identity is service's identity as a Source, for clients that call as that service.
+func (p PKI) Identity(service string) *identity.Files {
+	p.t.Helper()
+	cert, key, ca := p.Files(service)
+	f, err := identity.LoadFiles(cert, key, ca, DiscardLogger())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return f
+}
+
+// As is the client option that calls as service (mutual TLS).
+func (p PKI) As(service string) client.Option { return client.WithIdentity(p.Identity(service)) }
+
+// Anonymous is the client option that verifies the server but presents no certificate, as a
+// user's client does.
+func (p PKI) Anonymous() client.Option {
+	p.t.Helper()
+	b, err := identity.LoadBundle(TrustDomain(), p.CA.BundleFile(), DiscardLogger())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return client.WithTrustBundle(b, TrustDomain())
 }
 
 // Keys are a fresh access-token key pair: the public key's PEM file, for servers, and an issuer

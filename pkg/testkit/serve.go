@@ -33,9 +33,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 // DiscardLogger returns a logger that drops everything, for load tests.
 func DiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// TestConfig returns a server config for tests: no Consul, no HTTP listener, a short drain.
+// TestConfig returns a server config for tests: no Consul, no HTTP listener, a short drain, and
+// plaintext (in-process tests only; PKI.Configure turns TLS on).
 func TestConfig() server.Config {
 	cfg := server.DefaultConfig("127.0.0.1:0")
+	cfg.InsecurePlaintext = true
 	cfg.ConsulAddr = ""
 	cfg.HTTPAddr = ""
 	cfg.DrainDelay = 0
