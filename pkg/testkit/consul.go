@@ -28,6 +28,7 @@ type Consul struct {
 	bin     string
 	args    []string
 	dataDir string
+	acl     *consul.ACL
 	logs    *SyncBuffer
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -49,6 +50,18 @@ func ConsulBinary(t testing.TB) string {
 // ends.
 func StartConsul(t testing.TB) *Consul {
 	t.Helper()
+	return startConsul(t, nil)
+}
+
+// StartConsulACL starts a dev agent as StartConsul does, with ACLs on and deny by default, and
+// creates acl's tokens (again after each Start); Client uses the management token.
+func StartConsulACL(t testing.TB, acl consul.ACL) *Consul {
+	t.Helper()
+	return startConsul(t, &acl)
+}
+
+func startConsul(t testing.TB, acl *consul.ACL) *Consul {
+	t.Helper()
 	ports := freePorts(t, 4)
 	dataDir, err := os.MkdirTemp("", "testkit-consul-")
 	if err != nil {
@@ -62,6 +75,10 @@ func StartConsul(t testing.TB) *Consul {
 		dataDir: dataDir,
 		args: consul.DevAgentArgs("testkit-"+strconv.Itoa(ports[0]), dataDir,
 			consul.DevAgentPorts{HTTP: ports[0], SerfLAN: ports[1], SerfWAN: ports[2], Server: ports[3]}),
+		acl: acl,
+	}
+	if acl != nil {
+		c.args = append(c.args, "-hcl", acl.AgentConfig())
 	}
 	t.Cleanup(func() {
 		c.Stop()
@@ -97,6 +114,11 @@ func (c *Consul) Start() {
 	if err := consul.WaitForLeader(context.Background(), c.Client(), 30*time.Second, exited); err != nil {
 		c.t.Fatalf("testkit: consul at %s: %v\n%s", c.Addr, err, c.logs.String())
 	}
+	if c.acl != nil {
+		if err := consul.ApplyWhenReady(context.Background(), *c.acl, c.Addr, 30*time.Second); err != nil {
+			c.t.Fatalf("testkit: consul ACLs: %v\n%s", err, c.logs.String())
+		}
+	}
 }
 
 // Stop stops the agent and waits for it to exit.
@@ -124,6 +146,9 @@ func (c *Consul) Client() *api.Client {
 	if c.client == nil {
 		cfg := api.DefaultConfig()
 		cfg.Address = c.Addr
+		if c.acl != nil {
+			cfg.Token = c.acl.Management
+		}
 		client, err := api.NewClient(cfg)
 		if err != nil {
 			c.t.Fatalf("testkit: consul client: %v", err)

@@ -12,8 +12,6 @@ import (
 	"os"
 	"time"
 
-	"google.golang.org/grpc"
-
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/sqldb"
@@ -65,18 +63,13 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", orders.Close)
-	dial := func(name, target string) (*grpc.ClientConn, error) {
-		cc, err := client.Dial(target, s.Log, client.WithTracerProvider(s.Tracer))
-		if err == nil {
-			s.Defer(name+" connection", cc.Close)
-		}
-		return cc, err
-	}
-	userConn, err := dial("user", c.UserTarget)
+	// Mutual TLS with the order service's own identity: user and payment see the verified caller
+	// "order", and only instances that prove to be user and payment are ever called.
+	userConn, err := s.Dial(c.UserTarget, client.WithServer("user"))
 	if err != nil {
 		return err
 	}
-	paymentConn, err := dial("payment", c.PaymentTarget)
+	paymentConn, err := s.Dial(c.PaymentTarget, client.WithServer("payment"))
 	if err != nil {
 		return err
 	}
