@@ -45,6 +45,7 @@ type options struct {
 	trustDomain    spiffeid.TrustDomain
 	server         string
 	insecure       bool
+	consulToken    string
 	tracerProvider trace.TracerProvider
 	registry       prometheus.Registerer
 	timeout        time.Duration
@@ -73,6 +74,10 @@ func WithTrustBundle(bundle x509bundle.Source, td spiffeid.TrustDomain) Option {
 // WithServer names the service the target must prove to be. A consul:// target names it
 // already; a host:port or dns:/// target needs it.
 func WithServer(name string) Option { return optionFunc(func(o *options) { o.server = name }) }
+
+// WithConsulToken resolves consul:// targets with the Consul ACL token token instead of the one
+// the environment names (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE).
+func WithConsulToken(token string) Option { return optionFunc(func(o *options) { o.consulToken = token }) }
 
 // WithInsecure dials in plaintext: the server is not verified and the client proves nothing. For
 // local debugging against servers run with -insecure-plaintext, and in-process tests only.
@@ -139,7 +144,7 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 
 	dialOpts := append(interceptors.ClientChain(chain...),
 		grpc.WithTransportCredentials(creds),
-		grpc.WithResolvers(consul.NewBuilder(log)),
+		grpc.WithResolvers(consul.NewBuilder(log, o.consulToken)),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 			otelgrpc.WithTracerProvider(o.tracerProvider),

@@ -46,7 +46,16 @@ const minRequery = 250 * time.Millisecond
 // ResolveNow; backs off on errors while keeping the last known addresses; and reports an empty
 // set only when Consul says no instance passes, not while a restarted agent has yet to hear from
 // any (see restartGrace).
-func NewBuilder(log *slog.Logger) resolver.Builder { return &builder{log: log} }
+//
+// The resolver reads the catalog with the ACL token token, when given, else with the one the
+// environment names (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE).
+func NewBuilder(log *slog.Logger, token ...string) resolver.Builder {
+	b := &builder{log: log}
+	if len(token) > 0 {
+		b.token = token[0]
+	}
+	return b
+}
 
 // ServiceOf returns the service a consul:// target names ("consul://127.0.0.1:8500/payment" is
 // "payment"), or "" for any other target.
@@ -58,7 +67,10 @@ func ServiceOf(target string) string {
 	return strings.Trim(u.Path, "/")
 }
 
-type builder struct{ log *slog.Logger }
+type builder struct {
+	log   *slog.Logger
+	token string
+}
 
 func (b *builder) Scheme() string { return Scheme }
 
@@ -70,7 +82,12 @@ func (b *builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	// A fresh connection per query: on a reused one, Go's HTTP client silently sends a GET again
 	// when the connection breaks, so a blocking query cut off by an agent's restart would be
 	// re-sent to the restarted agent with the old, higher index and wait its full time there.
-	client, err := newClientWith(target.URL.Host, func(c *api.Config) { c.Transport.DisableKeepAlives = true })
+	client, err := newClientWith(target.URL.Host, func(c *api.Config) {
+		c.Transport.DisableKeepAlives = true
+		if b.token != "" {
+			c.Token = b.token
+		}
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -100,9 +100,13 @@ func Start(t testing.TB, opts Options) *Rig {
 			t.Logf("platform output:\n%s", r.Log)
 		}
 	})
+	opts2, err := p.DialOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dial := func(svc string) *grpc.ClientConn {
 		cc, err := client.Dial("consul://"+p.ConsulAddr+"/"+svc, testkit.DiscardLogger(),
-			client.WithDialOptions(grpc.WithStatsHandler(r.Sent)))
+			append(opts2, client.WithDialOptions(grpc.WithStatsHandler(r.Sent)))...)
 		if err != nil {
 			t.Fatal(err)
 		}

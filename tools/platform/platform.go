@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -27,7 +28,10 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/consul"
+	"github.com/meshmart/meshmart/pkg/devsetup"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/proc"
 )
 
@@ -92,6 +96,12 @@ type Platform struct {
 	ConsulAddr string
 	Instances  []*Instance
 
+	// ACL is the Consul agent's ACL: its management token, a token per service, and a reader.
+	ACL consul.ACL
+	// PKI is the development CA that issued every service's identity; its BundleFile is what a
+	// client verifies the services with (grpcurl -cacert).
+	PKI *identity.DevCA
+
 	opts      Options
 	out       *prefixer
 	consul    *process
@@ -146,11 +156,10 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		"MESHMART_AUTH_PUBLIC_KEY=" + filepath.Join(secrets.keys, auth.PublicKeyFile),
 	}
 	for _, svc := range Services {
-		env := slices.Clone(common)
+		env := append(slices.Clone(common), devsetup.Env(svc, secrets.ServiceDir(svc))...)
 		switch svc {
 		case "user":
-			env = append(env, "MESHMART_SIGNING_KEY="+filepath.Join(secrets.keys, auth.PrivateKeyFile),
-				"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
+			env = append(env, "MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
 		case "order":
 			env = append(env, "MESHMART_SERVICE_PASSWORD="+secrets.password,
 				"MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
@@ -302,15 +311,20 @@ func (p *Platform) build(ctx context.Context) error {
 type secrets struct {
 	keys     string // directory of the token key pair
 	password string // the order service's account password
+	*devsetup.Secrets
 }
 
-// secrets makes the development key pair and the order service's account password, once: both
-// live in DataDir, so a restart keeps every token and the account valid.
+// secrets makes the platform's development secrets in DataDir/secrets (pkg/devsetup: the CA and
+// every service's identity, the signing key, the Consul ACL), and the order service's account
+// password, once: they live in DataDir, so a restart keeps every token, certificate and the
+// account valid.
 func (p *Platform) secrets() (secrets, error) {
-	s := secrets{keys: filepath.Join(p.opts.DataDir, "keys")}
-	if _, err := auth.WriteKeyPair(s.keys); err != nil {
-		return s, err
+	ds, err := devsetup.Write(filepath.Join(p.opts.DataDir, "secrets"), Services, nil)
+	if err != nil {
+		return secrets{}, err
 	}
+	s := secrets{keys: ds.ServiceDir(devsetup.SigningService), Secrets: ds}
+	p.PKI, p.ACL = ds.CA, ds.ACL
 	file := filepath.Join(p.opts.DataDir, "order-service-password")
 	pw, err := os.ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
@@ -330,7 +344,8 @@ func (p *Platform) startConsul(ctx context.Context) error {
 	if err := consul.FreshDataDir(dataDir); err != nil {
 		return err
 	}
-	agent, err := p.spawn("consul", p.consulBin, consul.DevAgentArgs("meshmart", dataDir, p.plan.consul), nil)
+	args := append(consul.DevAgentArgs("meshmart", dataDir, p.plan.consul), "-hcl", p.ACL.AgentConfig())
+	agent, err := p.spawn("consul", p.consulBin, args, nil)
 	if err != nil {
 		return err
 	}
@@ -343,12 +358,28 @@ func (p *Platform) startConsul(ctx context.Context) error {
 	if errors.Is(err, consul.ErrAgentExited) {
 		return fmt.Errorf("%w (see its output above); is port %d taken?", err, p.plan.consul.HTTP)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// The same tokens at every (re)start: the services' token files stay valid.
+	return consul.ApplyWhenReady(ctx, p.ACL, p.ConsulAddr, 30*time.Second)
+}
+
+// DialOptions are the chassis client options a client of the platform needs besides its target:
+// TLS verifying that each server is the service asked for (presenting no certificate, as a
+// user's client does) and the Consul reader token for consul:// targets.
+func (p *Platform) DialOptions() ([]client.Option, error) {
+	bundle, err := identity.LoadBundle(p.PKI.TrustDomain(), p.PKI.BundleFile(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return []client.Option{client.WithTrustBundle(bundle, p.PKI.TrustDomain()), client.WithConsulToken(p.ACL.Reader.SecretID)}, nil
 }
 
 func (p *Platform) client() (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	cfg.Address = p.ConsulAddr
+	cfg.Token = p.ACL.Management
 	return api.NewClient(cfg)
 }
 

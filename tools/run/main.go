@@ -60,12 +60,12 @@ func run(ctx context.Context, replicas int, data string) error {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nmeshmart is up; Ctrl-C stops it.\n")
-	fmt.Fprintf(&b, "  %-8s http://%s/ui\n", "consul", p.ConsulAddr)
+	fmt.Fprintf(&b, "  %-8s http://%s/ui (ACLs on: log in with the token in %s/secrets/consul/management.token)\n", "consul", p.ConsulAddr, data)
 	for _, svc := range platform.Services {
 		fmt.Fprintf(&b, "  %-8s %s\n", svc, strings.Join(p.Addrs(svc), "  "))
 	}
-	fmt.Fprintf(&b, "  %-8s %s (SQLite), keys in %s/keys\n", "data", data, data)
-	fmt.Fprintf(&b, "Try:\n  go tool grpcurl -plaintext %s list\n  make smoke\n\n", p.Addrs("user")[0])
+	fmt.Fprintf(&b, "  %-8s %s (SQLite); identities, keys and tokens in %s/secrets\n", "data", data, data)
+	fmt.Fprintf(&b, "Try:\n  go tool grpcurl -cacert %s/secrets/ca.pem %s list\n  make smoke\n\n", data, p.Addrs("user")[0])
 	fmt.Print(b.String())
 
 	select {

@@ -34,6 +34,8 @@ func main() {
 	host := flag.String("host", "127.0.0.1", "host the services' well-known ports are on")
 	replicas := flag.Int("replicas", 2, "replicas of each service")
 	flag.StringVar(&cfg.consul, "consul", "127.0.0.1:8500", "Consul HTTP address, to check every instance is registered and passing; empty skips")
+	flag.StringVar(&cfg.cacert, "cacert", "data/secrets/ca.pem", "the CA bundle that verifies the services' certificates (grpcurl -cacert): make run's, or the compose stack's data/compose/ca.pem")
+	flag.StringVar(&cfg.consulTokenFile, "consul-token-file", "data/secrets/consul/reader.token", "a Consul ACL token that may read the catalog (the compose stack's: data/compose/consul-reader.token)")
 	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
 	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
 	flag.Parse()
@@ -51,11 +53,13 @@ func main() {
 }
 
 type config struct {
-	grpcurl    string
-	consul     string
-	prometheus string
-	jaeger     string
-	instances  map[string][]string // service -> gRPC addresses
+	grpcurl         string
+	cacert          string
+	consulTokenFile string
+	consul          string
+	prometheus      string
+	jaeger          string
+	instances       map[string][]string // service -> gRPC addresses
 }
 
 // fullNames are the gRPC services the platform's services serve.
@@ -90,7 +94,7 @@ type runner struct {
 // grpcurl runs grpcurl with args, a JSON request body when data is not nil, and a bearer token
 // when token is not empty.
 func (r runner) grpcurl(ctx context.Context, token string, data any, args ...string) call {
-	full := []string{"-plaintext", "-max-time", "20"}
+	full := []string{"-cacert", r.cfg.cacert, "-max-time", "20"}
 	if token != "" {
 		full = append(full, "-H", "authorization: Bearer "+token)
 	}
@@ -329,10 +333,16 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 }
 
 // getJSON fetches url into v.
-func getJSON(ctx context.Context, url string, v any) error {
+func getJSON(ctx context.Context, url string, v any) error { return getJSONAs(ctx, url, "", v) }
+
+// getJSONAs is getJSON with a Consul ACL token.
+func getJSONAs(ctx context.Context, url, consulToken string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
+	}
+	if consulToken != "" {
+		req.Header.Set("X-Consul-Token", consulToken)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -456,15 +466,27 @@ func (r runner) everyInstance(ctx context.Context) error {
 
 // registered checks through Consul's HTTP API that every service has its replicas passing.
 func (r runner) registered(ctx context.Context) error {
+	token, err := os.ReadFile(r.cfg.consulTokenFile)
+	if err != nil {
+		return fmt.Errorf("consul read token: %w", err)
+	}
 	for _, svc := range platform.Services {
 		want := len(r.cfg.instances[svc])
 		r.step("%s: %d instances passing in Consul at %s", svc, want, r.cfg.consul)
+		url := "http://" + r.cfg.consul + "/v1/health/service/" + svc + "?passing"
 		var entries []json.RawMessage
-		if err := getJSON(ctx, "http://"+r.cfg.consul+"/v1/health/service/"+svc+"?passing", &entries); err != nil {
+		if err := getJSONAs(ctx, url, strings.TrimSpace(string(token)), &entries); err != nil {
 			return fmt.Errorf("consul health of %s: %w", svc, err)
 		}
 		if len(entries) != want {
 			return fmt.Errorf("consul: %d %s instances passing, want %d", len(entries), svc, want)
+		}
+		// ACLs deny by default: without a token the catalog shows nothing.
+		if err := getJSON(ctx, url, &entries); err != nil {
+			return fmt.Errorf("consul health of %s without a token: %w", svc, err)
+		}
+		if len(entries) != 0 {
+			return fmt.Errorf("consul shows %d %s instances to a client without a token: ACLs are off", len(entries), svc)
 		}
 	}
 	return nil
