@@ -77,7 +77,9 @@ func WithServer(name string) Option { return optionFunc(func(o *options) { o.ser
 
 // WithConsulToken resolves consul:// targets with the Consul ACL token token instead of the one
 // the environment names (CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE).
-func WithConsulToken(token string) Option { return optionFunc(func(o *options) { o.consulToken = token }) }
+func WithConsulToken(token string) Option {
+	return optionFunc(func(o *options) { o.consulToken = token })
+}
 
 // WithInsecure dials in plaintext: the server is not verified and the client proves nothing. For
 // local debugging against servers run with -insecure-plaintext, and in-process tests only.
