@@ -57,8 +57,8 @@ type Options struct {
 	Root string
 	// BinDir receives the service binaries; default Root/bin.
 	BinDir string
-	// DataDir holds the SQLite files, the development key pair and the order service's account
-	// password; default Root/data.
+	// DataDir holds the SQLite files, the development key pair and the admin's password
+	// (admin-password); default Root/data.
 	DataDir string
 	// Replicas of each service; default 2.
 	Replicas int
@@ -86,11 +86,22 @@ type Instance struct {
 	p   *process
 }
 
+// AdminEmail is the email of the admin Start makes sure of in the user database.
+const AdminEmail = "admin@meshmart.local"
+
+// Credentials are an account's email and password, and the file the password is kept in.
+type Credentials struct {
+	Email, Password, File string
+}
+
 // Platform is a running platform.
 type Platform struct {
 	// ConsulAddr is the Consul agent's HTTP address.
 	ConsulAddr string
 	Instances  []*Instance
+	// Admin is the user service's admin (AdminEmail), made with `user admin` at every start
+	// with the password kept in DataDir/admin-password, made once.
+	Admin Credentials
 
 	opts      Options
 	out       *prefixer
@@ -100,8 +111,9 @@ type Platform struct {
 	died      chan string
 }
 
-// Start builds the services, starts Consul and every replica, and returns once Consul reports
-// every instance passing its health check. On error nothing is left running.
+// Start builds the services, makes sure the user database holds the admin (Platform.Admin),
+// starts Consul and every replica, and returns once Consul reports every instance passing its
+// health check. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	if opts.Root == "" {
 		return nil, errors.New("platform: Options.Root is required")
@@ -137,6 +149,7 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.consulBin, p.plan = consulBin, ports
+	p.Admin = Credentials{Email: AdminEmail, Password: secrets.adminPassword, File: secrets.adminFile}
 	if err := p.startConsul(ctx); err != nil {
 		return nil, err
 	}
@@ -149,11 +162,9 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		env := slices.Clone(common)
 		switch svc {
 		case "user":
-			env = append(env, "MESHMART_SIGNING_KEY="+filepath.Join(secrets.keys, auth.PrivateKeyFile),
-				"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
+			env = append(env, "MESHMART_SIGNING_KEY="+filepath.Join(secrets.keys, auth.PrivateKeyFile))
 		case "order":
-			env = append(env, "MESHMART_SERVICE_PASSWORD="+secrets.password,
-				"MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
+			env = append(env, "MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
 				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
 		}
 		db := opts.Databases[svc]
@@ -161,6 +172,11 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 			db = filepath.Join(opts.DataDir, svc+".sqlite")
 		}
 		env = append(env, "DATABASE_URL="+db)
+		if svc == "user" {
+			if err := p.ensureAdmin(ctx, db); err != nil {
+				return nil, err
+			}
+		}
 		for i := range opts.Replicas {
 			grpcPort, metricsPort := ports.service[svc][i], ports.metrics[svc][i]
 			in := &Instance{
@@ -300,27 +316,39 @@ func (p *Platform) build(ctx context.Context) error {
 }
 
 type secrets struct {
-	keys     string // directory of the token key pair
-	password string // the order service's account password
+	keys          string // directory of the token key pair
+	adminFile     string // the file holding the admin's password
+	adminPassword string
 }
 
-// secrets makes the development key pair and the order service's account password, once: both
-// live in DataDir, so a restart keeps every token and the account valid.
+// secrets makes the development key pair and the admin's password, once: both live in DataDir,
+// so a restart keeps every token and the admin's password valid.
 func (p *Platform) secrets() (secrets, error) {
-	s := secrets{keys: filepath.Join(p.opts.DataDir, "keys")}
+	s := secrets{keys: filepath.Join(p.opts.DataDir, "keys"), adminFile: filepath.Join(p.opts.DataDir, "admin-password")}
 	if _, err := auth.WriteKeyPair(s.keys); err != nil {
 		return s, err
 	}
-	file := filepath.Join(p.opts.DataDir, "order-service-password")
-	pw, err := os.ReadFile(file)
+	pw, err := os.ReadFile(s.adminFile)
 	if errors.Is(err, os.ErrNotExist) {
 		b := make([]byte, 18)
 		_, _ = rand.Read(b)
-		pw = []byte(hex.EncodeToString(b))
-		err = os.WriteFile(file, pw, 0o600)
+		pw = []byte(hex.EncodeToString(b) + "\n")
+		err = os.WriteFile(s.adminFile, pw, 0o600)
 	}
-	s.password = strings.TrimSpace(string(pw))
+	s.adminPassword = strings.TrimSpace(string(pw))
 	return s, err
+}
+
+// ensureAdmin runs `user admin` against the user database db: the admin exists, is active and
+// has the password in its file, whatever happened to the account since the last start.
+func (p *Platform) ensureAdmin(ctx context.Context, db string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(p.opts.BinDir, "user"), "admin", "-email", p.Admin.Email, "-password-file", p.Admin.File)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db)
+	// Its output holds the password: it is kept out of the platform's log.
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("user admin: %w\n%s", err, strings.ReplaceAll(string(out), p.Admin.Password, "***"))
+	}
+	return nil
 }
 
 func (p *Platform) startConsul(ctx context.Context) error {
