@@ -53,7 +53,9 @@ func (u *Users) Active(ctx context.Context, userID string) (bool, error) {
 }
 
 // Payments implements order.Payments.
-type Payments struct{ client paymentv1.PaymentServiceClient }
+type Payments struct {
+	client paymentv1.PaymentServiceClient
+}
 
 // NewPayments returns order.Payments backed by the payment service.
 func NewPayments(client paymentv1.PaymentServiceClient) *Payments { return &Payments{client: client} }
