@@ -130,7 +130,7 @@ func measure(b *testing.B, db string, col *column) {
 		}
 	}
 	r := loadkit.Start(b, opts)
-	admin := r.SignUp(b, "bench-admin", loadkit.AdminEmail)
+	admin := r.LogInAdmin(b)
 	user := r.SignUp(b, "bench-user")
 	seed(b, r)
 	consulTarget := func(svc string) string { return "consul://" + r.ConsulAddr + "/" + svc }

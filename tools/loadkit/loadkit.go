@@ -33,18 +33,14 @@ import (
 	"github.com/meshmart/meshmart/tools/platform"
 )
 
-// AdminEmail signs up as an administrator on a rig (ExportUsers needs one).
-const AdminEmail = "loadkit-admin@meshmart.internal"
-
 // Env are the settings every rig runs the services with: no rate limit (all the load comes from
 // one client), a Consul health check every second (Consul's minimum) that times out after
-// 500 ms, a 1 s drain, and the rig's administrator.
+// 500 ms, and a 1 s drain. The rig's administrator is the platform's (LogInAdmin).
 var Env = []string{
 	"MESHMART_RATE_LIMIT=0",
 	"MESHMART_CHECK_INTERVAL=1s",
 	"MESHMART_CHECK_TIMEOUT=500ms",
 	"MESHMART_DRAIN_DELAY=1s",
-	"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal," + AdminEmail,
 	"MESHMART_LOG_LEVEL=warn",
 }
 
@@ -151,16 +147,12 @@ func (a Account) In(ctx context.Context) context.Context {
 // Password is every rig account's password.
 const Password = "correct horse battery"
 
-// SignUp creates an account called name (with email, if given) and logs it in.
-func (r *Rig) SignUp(t testing.TB, name string, email ...string) Account {
+// SignUp creates an account called name and logs it in.
+func (r *Rig) SignUp(t testing.TB, name string) Account {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	mail := name + "@example.com"
-	if len(email) > 0 {
-		mail = email[0]
-	}
-	created, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: mail, Username: name, Password: Password, GivenName: name})
+	created, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: Password, GivenName: name})
 	if err != nil {
 		t.Fatalf("sign up %s: %v", name, err)
 	}
@@ -169,6 +161,19 @@ func (r *Rig) SignUp(t testing.TB, name string, email ...string) Account {
 		t.Fatalf("log %s in: %v", name, err)
 	}
 	return Account{ID: created.GetUser().GetId(), Token: login.GetAccessToken()}
+}
+
+// LogInAdmin logs in as the platform's administrator (Platform.Admin, which the platform makes
+// with `user admin` at start), for what only admins may do (ExportUsers).
+func (r *Rig) LogInAdmin(t testing.TB) Account {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	login, err := r.Users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Email{Email: r.Admin.Email}, Password: r.Admin.Password})
+	if err != nil {
+		t.Fatalf("log the admin in: %v", err)
+	}
+	return Account{ID: login.GetUser().GetId(), Token: login.GetAccessToken()}
 }
 
 // OrderRequest is the order every rig places: 2 × 19.99 + 3 × 2.50 USD, paid by an approving

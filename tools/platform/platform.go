@@ -8,8 +8,6 @@ package platform
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -61,8 +59,8 @@ type Options struct {
 	Root string
 	// BinDir receives the service binaries; default Root/bin.
 	BinDir string
-	// DataDir holds the SQLite files, the development key pair and the order service's account
-	// password; default Root/data.
+	// DataDir holds the SQLite files, the development key pair and the admin's password
+	// (admin-password); default Root/data.
 	DataDir string
 	// Replicas of each service; default 2.
 	Replicas int
@@ -90,11 +88,22 @@ type Instance struct {
 	p   *process
 }
 
+// AdminEmail is the email of the admin Start makes sure of in the user database.
+const AdminEmail = devsetup.AdminEmail
+
+// Credentials are an account's email and password, and the file the password is kept in.
+type Credentials struct {
+	Email, Password, File string
+}
+
 // Platform is a running platform.
 type Platform struct {
 	// ConsulAddr is the Consul agent's HTTP address.
 	ConsulAddr string
 	Instances  []*Instance
+	// Admin is the user service's admin (AdminEmail), made with `user admin` at every start
+	// with the password kept in DataDir/admin-password, made once.
+	Admin Credentials
 
 	// ACL is the Consul agent's ACL: its management token, a token per service, and a reader.
 	ACL consul.ACL
@@ -110,8 +119,9 @@ type Platform struct {
 	died      chan string
 }
 
-// Start builds the services, starts Consul and every replica, and returns once Consul reports
-// every instance passing its health check. On error nothing is left running.
+// Start builds the services, makes sure the user database holds the admin (Platform.Admin),
+// starts Consul and every replica, and returns once Consul reports every instance passing its
+// health check. On error nothing is left running.
 func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	if opts.Root == "" {
 		return nil, errors.New("platform: Options.Root is required")
@@ -147,6 +157,7 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		return nil, err
 	}
 	p.consulBin, p.plan = consulBin, ports
+	p.Admin = Credentials{Email: AdminEmail, Password: secrets.AdminPassword, File: secrets.AdminPasswordFile()}
 	if err := p.startConsul(ctx); err != nil {
 		return nil, err
 	}
@@ -159,10 +170,8 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		env := append(slices.Clone(common), devsetup.Env(svc, secrets.ServiceDir(svc))...)
 		switch svc {
 		case "user":
-			env = append(env, "MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
 		case "order":
-			env = append(env, "MESHMART_SERVICE_PASSWORD="+secrets.password,
-				"MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
+			env = append(env, "MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
 				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
 		}
 		db := opts.Databases[svc]
@@ -170,6 +179,11 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 			db = filepath.Join(opts.DataDir, svc+".sqlite")
 		}
 		env = append(env, "DATABASE_URL="+db)
+		if svc == "user" {
+			if err := p.ensureAdmin(ctx, db); err != nil {
+				return nil, err
+			}
+		}
 		for i := range opts.Replicas {
 			grpcPort, metricsPort := ports.service[svc][i], ports.metrics[svc][i]
 			in := &Instance{
@@ -309,32 +323,31 @@ func (p *Platform) build(ctx context.Context) error {
 }
 
 type secrets struct {
-	keys     string // directory of the token key pair
-	password string // the order service's account password
+	keys string // directory of the token key pair
 	*devsetup.Secrets
 }
 
 // secrets makes the platform's development secrets in DataDir/secrets (pkg/devsetup: the CA and
-// every service's identity, the signing key, the Consul ACL), and the order service's account
-// password, once: they live in DataDir, so a restart keeps every token, certificate and the
-// account valid.
+// every service's identity, the signing key, the Consul ACL, the admin's password), once: they
+// live in DataDir, so a restart keeps every token, certificate and password valid.
 func (p *Platform) secrets() (secrets, error) {
 	ds, err := devsetup.Write(filepath.Join(p.opts.DataDir, "secrets"), Services, nil)
 	if err != nil {
 		return secrets{}, err
 	}
-	s := secrets{keys: ds.ServiceDir(devsetup.SigningService), Secrets: ds}
 	p.PKI, p.ACL = ds.CA, ds.ACL
-	file := filepath.Join(p.opts.DataDir, "order-service-password")
-	pw, err := os.ReadFile(file)
-	if errors.Is(err, os.ErrNotExist) {
-		b := make([]byte, 18)
-		_, _ = rand.Read(b)
-		pw = []byte(hex.EncodeToString(b))
-		err = os.WriteFile(file, pw, 0o600)
+	return secrets{keys: ds.ServiceDir(devsetup.SigningService), Secrets: ds}, nil
+}
+
+// ensureAdmin runs `user admin` on the user database: the admin exists, with its password.
+func (p *Platform) ensureAdmin(ctx context.Context, db string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(p.opts.BinDir, "user"), "admin", "-email", p.Admin.Email, "-password-file", p.Admin.File)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+db)
+	// Its output holds the password: it is kept out of the platform's log.
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("user admin: %w\n%s", err, strings.ReplaceAll(string(out), p.Admin.Password, "***"))
 	}
-	s.password = strings.TrimSpace(string(pw))
-	return s, err
+	return nil
 }
 
 func (p *Platform) startConsul(ctx context.Context) error {

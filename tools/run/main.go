@@ -65,6 +65,7 @@ func run(ctx context.Context, replicas int, data string) error {
 		fmt.Fprintf(&b, "  %-8s %s\n", svc, strings.Join(p.Addrs(svc), "  "))
 	}
 	fmt.Fprintf(&b, "  %-8s %s (SQLite); identities, keys and tokens in %s/secrets\n", "data", data, data)
+	fmt.Fprintf(&b, "  %-8s %s / %s (%s)\n", "admin", p.Admin.Email, p.Admin.Password, p.Admin.File)
 	fmt.Fprintf(&b, "Try:\n  go tool grpcurl -cacert %s/secrets/ca.pem %s list\n  make smoke\n\n", data, p.Addrs("user")[0])
 	fmt.Print(b.String())
 

@@ -2,12 +2,15 @@
 // `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it. It
 // lists and describes every service through reflection on every instance, health-checks every
 // instance, signs up, logs in, creates a paid and a declined order, cancels the paid one (which
-// refunds it), reads the payments, and checks every answer, spreading the calls over the
+// refunds it), reads the payments, logs in as the platform's admin (made by `user admin`, its
+// password in -admin-password-file) to list the accounts and finds that no call makes the smoke
+// user an admin, and checks every answer, spreading the calls over the
 // replicas. It stops at the first wrong answer, saying what it expected and what it got.
 //
 // Usage:
 //
 //	smoke [-grpcurl path] [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
+//	      [-admin-email admin@meshmart.local] [-admin-password-file data/admin-password]
 package main
 
 import (
@@ -38,7 +41,15 @@ func main() {
 	flag.StringVar(&cfg.consulTokenFile, "consul-token-file", "data/secrets/consul/reader.token", "a Consul ACL token that may read the catalog (the compose stack's: data/compose/consul-reader.token)")
 	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
 	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
+	flag.StringVar(&cfg.adminEmail, "admin-email", platform.AdminEmail, "the admin's email (make run's)")
+	adminFile := flag.String("admin-password-file", "data/secrets/admin/password", "file holding the admin's password (make run's; the compose stack's: data/compose/admin-password)")
 	flag.Parse()
+	pw, err := os.ReadFile(*adminFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "smoke: the admin's password:", err)
+		os.Exit(1)
+	}
+	cfg.adminPassword = strings.TrimSpace(string(pw))
 	cfg.instances = map[string][]string{}
 	for _, svc := range platform.Services {
 		cfg.instances[svc] = platform.Addrs(*host, svc, *replicas)
@@ -53,13 +64,14 @@ func main() {
 }
 
 type config struct {
-	grpcurl         string
-	cacert          string
-	consulTokenFile string
-	consul          string
-	prometheus      string
-	jaeger          string
-	instances       map[string][]string // service -> gRPC addresses
+	adminEmail, adminPassword string
+	grpcurl                   string
+	cacert                    string
+	consulTokenFile           string
+	consul                    string
+	prometheus                string
+	jaeger                    string
+	instances                 map[string][]string // service -> gRPC addresses
 }
 
 // fullNames are the gRPC services the platform's services serve.
@@ -315,6 +327,22 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 		return fmt.Errorf("ListPayments: statuses %v, want %v", statuses, want)
 	}
 	if err := r.fails(ctx, "NotFound", token, map[string]any{"id": "00000000-0000-4000-8000-000000000000"}, pay1, fullNames["payment"]+"/GetPayment"); err != nil {
+		return err
+	}
+
+	r.step("no call makes %s an admin; the admin %s lists the accounts", name, cfg.adminEmail)
+	if err := r.fails(ctx, "InvalidArgument", token, map[string]any{"user": map[string]any{"id": userID, "roles": []string{"ROLE_ADMIN"}},
+		"update_mask": map[string]any{"paths": []string{"roles"}}}, user2, fullNames["user"]+"/UpdateUser"); err != nil {
+		return err
+	}
+	if err := r.fails(ctx, "PermissionDenied", token, map[string]any{"page_size": 1}, user1, fullNames["user"]+"/ListUsers"); err != nil {
+		return err
+	}
+	adminLogin, err := r.ok(ctx, "", map[string]any{"email": cfg.adminEmail, "password": cfg.adminPassword}, user1, fullNames["user"]+"/Login")
+	if err != nil {
+		return err
+	}
+	if _, err := r.ok(ctx, str(adminLogin, "accessToken"), map[string]any{"page_size": 1}, user2, fullNames["user"]+"/ListUsers"); err != nil {
 		return err
 	}
 	if cfg.prometheus != "" {

@@ -43,7 +43,8 @@ func TestJourneyOnThePlatform(t *testing.T) {
 		}
 	}()
 
-	cfg := config{grpcurl: strings.TrimSpace(string(grpcurl)), consul: p.ConsulAddr, instances: map[string][]string{}}
+	cfg := config{grpcurl: strings.TrimSpace(string(grpcurl)), consul: p.ConsulAddr, instances: map[string][]string{},
+		adminEmail: p.Admin.Email, adminPassword: p.Admin.Password}
 	for _, svc := range platform.Services {
 		cfg.instances[svc] = p.Addrs(svc)
 	}

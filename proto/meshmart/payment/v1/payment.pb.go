@@ -430,7 +430,7 @@ func (x *Refund) GetCreateTime() *timestamppb.Timestamp {
 }
 
 // CreatePaymentRequest charges a payment method for an order. The payer is the user whose token
-// the call carries, unless an admin names another in user_id.
+// the call carries, unless an admin or a service names another in user_id.
 type CreatePaymentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The order to pay for.
@@ -442,9 +442,10 @@ type CreatePaymentRequest struct {
 	PaymentMethodToken string `protobuf:"bytes,3,opt,name=payment_method_token,json=paymentMethodToken,proto3" json:"payment_method_token,omitempty"`
 	// The caller's key for this charge; see PaymentService.
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	// The user to charge. Empty means the caller; only admins, such as the order service's service
-	// account settling an order in the background, may name another user. Idempotency keys are
-	// scoped to the payer, so the user's call and the service's retry share one key.
+	// The user to charge. Empty means the user whose token the call carries; only admins and
+	// services, such as the order service settling an order in the background, may name another
+	// user, and a service calling with no user's token must (else INVALID_ARGUMENT). Idempotency
+	// keys are scoped to the payer, so the user's call and the service's retry share one key.
 	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -792,7 +793,8 @@ type ListPaymentsRequest struct {
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only the payments of this order.
 	OrderId string `protobuf:"bytes,3,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
-	// Only the payments of this user. Non-admins always see only their own.
+	// Only the payments of this user. Users who are not admins always see only their own; a service
+	// calling with no user's token must set this or order_id.
 	UserId        string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -912,7 +914,8 @@ func (x *ListPaymentsResponse) GetNextPageToken() string {
 }
 
 // WatchPaymentsRequest selects the events to stream. With no filter a user watches all of their
-// own payments and an admin every payment.
+// own payments and an admin every payment; a service calling with no user's token must filter by
+// user_id or order_id (INVALID_ARGUMENT otherwise).
 type WatchPaymentsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only the events of this order's payments.

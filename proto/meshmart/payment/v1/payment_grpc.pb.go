@@ -32,8 +32,9 @@ const (
 //
 // PaymentService charges and refunds payments for orders through a payment processor.
 //
-// Every method needs a bearer access token. A user sees and acts on only their own payments; a
-// service acting for a user forwards that user's token; an admin sees every payment.
+// Every method needs a bearer access token or, for a meshmart service, its verified certificate. A
+// user sees and acts on only their own payments; a service acting for a user forwards that user's
+// token; a service and an admin may act on every payment.
 //
 // Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
 // and the same parameters returns the first result and never charges or refunds twice; the same
@@ -129,8 +130,9 @@ type PaymentService_WatchPaymentsClient = grpc.ServerStreamingClient[WatchPaymen
 //
 // PaymentService charges and refunds payments for orders through a payment processor.
 //
-// Every method needs a bearer access token. A user sees and acts on only their own payments; a
-// service acting for a user forwards that user's token; an admin sees every payment.
+// Every method needs a bearer access token or, for a meshmart service, its verified certificate. A
+// user sees and acts on only their own payments; a service acting for a user forwards that user's
+// token; a service and an admin may act on every payment.
 //
 // Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
 // and the same parameters returns the first result and never charges or refunds twice; the same

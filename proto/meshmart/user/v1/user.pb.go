@@ -150,7 +150,8 @@ type User struct {
 	// The account's status. Only an admin may change it, and never to USER_STATUS_DELETED: that is
 	// what DeleteUser does.
 	Status UserStatus `protobuf:"varint,6,opt,name=status,proto3,enum=meshmart.user.v1.UserStatus" json:"status,omitempty"`
-	// The account's roles. Only an admin may change them.
+	// The account's roles. No RPC changes them: sign-up and ImportUsers give ROLE_USER alone, and
+	// an admin is made by an operator on the service's database (the `user admin` subcommand).
 	Roles []Role `protobuf:"varint,7,rep,packed,name=roles,proto3,enum=meshmart.user.v1.Role" json:"roles,omitempty"`
 	// When the account was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -726,7 +727,8 @@ type UpdateUserRequest struct {
 	// The account, with id set, carrying the new values of the fields in update_mask. Set etag to
 	// make the update conditional.
 	User *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	// The fields to change. status and roles may be changed by admins only.
+	// The fields to change. status may be changed by admins only; roles by nobody
+	// (INVALID_ARGUMENT).
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -48,7 +48,8 @@ type UserServiceClient interface {
 	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// UpdateUser changes the fields named in update_mask. When user.etag is set and no longer
-	// matches, it fails with ABORTED and changes nothing.
+	// matches, it fails with ABORTED and changes nothing. It never changes roles: asking to is
+	// INVALID_ARGUMENT naming user.roles, whoever asks.
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*UpdateUserResponse, error)
 	// DeleteUser soft-deletes an account: it can no longer log in and is NOT_FOUND to GetUser.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
@@ -58,7 +59,7 @@ type UserServiceClient interface {
 	ExportUsers(ctx context.Context, in *ExportUsersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUsersResponse], error)
 	// ImportUsers creates one account for each request on the stream and answers, when the client
 	// closes the stream, with one result per request. A bad item fails alone; the others are
-	// created. Admins only.
+	// created, each with ROLE_USER alone. Admins only.
 	ImportUsers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportUsersRequest, ImportUsersResponse], error)
 	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
 	// key that signs now and any key published beside it (the next one, before a rotation; the
@@ -196,7 +197,8 @@ type UserServiceServer interface {
 	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// UpdateUser changes the fields named in update_mask. When user.etag is set and no longer
-	// matches, it fails with ABORTED and changes nothing.
+	// matches, it fails with ABORTED and changes nothing. It never changes roles: asking to is
+	// INVALID_ARGUMENT naming user.roles, whoever asks.
 	UpdateUser(context.Context, *UpdateUserRequest) (*UpdateUserResponse, error)
 	// DeleteUser soft-deletes an account: it can no longer log in and is NOT_FOUND to GetUser.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
@@ -206,7 +208,7 @@ type UserServiceServer interface {
 	ExportUsers(*ExportUsersRequest, grpc.ServerStreamingServer[ExportUsersResponse]) error
 	// ImportUsers creates one account for each request on the stream and answers, when the client
 	// closes the stream, with one result per request. A bad item fails alone; the others are
-	// created. Admins only.
+	// created, each with ROLE_USER alone. Admins only.
 	ImportUsers(grpc.ClientStreamingServer[ImportUsersRequest, ImportUsersResponse]) error
 	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
 	// key that signs now and any key published beside it (the next one, before a rotation; the

@@ -2,8 +2,10 @@
 // user and payment services through Consul, settled by a reconciler when a failure leaves them
 // unknown, cancelled with refunds, and tracked as they change.
 //
-// It needs the public key that verifies access tokens (-auth-public-key) and the service
-// account's password (-service-password); docs/configuration.md lists every setting.
+// It needs the public key that verifies access tokens (-auth-public-key); docs/configuration.md
+// lists every setting. It has no account of its own at the user service: on a user's behalf it
+// forwards the user's token, and for its own work (the reconciler) it calls as itself, which the
+// payment service knows by its certificate once the services talk mutual TLS.
 package main
 
 import (
@@ -29,9 +31,6 @@ type settings struct {
 	Database       string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
 	UserTarget     string        `flag:"user-target" env:"MESHMART_USER_TARGET" usage:"where the user service is"`
 	PaymentTarget  string        `flag:"payment-target" env:"MESHMART_PAYMENT_TARGET" usage:"where the payment service is"`
-	ServiceEmail   string        `flag:"service-email" env:"MESHMART_SERVICE_EMAIL" usage:"the service account's email; list it in the user service's MESHMART_ADMIN_EMAILS"`
-	ServiceUser    string        `flag:"service-username" env:"MESHMART_SERVICE_USERNAME" usage:"the service account's username"`
-	ServicePwd     string        `flag:"service-password" env:"MESHMART_SERVICE_PASSWORD" usage:"the service account's password" secret:"true" required:"the reconciler acts through a service account"`
 	ReconcileEvery time.Duration `flag:"reconcile-interval" env:"MESHMART_RECONCILE_INTERVAL" usage:"how often the reconciler looks for unsettled orders"`
 	ReconcileGrace time.Duration `flag:"reconcile-grace" env:"MESHMART_RECONCILE_GRACE" usage:"how long an order may stay unsettled before the reconciler takes it"`
 	TrackInterval  time.Duration `flag:"track-interval" env:"MESHMART_TRACK_INTERVAL" usage:"how often TrackOrders streams look for updates"`
@@ -43,8 +42,6 @@ func defaults() *settings {
 		Database:       "data/order.sqlite",
 		UserTarget:     "consul://127.0.0.1:8500/user",
 		PaymentTarget:  "consul://127.0.0.1:8500/payment",
-		ServiceEmail:   "order-service@meshmart.internal",
-		ServiceUser:    "order-service",
 		ReconcileEvery: 5 * time.Second,
 		ReconcileGrace: 5 * time.Second,
 		TrackInterval:  200 * time.Millisecond,
@@ -73,12 +70,11 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	users := userv1.NewUserServiceClient(userConn)
-	account := remote.NewServiceAccount(users, c.ServiceEmail, c.ServiceUser, c.ServicePwd)
-	svc := order.NewService(orders, remote.NewUsers(users), remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn), account), c.Lease)
+	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
+	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
 	s.Go("reconciler", func(ctx context.Context) error { c.reconcile(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
-		"payment_target", c.PaymentTarget, "service_account", c.ServiceEmail)
+		"payment_target", c.PaymentTarget)
 	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval))
 }
 

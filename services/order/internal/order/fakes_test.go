@@ -41,13 +41,14 @@ func (u *fakeUsers) setDown(down bool) {
 	u.down = down
 }
 
-// fakePayments is the payment service: one payment per idempotency key, settled by the token,
-// refunds counted per payment. While down every call fails with order.ErrUnavailable and
+// fakePayments is the payment service: one payment per payer and idempotency key, settled by the
+// token, refunds counted per payment. Like the real one called by the order service acting as
+// itself (no user's token), it refuses a charge that names no payer. While down every call fails with order.ErrUnavailable and
 // nothing is recorded, as when the service cannot be reached.
 type fakePayments struct {
 	mu       sync.Mutex
 	down     bool
-	byKey    map[string]*order.Payment // charge idempotency key -> payment
+	byKey    map[string]*order.Payment // payer and charge idempotency key -> payment
 	byOrder  map[string]*order.Payment
 	charges  int            // Charge calls that reached the service
 	refunds  map[string]int // payment id -> Refund calls
@@ -58,7 +59,10 @@ func newFakePayments() *fakePayments {
 	return &fakePayments{byKey: map[string]*order.Payment{}, byOrder: map[string]*order.Payment{}, refunds: map[string]int{}}
 }
 
-var errRefused = errors.New("rpc error: code = Unavailable desc = connection refused")
+var (
+	errRefused     = errors.New("rpc error: code = Unavailable desc = connection refused")
+	errNoPayerName = errors.New("rpc error: code = InvalidArgument desc = user_id: required when the call carries no user's token")
+)
 
 func (p *fakePayments) setDown(down bool) {
 	p.mu.Lock()
@@ -78,8 +82,12 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	if p.down {
 		return order.Payment{}, fmt.Errorf("charge: %w: %w", order.ErrUnavailable, errRefused)
 	}
+	if req.UserID == "" {
+		return order.Payment{}, errNoPayerName
+	}
 	p.charges++
-	if pay, ok := p.byKey[req.IdempotencyKey]; ok {
+	key := req.UserID + "/" + req.IdempotencyKey
+	if pay, ok := p.byKey[key]; ok {
 		if pay.Status == order.PaymentPending {
 			pay.Status = order.PaymentCaptured
 		}
@@ -94,7 +102,7 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	default:
 		pay.Status, pay.Reason = order.PaymentDeclined, "card declined"
 	}
-	p.byKey[req.IdempotencyKey], p.byOrder[req.OrderID] = pay, pay
+	p.byKey[key], p.byOrder[req.OrderID] = pay, pay
 	return *pay, nil
 }
 

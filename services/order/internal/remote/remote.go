@@ -1,80 +1,24 @@
 // Package remote implements the order service's view of the user and payment services
-// (order.Users and order.Payments) with gRPC clients built on the chassis, and the service
-// account the order service uses for the work it does on its own, with no user's call to carry a
-// token.
+// (order.Users and order.Payments) with gRPC clients built on the chassis.
+//
+// A call made while serving a user carries that user's token (the chassis client forwards it).
+// Work the order service does on its own (the reconciler, refunds it finishes) carries no token:
+// the service acts as itself, proved by its certificate over mutual TLS, and names the user it
+// acts for in the request.
 package remote
 
 import (
 	"context"
 	"fmt"
-	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/meshmart/meshmart/pkg/auth"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 )
-
-// ServiceAccount logs the order service in to the user service as an account of its own and
-// keeps its token fresh. The account must be an admin (its email listed in the user service's
-// MESHMART_ADMIN_EMAILS) to settle payments on behalf of users; it is signed up on first use.
-type ServiceAccount struct {
-	users                     userv1.UserServiceClient
-	email, username, password string
-
-	mu     sync.Mutex
-	token  string
-	expiry time.Time
-}
-
-// NewServiceAccount returns the service account with the given credentials.
-func NewServiceAccount(users userv1.UserServiceClient, email, username, password string) *ServiceAccount {
-	return &ServiceAccount{users: users, email: email, username: username, password: password}
-}
-
-// Token returns a token with at least a minute left, logging in (and signing up) as needed.
-func (a *ServiceAccount) Token(ctx context.Context) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.token != "" && time.Until(a.expiry) > time.Minute {
-		return a.token, nil
-	}
-	login := func() (*userv1.LoginResponse, error) {
-		return a.users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Email{Email: a.email}, Password: a.password})
-	}
-	resp, err := login()
-	if status.Code(err) == codes.Unauthenticated {
-		_, cerr := a.users.CreateUser(ctx, &userv1.CreateUserRequest{Email: a.email, Username: a.username, Password: a.password, GivenName: "Order service"})
-		if cerr != nil && status.Code(cerr) != codes.AlreadyExists {
-			return "", wrap("sign the service account up", cerr)
-		}
-		resp, err = login()
-	}
-	if err != nil {
-		return "", wrap("log the service account in", err)
-	}
-	a.token, a.expiry = resp.GetAccessToken(), resp.GetExpireTime().AsTime()
-	return a.token, nil
-}
-
-// authorize returns ctx ready for an outgoing call: a call made while serving a user keeps that
-// user's token (the chassis client forwards it); background work uses the service account's.
-func authorize(ctx context.Context, account *ServiceAccount) (context.Context, error) {
-	if _, ok := auth.FromContext(ctx); ok {
-		return ctx, nil
-	}
-	token, err := account.Token(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), nil
-}
 
 // wrap turns an error of the user or payment service into one of the order service: the
 // downstream error, whose text is not for the order service's client, is only the cause (logged,
@@ -110,15 +54,11 @@ func (u *Users) Active(ctx context.Context, userID string) (bool, error) {
 
 // Payments implements order.Payments.
 type Payments struct {
-	client  paymentv1.PaymentServiceClient
-	account *ServiceAccount
+	client paymentv1.PaymentServiceClient
 }
 
-// NewPayments returns order.Payments backed by the payment service, using account for
-// background work.
-func NewPayments(client paymentv1.PaymentServiceClient, account *ServiceAccount) *Payments {
-	return &Payments{client: client, account: account}
-}
+// NewPayments returns order.Payments backed by the payment service.
+func NewPayments(client paymentv1.PaymentServiceClient) *Payments { return &Payments{client: client} }
 
 func toPayment(p *paymentv1.Payment) order.Payment {
 	out := order.Payment{ID: p.GetId()}
@@ -140,10 +80,6 @@ func toPayment(p *paymentv1.Payment) order.Payment {
 
 // Charge implements order.Payments.
 func (p *Payments) Charge(ctx context.Context, req order.ChargeRequest) (order.Payment, error) {
-	ctx, err := authorize(ctx, p.account)
-	if err != nil {
-		return order.Payment{}, err
-	}
 	resp, err := p.client.CreatePayment(ctx, &paymentv1.CreatePaymentRequest{
 		OrderId: req.OrderID, UserId: req.UserID, PaymentMethodToken: req.Token, IdempotencyKey: req.IdempotencyKey,
 		Amount: &moneyv1.Money{CurrencyCode: req.Currency, MinorUnits: req.AmountMinor},
@@ -156,11 +92,7 @@ func (p *Payments) Charge(ctx context.Context, req order.ChargeRequest) (order.P
 
 // Refund implements order.Payments. A payment with nothing left to refund counts as refunded.
 func (p *Payments) Refund(ctx context.Context, paymentID, _ string, key, reason string) error {
-	ctx, err := authorize(ctx, p.account)
-	if err != nil {
-		return err
-	}
-	_, err = p.client.RefundPayment(ctx, &paymentv1.RefundPaymentRequest{PaymentId: paymentID, IdempotencyKey: key, Reason: reason})
+	_, err := p.client.RefundPayment(ctx, &paymentv1.RefundPaymentRequest{PaymentId: paymentID, IdempotencyKey: key, Reason: reason})
 	if status.Code(err) == codes.FailedPrecondition {
 		return nil // already refunded in full, or never captured: nothing is owed back
 	}
@@ -172,10 +104,6 @@ func (p *Payments) Refund(ctx context.Context, paymentID, _ string, key, reason 
 
 // ForOrder implements order.Payments.
 func (p *Payments) ForOrder(ctx context.Context, orderID, userID string) (order.Payment, bool, error) {
-	ctx, err := authorize(ctx, p.account)
-	if err != nil {
-		return order.Payment{}, false, err
-	}
 	resp, err := p.client.ListPayments(ctx, &paymentv1.ListPaymentsRequest{OrderId: orderID, UserId: userID, PageSize: 1})
 	if err != nil {
 		return order.Payment{}, false, wrap("find the order's payment", err)

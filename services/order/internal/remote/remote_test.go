@@ -12,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
@@ -84,8 +85,7 @@ func newOrderClient(t *testing.T, users userv1.UserServiceClient, payments payme
 	orders := testkit.OpenSQLite(t, store.Open)
 	logged := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logged, nil))
-	account := remote.NewServiceAccount(users, "order@example.com", "order-service", "a password")
-	svc := order.NewService(orders, remote.NewUsers(users), remote.NewPayments(payments, account), time.Second)
+	svc := order.NewService(orders, remote.NewUsers(users), remote.NewPayments(payments), time.Second)
 	// The transport logs to logged, where the causes it keeps from the client must show.
 	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, grpcapi.New(svc, log, 20*time.Millisecond))
 	return orderv1.NewOrderServiceClient(cc), keys.Context(t, alice, auth.RoleUser), logged
@@ -147,5 +147,38 @@ func TestDownstreamTextIsNotSent(t *testing.T) {
 				t.Errorf("the downstream error was not logged:\n%s", logged)
 			}
 		})
+	}
+}
+
+// recordingPayments records the last CreatePayment and the metadata it went out with.
+type recordingPayments struct {
+	paymentv1.PaymentServiceClient
+	req *paymentv1.CreatePaymentRequest
+	md  metadata.MD
+}
+
+func (r *recordingPayments) CreatePayment(ctx context.Context, req *paymentv1.CreatePaymentRequest, _ ...grpc.CallOption) (*paymentv1.CreatePaymentResponse, error) {
+	r.req, r.md = req, nil
+	r.md, _ = metadata.FromOutgoingContext(ctx)
+	return &paymentv1.CreatePaymentResponse{Payment: &paymentv1.Payment{Id: "p1", Status: paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED}}, nil
+}
+
+// TestBackgroundChargeActsAsTheService: work the order service does on its own (the reconciler)
+// carries no token of any account, and names the payer, which the payment service requires of a
+// service calling with no user's token.
+func TestBackgroundChargeActsAsTheService(t *testing.T) {
+	t.Parallel()
+	rec := &recordingPayments{}
+	p, err := remote.NewPayments(rec).Charge(context.Background(), order.ChargeRequest{
+		OrderID: "0b3f8a52-4c1e-4f7e-9a51-2f6c8d3e1a90", UserID: alice, Currency: "USD", AmountMinor: 100, Token: "tok_approve", IdempotencyKey: "order:1",
+	})
+	if err != nil || p.Status != order.PaymentCaptured {
+		t.Fatalf("Charge = %+v, %v", p, err)
+	}
+	if rec.req.GetUserId() != alice {
+		t.Errorf("the charge named payer %q, want %q", rec.req.GetUserId(), alice)
+	}
+	if auth := rec.md.Get("authorization"); len(auth) != 0 {
+		t.Errorf("a background charge carried authorization %q", auth)
 	}
 }

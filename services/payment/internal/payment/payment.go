@@ -106,6 +106,11 @@ func (p Payment) Cursor() paging.Cursor { return paging.Cursor{CreateTime: p.Cre
 var (
 	ErrNotFound         = fault.New(fault.NotFound, "payment not found")
 	ErrPermissionDenied = fault.New(fault.PermissionDenied, "permission denied")
+	// ErrPayerRequired: a service charged with no user's token and named no payer.
+	ErrPayerRequired = fault.Invalid("user_id", "required when the call carries no user's token")
+	// ErrFilterRequired: a service listed or watched with no user's token and no user or order
+	// filter, which would be every payment.
+	ErrFilterRequired = fault.Invalid("user_id", "filter by user_id or order_id when the call carries no user's token")
 	// ErrKeyReused: the idempotency key was used before with other parameters.
 	ErrKeyReused = fault.New(fault.FailedPrecondition, "the idempotency key was already used with different parameters")
 	// ErrRefundExceeds: the refund would return more than is left of the capture.

@@ -37,12 +37,30 @@ func NewService(store Store, processor Processor, processorTimeout time.Duration
 
 // ChargeInput is a request to charge an order.
 type ChargeInput struct {
-	// UserID is the payer; empty means the caller. Only admins may name another user.
+	// UserID is the payer; empty means the user whose token the call carries. Only admins and
+	// services may name another user, and a service calling with no user's token must name one.
 	UserID         string
 	OrderID        string
 	Amount         Money
 	Token          string
 	IdempotencyKey string
+}
+
+// payerOf is who a charge by caller naming userID (perhaps empty) is paid by: the user named, if
+// the caller may act for them (an admin or a service may act for anyone); else the user whose
+// token the call carries. A service with no user's token must name the payer (ErrPayerRequired).
+func payerOf(caller auth.Identity, userID string) (string, error) {
+	switch {
+	case !caller.IsUser() && !caller.IsService():
+		return "", ErrPermissionDenied
+	case userID == "" && !caller.IsUser():
+		return "", ErrPayerRequired
+	case userID == "":
+		return caller.Subject, nil
+	case !caller.CanActFor(userID):
+		return "", ErrPermissionDenied
+	}
+	return userID, nil
 }
 
 // Charge charges in.Amount to the payer. The same payer and key with the same parameters
@@ -54,12 +72,9 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 	if in.Amount.Minor <= 0 {
 		return Payment{}, fault.Invalid("amount", "must be positive")
 	}
-	payer := caller.Subject
-	if in.UserID != "" && in.UserID != caller.Subject {
-		if !caller.IsAdmin() {
-			return Payment{}, ErrPermissionDenied
-		}
-		payer = in.UserID
+	payer, err := payerOf(caller, in.UserID)
+	if err != nil {
+		return Payment{}, err
 	}
 	now := s.now()
 	p := Payment{
@@ -68,7 +83,7 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 		// The token is part of the fingerprint only as a hash: card data is never stored.
 		Fingerprint: idempotency.Fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), idempotency.Fingerprint(in.Token)),
 	}
-	err := s.store.CreatePending(ctx, p)
+	err = s.store.CreatePending(ctx, p)
 	switch {
 	case errors.Is(err, ErrDuplicateKey):
 		existing, err := s.store.GetByKey(ctx, payer, in.IdempotencyKey)
@@ -231,7 +246,7 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 	return updated, r, nil
 }
 
-// Get returns a payment the caller may see: their own, or any for an admin.
+// Get returns a payment the caller may see: their own, or any for an admin or a service.
 func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Payment, error) {
 	p, err := s.store.Get(ctx, id)
 	if err != nil {
@@ -243,15 +258,27 @@ func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Pay
 	return p, nil
 }
 
-// scope narrows f to what the caller may see: an admin anything, a user their own payments.
+// scope narrows f to what the caller may see: an admin anything; a user their own payments; a
+// service (which may act for anyone) the payments of the user or order it names, else those of
+// the user whose token it forwards. A service with neither a user's token nor a user or order
+// filter is ErrFilterRequired, never every payment there is.
 func scope(caller auth.Identity, f Filter) (Filter, error) {
-	if caller.IsAdmin() {
+	switch {
+	case caller.IsAdmin():
 		return f, nil
-	}
-	if f.UserID != "" && f.UserID != caller.Subject {
+	case !caller.IsUser() && !caller.IsService():
 		return Filter{}, ErrPermissionDenied
+	case f.UserID != "":
+		if !caller.CanActFor(f.UserID) {
+			return Filter{}, ErrPermissionDenied
+		}
+		return f, nil
+	case caller.IsUser():
+		f.UserID = caller.Subject
+		return f, nil
+	case f.OrderID == "":
+		return Filter{}, ErrFilterRequired
 	}
-	f.UserID = caller.Subject
 	return f, nil
 }
 

@@ -3,7 +3,7 @@
 // With no configuration it runs on its own: an embedded SQLite file (data/user.sqlite) and a signing
 // key made up at start (tokens then die with the process). In production give it a PostgreSQL
 // DATABASE_URL and the signing key file every replica shares; docs/configuration.md lists every
-// setting.
+// setting. No setting makes an admin: `user admin -email E` does, on the database (admin.go).
 package main
 
 import (
@@ -28,7 +28,10 @@ import (
 func main() {
 	c := defaults()
 	os.Exit(app.Main(app.Service{Name: "user", GRPCAddr: ":50051", Settings: c, Start: c.start,
-		OwnVerifier: true, Commands: []app.Command{{Name: "keygen", Run: keygen}}}))
+		OwnVerifier: true, Commands: []app.Command{
+			{Name: "keygen", Run: keygen},
+			{Name: "admin", Run: func(ctx context.Context, args []string) error { return admin(ctx, args, os.Getenv, os.Stdout) }},
+		}}))
 }
 
 // keygen is `user keygen [-dir D]`: it makes sure D holds the key pair every replica shares,
@@ -50,10 +53,9 @@ func keygen(_ context.Context, args []string) error {
 // settings are the user service's own, beside the chassis' server.Config. The signing key is a
 // file path, not the key itself, so it is not secret.
 type settings struct {
-	Database    string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
-	SigningKey  string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
-	TokenTTL    time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
-	AdminEmails []string      `flag:"admin-emails" env:"MESHMART_ADMIN_EMAILS" usage:"comma-separated emails that become admins when they sign up"`
+	Database   string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
+	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
 }
 
 func defaults() *settings {
@@ -74,7 +76,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", users.Close)
-	svc, err := user.NewService(users, issuer, user.WithAdminEmails(c.AdminEmails...))
+	svc, err := user.NewService(users, issuer)
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,9 +41,20 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	if err := os.WriteFile(pubFile, pubPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The first admin is made on the database by the binary's admin subcommand, before the
+	// service starts, as the launcher and the compose stack do.
+	pwFile := filepath.Join(dir, "admin-password")
+	if err := os.WriteFile(pwFile, []byte("correct horse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "admin", "-email", "root@example.com", "-username", "root", "-password-file", pwFile)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dsn)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "password: correct horse") {
+		t.Fatalf("user admin: %v\n%s", err, out)
+	}
 	testkit.StartProcess(t, "user service", bin, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
 		"-consul-addr", agent.Addr, "-tags", tag, "-check-interval", "500ms", "-drain-delay", "100ms",
-		"-signing-key", keyFile, "-auth-public-key", pubFile, "-admin-emails", "root@example.com"},
+		"-signing-key", keyFile, "-auth-public-key", pubFile},
 		"DATABASE_URL="+dsn)
 
 	cc, err := client.Dial("consul://"+agent.Addr+"/user?tag="+tag, testkit.Logger(t))
@@ -54,28 +67,29 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	defer cancel()
 
 	// The service is reachable once it has registered.
-	var created *userv1.CreateUserResponse
+	var login *userv1.LoginResponse
 	for {
-		created, err = users.CreateUser(ctx, &userv1.CreateUserRequest{Email: "root@example.com", Username: "root", Password: "correct horse", GivenName: "Root"})
+		login, err = users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: "root"}, Password: "correct horse"})
 		if err == nil {
 			break
 		}
 		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			t.Fatalf("CreateUser: %v", err)
+			t.Fatalf("Login: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	login, err := users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: "root"}, Password: "correct horse"})
-	if err != nil {
+	// Sign-up makes a plain user, whatever the email.
+	if _, err := users.CreateUser(ctx, &userv1.CreateUserRequest{Email: "ROOT2@example.com", Username: "root2", Password: "correct horse", GivenName: "R"}); err != nil {
 		t.Fatal(err)
 	}
+	created := login
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
 	got, err := users.GetUser(authed, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})
 	if err != nil || got.GetUser().GetEmail() != "root@example.com" {
 		t.Fatalf("GetUser = %v, %v", got, err)
 	}
 	list, err := users.ListUsers(authed, &userv1.ListUsersRequest{})
-	if err != nil || len(list.GetUsers()) != 1 {
+	if err != nil || len(list.GetUsers()) != 2 || len(list.GetUsers()[1].GetRoles()) != 1 {
 		t.Fatalf("ListUsers as admin = %v, %v", list, err)
 	}
 	_, err = users.GetUser(ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})

@@ -34,13 +34,6 @@ func roleValue(name string) userv1.Role {
 	return userv1.Role_ROLE_UNSPECIFIED
 }
 
-func roleName(r userv1.Role) string {
-	if r == userv1.Role_ROLE_ADMIN {
-		return user.RoleAdmin
-	}
-	return user.RoleUser
-}
-
 func sortResults(rs []*userv1.ImportUserResult) {
 	slices.SortStableFunc(rs, func(a, b *userv1.ImportUserResult) int { return int(a.GetIndex() - b.GetIndex()) })
 }

@@ -16,7 +16,7 @@ func TestPageTokens(t *testing.T) {
 	t.Parallel()
 	path, keys := testkit.SQLitePath(t), testkit.NewKeys(t)
 	replicas := []userv1.UserServiceClient{newReplica(t, path, keys), newReplica(t, path, keys)}
-	admin := signUp(t, replicas[0], adminEmail, "root")
+	admin := logIn(t, replicas[0], adminEmail)
 	for i := range 4 {
 		signUp(t, replicas[i%2], fmt.Sprintf("u%d@example.com", i), fmt.Sprint("user", i))
 	}

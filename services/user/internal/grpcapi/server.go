@@ -94,9 +94,6 @@ func (s *Server) UpdateUser(ctx context.Context, req *userv1.UpdateUserRequest) 
 		Paths: req.GetUpdateMask().GetPaths(), Email: in.GetEmail(), Username: in.GetUsername(),
 		GivenName: in.GetGivenName(), FamilyName: in.GetFamilyName(), Status: user.Status(in.GetStatus()),
 	}
-	for _, r := range in.GetRoles() {
-		patch.Roles = append(patch.Roles, roleName(r))
-	}
 	u, err := s.svc.Update(ctx, who, in.GetId(), in.GetEtag(), patch)
 	if err != nil {
 		return nil, s.errs.Status(ctx, err)

@@ -27,40 +27,22 @@ type Service struct {
 	// dummyHash is checked against when a login names no account, so that an unknown user costs
 	// as much time as a wrong password and cannot be told apart by timing.
 	dummyHash string
-	admins    map[string]bool
-}
-
-// Option configures NewService.
-type Option func(*Service)
-
-// WithAdminEmails makes accounts that sign up with one of emails admins. It is how a deployment
-// gets its first admin; none by default.
-func WithAdminEmails(emails ...string) Option {
-	return func(s *Service) {
-		for _, e := range emails {
-			if e = normalise(e); e != "" {
-				s.admins[e] = true
-			}
-		}
-	}
 }
 
 // NewService returns a Service keeping accounts in store, issuing tokens with issuer, and signing
-// page tokens with the store's page key.
-func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, error) {
+// page tokens with the store's page key. No RPC it serves can make an admin: admins are made by
+// EnsureAdmin, a local operation on the database (the `user admin` subcommand).
+func NewService(store Store, issuer *auth.Issuer) (*Service, error) {
 	dummy, err := HashPassword(uuid.NewString())
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
-		dummyHash: dummy, admins: map[string]bool{}}
-	for _, o := range opts {
-		o(s)
-	}
-	return s, nil
+	return &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
+		dummyHash: dummy}, nil
 }
 
-// newAccount builds the account nu describes, hashing its password.
+// newAccount builds the account nu describes, hashing its password. Every new account holds the
+// user role alone, whoever asks and whatever its email.
 func (s *Service) newAccount(nu NewUser) (User, error) {
 	if strings.TrimSpace(nu.Email) == "" || strings.TrimSpace(nu.Username) == "" {
 		return User{}, fault.Invalid("email", "email and username are required")
@@ -73,10 +55,6 @@ func (s *Service) newAccount(nu NewUser) (User, error) {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
 	now := s.now().Truncate(time.Microsecond)
-	roles := []string{RoleUser}
-	if s.admins[normalise(nu.Email)] {
-		roles = append(roles, RoleAdmin)
-	}
 	return User{
 		ID:           uuid.NewString(),
 		Email:        normalise(nu.Email),
@@ -85,7 +63,7 @@ func (s *Service) newAccount(nu NewUser) (User, error) {
 		FamilyName:   strings.TrimSpace(nu.FamilyName),
 		PasswordHash: hash,
 		Status:       StatusActive,
-		Roles:        roles,
+		Roles:        []string{RoleUser},
 		Version:      1,
 		CreateTime:   now,
 		UpdateTime:   now,
@@ -161,9 +139,13 @@ func (s *Service) live(ctx context.Context, l Lookup) (User, error) {
 }
 
 // Update applies p to account id when the caller may change it. A non-empty etag must match the
-// account's, else ErrStale. Only admins may change status and roles; nobody may set the deleted
-// status here.
+// account's, else ErrStale. Only admins may change status, and nobody to the deleted status here.
+// Roles cannot be changed here by anyone (ErrRolesReadOnly): an RPC that could grant a role could
+// make an admin.
 func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag string, p Patch) (User, error) {
+	if slices.Contains(p.Paths, "roles") {
+		return User{}, ErrRolesReadOnly
+	}
 	u, err := s.writable(ctx, caller, id, etag)
 	if err != nil {
 		return User{}, err
@@ -178,21 +160,14 @@ func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag str
 			u.GivenName = strings.TrimSpace(p.GivenName)
 		case "family_name":
 			u.FamilyName = strings.TrimSpace(p.FamilyName)
-		case "status", "roles":
+		case "status":
 			if !caller.IsAdmin() {
 				return User{}, ErrPermissionDenied
 			}
-			if path == "status" {
-				if p.Status != StatusActive && p.Status != StatusSuspended {
-					return User{}, fault.Invalid("user.status", "must be ACTIVE or SUSPENDED; use DeleteUser to delete")
-				}
-				u.Status = p.Status
-			} else {
-				if len(p.Roles) == 0 {
-					return User{}, fault.Invalid("user.roles", "an account needs at least one role")
-				}
-				u.Roles = slices.Clone(p.Roles)
+			if p.Status != StatusActive && p.Status != StatusSuspended {
+				return User{}, fault.Invalid("user.status", "must be ACTIVE or SUSPENDED; use DeleteUser to delete")
 			}
+			u.Status = p.Status
 		default:
 			return User{}, fault.Invalid("update_mask", fmt.Sprintf("%q cannot be updated", path))
 		}

@@ -93,8 +93,17 @@ func TestReadAndChangePermissions(t *testing.T) {
 	if _, err := svc.Update(ctx, self(ada), bob.ID, "", user.Patch{Paths: []string{"given_name"}, GivenName: "X"}); !errors.Is(err, user.ErrPermissionDenied) {
 		t.Errorf("changing someone else = %v", err)
 	}
-	if _, err := svc.Update(ctx, self(ada), ada.ID, "", user.Patch{Paths: []string{"roles"}, Roles: []string{"admin"}}); !errors.Is(err, user.ErrPermissionDenied) {
-		t.Errorf("a user making themselves admin = %v", err)
+	// Nobody changes roles through Update, an admin no more than a user: an invalid argument
+	// naming the roles field.
+	for _, who := range []auth.Identity{self(ada), admin} {
+		_, err := svc.Update(ctx, who, ada.ID, "", user.Patch{Paths: []string{"given_name", "roles"}, GivenName: "Eve"})
+		var fe *fault.Error
+		if !errors.Is(err, user.ErrRolesReadOnly) || !errors.As(err, &fe) || fe.Code != fault.InvalidArgument || fe.Field != "user.roles" {
+			t.Errorf("%v changing roles = %v, want an invalid argument on user.roles", who.Roles, err)
+		}
+	}
+	if got, _ := svc.Get(ctx, admin, user.Lookup{ID: ada.ID}); got.GivenName != "Ada" || got.Version != ada.Version {
+		t.Errorf("a refused roles update changed the account: %+v", got)
 	}
 	if _, err := svc.Update(ctx, admin, ada.ID, "", user.Patch{Paths: []string{"status"}, Status: user.StatusDeleted}); err == nil {
 		t.Errorf("status DELETED through Update was accepted")
@@ -191,6 +200,12 @@ func TestExportAndImport(t *testing.T) {
 	}
 	if results[0].Err != nil || !errors.Is(results[1].Err, user.ErrEmailTaken) || fault.CodeOf(results[2].Err) != fault.InvalidArgument || results[3].Err != nil {
 		t.Fatalf("import results = %+v", results)
+	}
+	// Import takes no roles: whatever an admin imports is a plain user.
+	for _, r := range []user.ImportResult{results[0], results[3]} {
+		if fmt.Sprint(r.User.Roles) != "[user]" {
+			t.Errorf("imported %s with roles %v, want [user]", r.User.Email, r.User.Roles)
+		}
 	}
 	if _, err := svc.Import(ctx, self(results[0].User), nil); !errors.Is(err, user.ErrPermissionDenied) {
 		t.Errorf("a user importing = %v", err)

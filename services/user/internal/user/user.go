@@ -59,6 +59,7 @@ type Lookup struct {
 }
 
 // Patch is a change to an account: the fields named in Paths take their values from the rest.
+// "roles" is not among the paths Update accepts (ErrRolesReadOnly).
 type Patch struct {
 	Paths      []string
 	Email      string
@@ -66,7 +67,6 @@ type Patch struct {
 	GivenName  string
 	FamilyName string
 	Status     Status
-	Roles      []string
 }
 
 // Sentinel errors, each with its code and a message written for the client; the transport maps
@@ -86,6 +86,9 @@ var (
 	ErrUsernameTaken = fault.New(fault.AlreadyExists, "username is already taken")
 	// ErrIDTaken: another account has this id (a generated id that collided).
 	ErrIDTaken = fault.New(fault.AlreadyExists, "id is already taken")
+	// ErrRolesReadOnly: an update asked to change roles, which no RPC may do; admins are made
+	// by the `user admin` subcommand on the database.
+	ErrRolesReadOnly = fault.Invalid("user.roles", "roles cannot be changed through UpdateUser")
 )
 
 // Filter selects accounts for listing and export.
