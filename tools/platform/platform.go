@@ -59,8 +59,9 @@ type Options struct {
 	Root string
 	// BinDir receives the service binaries; default Root/bin.
 	BinDir string
-	// DataDir holds the SQLite files, the development key pair and the admin's password
-	// (admin-password); default Root/data.
+	// DataDir holds the SQLite files and, in DataDir/secrets, the development secrets
+	// (pkg/devsetup: identities, the signing key, Consul tokens, the admin's password); default
+	// Root/data.
 	DataDir string
 	// Replicas of each service; default 2.
 	Replicas int
@@ -102,7 +103,7 @@ type Platform struct {
 	ConsulAddr string
 	Instances  []*Instance
 	// Admin is the user service's admin (AdminEmail), made with `user admin` at every start
-	// with the password kept in DataDir/admin-password, made once.
+	// with the password kept in DataDir/secrets/admin/password, made once.
 	Admin Credentials
 
 	// ACL is the Consul agent's ACL: its management token, a token per service, and a reader.

@@ -40,15 +40,18 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, keys testkit.Keys
 			t.Fatal(err)
 		}
 	}
+	pki := testkit.NewPKI(t, "payment", "order")
 	for i := range 2 {
 		testkit.StartProcess(t, fmt.Sprintf("payment replica %d", i), bin, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
 			"-consul-addr", agent.Addr, "-tags", tag, "-check-interval", "500ms", "-drain-delay", "100ms",
 			"-auth-public-key", keys.PublicKeyFile, "-processor-timeout", "300ms", "-watch-interval", "50ms"},
-			"DATABASE_URL="+dsn)
+			append(pki.Env("payment"), "DATABASE_URL="+dsn)...)
 	}
 	eventuallyPassing(t, agent, tag, 2)
 
-	cc, err := client.Dial("consul://"+agent.Addr+"/payment?tag="+tag, testkit.Logger(t))
+	// The test calls as the order service, the only caller CreatePayment allows, forwarding a
+	// user's token as the order service does.
+	cc, err := client.Dial("consul://"+agent.Addr+"/payment?tag="+tag, testkit.Logger(t), pki.As("order"))
 	if err != nil {
 		t.Fatal(err)
 	}

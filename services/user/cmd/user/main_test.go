@@ -52,12 +52,13 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "password: correct horse") {
 		t.Fatalf("user admin: %v\n%s", err, out)
 	}
+	pki := testkit.NewPKI(t, "user")
 	testkit.StartProcess(t, "user service", bin, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
 		"-consul-addr", agent.Addr, "-tags", tag, "-check-interval", "500ms", "-drain-delay", "100ms",
 		"-signing-key", keyFile, "-auth-public-key", pubFile},
-		"DATABASE_URL="+dsn)
+		append(pki.Env("user"), "DATABASE_URL="+dsn)...)
 
-	cc, err := client.Dial("consul://"+agent.Addr+"/user?tag="+tag, testkit.Logger(t))
+	cc, err := client.Dial("consul://"+agent.Addr+"/user?tag="+tag, testkit.Logger(t), pki.Anonymous())
 	if err != nil {
 		t.Fatal(err)
 	}
