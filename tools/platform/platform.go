@@ -141,18 +141,19 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		return nil, err
 	}
 
-	common := []string{
-		"CONSUL_HTTP_ADDR=" + p.ConsulAddr,
-		"MESHMART_AUTH_PUBLIC_KEY=" + filepath.Join(secrets.keys, auth.PublicKeyFile),
-	}
+	common := []string{"CONSUL_HTTP_ADDR=" + p.ConsulAddr}
+	// Only the user service holds the private key; the others fetch the public keys from it.
+	keysTarget := "MESHMART_AUTH_KEYS_TARGET=consul://" + p.ConsulAddr + "/user"
 	for _, svc := range Services {
 		env := slices.Clone(common)
 		switch svc {
 		case "user":
 			env = append(env, "MESHMART_SIGNING_KEY="+filepath.Join(secrets.keys, auth.PrivateKeyFile),
 				"MESHMART_ADMIN_EMAILS=order-service@meshmart.internal")
+		case "payment":
+			env = append(env, keysTarget)
 		case "order":
-			env = append(env, "MESHMART_SERVICE_PASSWORD="+secrets.password,
+			env = append(env, keysTarget, "MESHMART_SERVICE_PASSWORD="+secrets.password,
 				"MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
 				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
 		}

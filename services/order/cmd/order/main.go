@@ -2,8 +2,9 @@
 // user and payment services through Consul, settled by a reconciler when a failure leaves them
 // unknown, cancelled with refunds, and tracked as they change.
 //
-// It needs the public key that verifies access tokens (-auth-public-key) and the service
-// account's password (-service-password); docs/configuration.md lists every setting.
+// It needs where the user service publishes the keys that verify access tokens
+// (-auth-keys-target; or one key file, -auth-public-key) and the service account's password
+// (-service-password); docs/configuration.md lists every setting.
 package main
 
 import (

@@ -2,6 +2,7 @@ package user
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,6 +29,8 @@ type Service struct {
 	// as much time as a wrong password and cannot be told apart by timing.
 	dummyHash string
 	admins    map[string]bool
+	// published are the keys verified beside the signing key, which never sign.
+	published []ed25519.PublicKey
 }
 
 // Option configures NewService.
@@ -43,6 +46,14 @@ func WithAdminEmails(emails ...string) Option {
 			}
 		}
 	}
+}
+
+// WithPublishedKeys publishes keys beside the issuer's signing key, as keys tokens may be
+// verified with, without ever signing with them: the next key before a rotation, so that every
+// verifier knows it before the first token it signs, and the previous one until its tokens
+// expired. None by default; the signing key itself is skipped.
+func WithPublishedKeys(keys ...ed25519.PublicKey) Option {
+	return func(s *Service) { s.published = append(s.published, keys...) }
 }
 
 // NewService returns a Service keeping accounts in store, issuing tokens with issuer, and signing
