@@ -340,7 +340,8 @@ const (
 )
 
 // WriteKeyPair makes sure dir holds a key pair: PrivateKeyFile (mode 0600), the key the user
-// service signs tokens with, and PublicKeyFile (0644), the key every service verifies them with.
+// service signs tokens with, and PublicKeyFile (0644), its public half (for -auth-public-key
+// set-ups; the other services normally fetch the public keys from the user service).
 // An existing pair is kept, so every replica and every restart shares one key; created reports
 // whether this call wrote it. It is how development keys are made (`make keys`, `make run`, and
 // the docker compose stack's keys step); production keys come from a secret store.
