@@ -114,8 +114,8 @@ bench-order: consul ## order service: CreateOrder end to end (three services) vs
 	go test -run '^$$' -bench BenchmarkCreateOrder -benchtime 1x ./services/order/cmd/order/
 
 .PHONY: keys
-keys: ## write a development access-token key pair into data/keys (kept if present)
-	go run ./tools/keygen -dir data/keys
+keys: ## write the development secrets into data/secrets: CA, identities, signing key, Consul ACL (kept if present)
+	go run ./pkg/cmd/devsetup -dir data/secrets
 
 .PHONY: run
 run: consul ## run the whole platform: Consul and two replicas of each service on SQLite (Ctrl-C stops it)

@@ -60,14 +60,15 @@ func TestServiceShapes(t *testing.T) {
 		methods map[string]method
 	}{
 		{userv1.File_meshmart_user_v1_user_proto.Services().Get(0), map[string]method{
-			"CreateUser":  {unary, unknown},
-			"Login":       {unary, idempotent},
-			"GetUser":     {unary, noSideEffect},
-			"UpdateUser":  {unary, idempotent},
-			"DeleteUser":  {unary, idempotent},
-			"ListUsers":   {unary, noSideEffect},
-			"ExportUsers": {serverStream, noSideEffect},
-			"ImportUsers": {clientStream, unknown},
+			"CreateUser":    {unary, unknown},
+			"Login":         {unary, idempotent},
+			"GetUser":       {unary, noSideEffect},
+			"UpdateUser":    {unary, idempotent},
+			"DeleteUser":    {unary, idempotent},
+			"ListUsers":     {unary, noSideEffect},
+			"ExportUsers":   {serverStream, noSideEffect},
+			"ImportUsers":   {clientStream, unknown},
+			"ListTokenKeys": {unary, noSideEffect},
 		}},
 		{paymentv1.File_meshmart_payment_v1_payment_proto.Services().Get(0), map[string]method{
 			"CreatePayment": {unary, idempotent},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/identity"
+	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
 )
@@ -34,9 +35,9 @@ type Service struct {
 	Start func(ctx context.Context, s *Setup) error
 	// Commands are subcommands besides ProbeCommand, such as the user service's keygen.
 	Commands []Command
-	// OwnVerifier says that the service can verify access tokens without -auth-public-key, by
-	// giving Setup.Serve a server.WithVerifier: the user service, which signs them. Every other
-	// service refuses to start without the key.
+	// OwnVerifier says that the service verifies access tokens with keys of its own, by giving
+	// Setup.Serve a server.WithVerifier: the user service, which signs them and publishes the
+	// keys. Every other service refuses to start without -auth-keys-target or -auth-public-key.
 	OwnVerifier bool
 }
 
@@ -61,18 +62,36 @@ type Setup struct {
 	Identity identity.Source
 
 	name string
+	// verifier checks tokens with the keys fetched from Config.AuthKeysTarget; nil without it.
+	verifier *auth.Verifier
 }
 
 // errAuthRequired is the one place that says a service cannot run without authentication.
-var errAuthRequired = errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required: every call acts for a signed-in user")
+var errAuthRequired = errors.New("-auth-keys-target (MESHMART_AUTH_KEYS_TARGET) or -auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required: every call acts for a signed-in user")
+
+// checkAuth reports a service that would verify no access token, or that was told two ways.
+func checkAuth(svc Service, cfg server.Config) error {
+	switch {
+	case svc.OwnVerifier:
+		return nil
+	case cfg.AuthKeysTarget == "" && cfg.AuthPublicKey == "":
+		return errAuthRequired
+	case cfg.AuthKeysTarget != "" && cfg.AuthPublicKey != "":
+		return errors.New("set -auth-keys-target (MESHMART_AUTH_KEYS_TARGET) or -auth-public-key (MESHMART_AUTH_PUBLIC_KEY), not both")
+	}
+	return nil
+}
 
 // Serve builds the service's gRPC server (traced with Tracer), registers impl as desc's service
 // and makes it the App's server. A server that would check no access token is refused: give
-// -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
+// -auth-keys-target, -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
 	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
 	if s.Identity != nil {
 		chassis = append(chassis, server.WithIdentity(s.Identity))
+	}
+	if s.verifier != nil {
+		chassis = append(chassis, server.WithVerifier(s.verifier))
 	}
 	srv, err := server.New(s.name, s.Config, s.Log, append(chassis, opts...)...)
 	if err != nil {
@@ -166,11 +185,7 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var errAuth error
-	if cfg.AuthPublicKey == "" && !svc.OwnVerifier {
-		errAuth = errAuthRequired
-	}
-	if err := errors.Join(errAuth, settings.Check(), cfg.Validate()); err != nil {
+	if err := errors.Join(checkAuth(svc, cfg), settings.Check(), cfg.Validate()); err != nil {
 		return err
 	}
 	log, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
@@ -189,7 +204,13 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 		return errors.Join(err, a.close())
 	}
 	a.Defer("identity", closeID)
-	if err := svc.Start(ctx, &Setup{App: a, Log: log, Config: cfg, Tracer: tp, Identity: id, name: svc.Name}); err != nil {
+	setup := &Setup{App: a, Log: log, Config: cfg, Tracer: tp, Identity: id, name: svc.Name}
+	if !svc.OwnVerifier && cfg.AuthKeysTarget != "" {
+		if err := setup.fetchTokenKeys(); err != nil {
+			return errors.Join(err, a.close())
+		}
+	}
+	if err := svc.Start(ctx, setup); err != nil {
 		return errors.Join(err, a.close())
 	}
 	return a.Run(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -126,26 +127,53 @@ func TestRunChecksSettings(t *testing.T) {
 func TestRunRequiresAuthentication(t *testing.T) {
 	t.Parallel()
 	args := []string{"-service-password", "pw", "-consul-addr", "", "-http-addr", "", "-insecure-plaintext"}
-	const want = "-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required"
-	started := false
-	svc := exampleService(t, func(context.Context, *app.Setup) error { started = true; return nil })
-	if err := app.Run(t.Context(), svc, args, noEnv); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Run without a key = %v, want the kit's auth-public-key error", err)
+	const want = "-auth-keys-target (MESHMART_AUTH_KEYS_TARGET) or -auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is required"
+	keys := testkit.NewKeys(t)
+	errStarted := errors.New("started")
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // "" means Start runs
+	}{
+		{"neither", nil, nil, want},
+		{"keys target flag", []string{"-auth-keys-target", "127.0.0.1:1"}, nil, ""},
+		{"keys target environment", nil, map[string]string{"MESHMART_AUTH_KEYS_TARGET": "consul://127.0.0.1:1/user"}, ""},
+		{"public key", []string{"-auth-public-key", keys.PublicKeyFile}, nil, ""},
+		{"both", []string{"-auth-public-key", keys.PublicKeyFile}, map[string]string{"MESHMART_AUTH_KEYS_TARGET": "127.0.0.1:1"}, "not both"},
+		{"keys target with a bad refresh", []string{"-auth-keys-target", "127.0.0.1:1", "-auth-keys-refresh", "0s"}, nil, "-auth-keys-refresh"},
 	}
-	if started {
-		t.Error("the service started without a key")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			started := false
+			svc := exampleService(t, func(context.Context, *app.Setup) error { started = true; return errStarted })
+			err := app.Run(t.Context(), svc, append(slices.Clone(args), tt.args...), envOf(tt.env))
+			if tt.wantErr == "" {
+				if !errors.Is(err, errStarted) {
+					t.Errorf("Run = %v, want the service started", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Run = %v, want an error with %q", err, tt.wantErr)
+			}
+			if started {
+				t.Error("the service started")
+			}
+		})
 	}
 
 	// A service that verifies its own tokens but then gives no verifier is refused all the same,
 	// and what it opened is closed.
 	closed := false
-	svc = exampleService(t, func(_ context.Context, s *app.Setup) error {
+	svc := exampleService(t, func(_ context.Context, s *app.Setup) error {
 		s.Defer("database", func() error { closed = true; return nil })
 		return s.Serve(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
 	})
 	svc.OwnVerifier = true
 	if err := app.Run(t.Context(), svc, args, noEnv); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Run of a service with no verifier = %v, want the kit's auth-public-key error", err)
+		t.Errorf("Run of a service with no verifier = %v, want the kit's authentication error", err)
 	}
 	if !closed {
 		t.Error("what Start opened was not closed")

@@ -2,15 +2,20 @@
 // context.
 //
 // An access token is a JWT signed with Ed25519 (alg EdDSA). The user service holds the private key
-// and issues tokens at login; every other service needs only the public key to verify them, so no
-// service can mint a token it was not meant to. Tokens carry the user id as subject, the user's
-// roles, an expiry and an audience, all of which Verify checks.
+// and issues tokens at login; every other service needs only public keys to verify them, so no
+// service can mint a token it was not meant to. A token names its key in the "kid" header (the
+// key's RFC 7638 thumbprint, KeyID) and carries its issuer, the user id as subject, the user's
+// roles, an expiry and an audience, all of which Verify checks. A Verifier holds a set of keys
+// that can be replaced while it runs (SetKeys), so keys rotate without a flag day: the next key is
+// published before it signs, the previous one stays until its tokens expired.
 package auth
 
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -32,6 +38,10 @@ const (
 
 // DefaultAudience is the audience meshmart tokens are issued for and checked against.
 const DefaultAudience = "meshmart"
+
+// DefaultIssuer is the issuer ("iss" claim) meshmart tokens are signed as and checked against:
+// the user service.
+const DefaultIssuer = "meshmart-user"
 
 // ErrInvalidToken reports a token that is malformed, badly signed, expired or meant for another
 // audience. Its message is safe to show to the caller; the cause is wrapped for the log.
@@ -91,27 +101,36 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
-// Issuer signs access tokens. It is safe for concurrent use.
+// Issuer signs access tokens with one key, the current signing key. It is safe for concurrent
+// use.
 type Issuer struct {
-	key      ed25519.PrivateKey
-	audience string
-	ttl      time.Duration
+	key  ed25519.PrivateKey
+	kid  string
+	opts options
+	ttl  time.Duration
 }
 
-// NewIssuer returns an Issuer that signs with key tokens valid for ttl, for audience (empty means
-// DefaultAudience).
-func NewIssuer(key ed25519.PrivateKey, audience string, ttl time.Duration) (*Issuer, error) {
+// NewIssuer returns an Issuer that signs with key tokens valid for ttl. Options set the issuer
+// name (DefaultIssuer) and the audience (DefaultAudience).
+func NewIssuer(key ed25519.PrivateKey, ttl time.Duration, opts ...Option) (*Issuer, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, errors.New("auth: the signing key is not an Ed25519 private key")
 	}
 	if ttl <= 0 {
 		return nil, fmt.Errorf("auth: token lifetime %v is not positive", ttl)
 	}
-	if audience == "" {
-		audience = DefaultAudience
-	}
-	return &Issuer{key: key, audience: audience, ttl: ttl}, nil
+	pub := key.Public().(ed25519.PublicKey)
+	return &Issuer{key: key, kid: KeyID(pub), opts: newOptions(opts), ttl: ttl}, nil
 }
+
+// Name is the issuer name, the "iss" claim of every token it signs.
+func (i *Issuer) Name() string { return i.opts.issuer }
+
+// PublicKey is the public half of the signing key.
+func (i *Issuer) PublicKey() ed25519.PublicKey { return i.key.Public().(ed25519.PublicKey) }
+
+// KeyID is the signing key's id, the "kid" header of every token it signs (see KeyID).
+func (i *Issuer) KeyID() string { return i.kid }
 
 // Issue returns a signed token for subject holding roles, and when it expires.
 func (i *Issuer) Issue(subject string, roles []string) (string, time.Time, error) {
@@ -124,13 +143,15 @@ func (i *Issuer) IssueAt(now time.Time, subject string, roles []string) (string,
 	token := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims{
 		Roles: roles,
 		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    i.opts.issuer,
 			Subject:   subject,
-			Audience:  jwt.ClaimStrings{i.audience},
+			Audience:  jwt.ClaimStrings{i.opts.audience},
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
 			ExpiresAt: jwt.NewNumericDate(exp),
 		},
 	})
+	token.Header["kid"] = i.kid
 	signed, err := token.SignedString(i.key)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("sign token: %w", err)
@@ -141,52 +162,149 @@ func (i *Issuer) IssueAt(now time.Time, subject string, roles []string) (string,
 // verifiedCacheSize bounds how many verified tokens a Verifier remembers.
 const verifiedCacheSize = 10_000
 
-// Verifier checks access tokens. It is safe for concurrent use.
+// RefreshGap is the shortest time between two refreshes a Verifier asks for (see
+// Verifier.RefreshRequests): a stream of tokens with made-up key ids must not turn into a
+// stream of calls to the user service.
+const RefreshGap = 5 * time.Second
+
+// ErrNoKeys reports that a Verifier holds no key yet (its keys are fetched and none arrived):
+// the token may be fine, the service is not ready to tell. It wraps ErrInvalidToken.
+var ErrNoKeys = fmt.Errorf("%w: no token keys yet", ErrInvalidToken)
+
+// keySet is one immutable generation of a Verifier's keys, by key id.
+type keySet map[string]ed25519.PublicKey
+
+// verifiedToken is a remembered verification: the identity and the key that proved it.
+type verifiedToken struct {
+	id  Identity
+	kid string
+}
+
+// Verifier checks access tokens against a set of public keys, chosen by the token's "kid"
+// header, and requires the issuer and audience it was built for. It is safe for concurrent use,
+// SetKeys included.
 //
 // It remembers the tokens it verified (up to 10,000, least recently used first out): an Ed25519
 // signature check costs tens of microseconds, about half of the chassis' own CPU time on a
 // simple read, and a client sends the same token with every call until it expires. A remembered
-// token is still refused once expired; a token is immutable, so nothing else can change.
+// token is still refused once expired, or once the key that verified it left the set.
 type Verifier struct {
-	key      ed25519.PublicKey
+	keys     atomic.Pointer[keySet]
 	parser   *jwt.Parser
-	verified *lru.Cache[string, Identity]
+	verified *lru.Cache[string, verifiedToken]
 	now      func() time.Time
+
+	refresh     chan struct{}
+	lastRefresh atomic.Int64 // unix nanoseconds of the last refresh asked for
+	refreshGap  time.Duration
 }
 
-// NewVerifier returns a Verifier accepting tokens signed by the private half of key for audience
-// (empty means DefaultAudience).
-func NewVerifier(key ed25519.PublicKey, audience string) (*Verifier, error) {
-	if len(key) != ed25519.PublicKeySize {
-		return nil, errors.New("auth: the verification key is not an Ed25519 public key")
-	}
-	if audience == "" {
-		audience = DefaultAudience
-	}
+// NewVerifier returns a Verifier accepting tokens signed by the private half of any of keys
+// (none is allowed: a Verifier whose keys are fetched starts empty and refuses every token with
+// ErrNoKeys until SetKeys). Options set the issuer (DefaultIssuer) and the audience
+// (DefaultAudience) tokens must carry.
+func NewVerifier(keys []ed25519.PublicKey, opts ...Option) (*Verifier, error) {
+	o := newOptions(opts)
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithAudience(audience),
+		jwt.WithAudience(o.audience),
+		jwt.WithIssuer(o.issuer),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(5*time.Second),
 	)
-	verified, err := lru.New[string, Identity](verifiedCacheSize)
+	verified, err := lru.New[string, verifiedToken](verifiedCacheSize)
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{key: key, parser: parser, verified: verified, now: time.Now}, nil
+	v := &Verifier{parser: parser, verified: verified, now: time.Now, refresh: make(chan struct{}, 1), refreshGap: RefreshGap}
+	if err := v.SetKeys(keys); err != nil {
+		return nil, err
+	}
+	return v, nil
 }
 
-// Verify checks token's signature, expiry and audience and returns the identity it carries. Every
-// failure wraps ErrInvalidToken.
+// SetKeys replaces the keys tokens are verified with. Tokens verified by a key that is not in
+// keys are forgotten, so that they stop verifying at once; tokens of the keys that stay are
+// still remembered.
+func (v *Verifier) SetKeys(keys []ed25519.PublicKey) error {
+	set := make(keySet, len(keys))
+	for _, k := range keys {
+		if len(k) != ed25519.PublicKeySize {
+			return errors.New("auth: a verification key is not an Ed25519 public key")
+		}
+		set[KeyID(k)] = slices.Clone(k)
+	}
+	old := v.keys.Swap(&set)
+	if old != nil {
+		for kid := range *old {
+			if _, ok := set[kid]; !ok {
+				// A key left: purge everything rather than walk the cache. Verify also checks
+				// a remembered token's key, so a verification that races this purge and
+				// remembers its token afterwards is refused all the same.
+				v.verified.Purge()
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// KeyIDs returns the ids of the keys tokens are verified with, sorted.
+func (v *Verifier) KeyIDs() []string {
+	set := *v.keys.Load()
+	ids := make([]string, 0, len(set))
+	for kid := range set {
+		ids = append(ids, kid)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// RefreshRequests delivers a value when Verify met a token whose key id it does not know: whoever
+// fetches the keys should fetch them now (the key may have just been published). Requests are at
+// least RefreshGap apart, and one that nobody took yet is not repeated.
+func (v *Verifier) RefreshRequests() <-chan struct{} { return v.refresh }
+
+func (v *Verifier) askRefresh() {
+	now := v.now().UnixNano()
+	last := v.lastRefresh.Load()
+	if now-last < int64(v.refreshGap) || !v.lastRefresh.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case v.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// Verify checks token's key id, signature, issuer, audience, expiry and subject and returns the
+// identity it carries. Every failure wraps ErrInvalidToken; a token whose key id is unknown also
+// asks for a refresh of the keys (see RefreshRequests).
 func (v *Verifier) Verify(token string) (Identity, error) {
-	if id, ok := v.verified.Get(token); ok {
-		if v.now().Before(id.Expiry) {
-			return id, nil
+	set := *v.keys.Load()
+	if t, ok := v.verified.Get(token); ok {
+		if _, known := set[t.kid]; known && v.now().Before(t.id.Expiry) {
+			return t.id, nil
 		}
 		v.verified.Remove(token)
 	}
 	var c claims
-	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
+	var kid string
+	_, err := v.parser.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		kid, _ = t.Header["kid"].(string)
+		if kid == "" {
+			return nil, errors.New("no key id (kid)")
+		}
+		key, ok := set[kid]
+		if !ok {
+			v.askRefresh()
+			if len(set) == 0 {
+				return nil, ErrNoKeys
+			}
+			return nil, fmt.Errorf("unknown key id %q", kid)
+		}
+		return key, nil
+	})
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
 	}
@@ -194,8 +312,16 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
 	}
 	id := Identity{Subject: c.Subject, Roles: c.Roles, Token: token, Expiry: c.ExpiresAt.Time}
-	v.verified.Add(token, id)
+	v.verified.Add(token, verifiedToken{id: id, kid: kid})
 	return id, nil
+}
+
+// KeyID returns key's id: its RFC 7638 JWK thumbprint, the unpadded base64url SHA-256 of
+// {"crv":"Ed25519","kty":"OKP","x":"<unpadded base64url key>"}. Every replica and every
+// verifier derives the same id from the same key, so ids need no coordination.
+func KeyID(key ed25519.PublicKey) string {
+	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + base64.RawURLEncoding.EncodeToString(key) + `"}`))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // GenerateKey returns a new Ed25519 key pair, PEM-encoded as EncodeKey does.
@@ -214,7 +340,8 @@ const (
 )
 
 // WriteKeyPair makes sure dir holds a key pair: PrivateKeyFile (mode 0600), the key the user
-// service signs tokens with, and PublicKeyFile (0644), the key every service verifies them with.
+// service signs tokens with, and PublicKeyFile (0644), its public half (for -auth-public-key
+// set-ups; the other services normally fetch the public keys from the user service).
 // An existing pair is kept, so every replica and every restart shares one key; created reports
 // whether this call wrote it. It is how development keys are made (`make keys`, `make run`, and
 // the docker compose stack's keys step); production keys come from a secret store.
@@ -292,6 +419,30 @@ func ParsePublicKey(data []byte) (ed25519.PublicKey, error) {
 		return nil, fmt.Errorf("auth: public key is %T, not Ed25519", key)
 	}
 	return pub, nil
+}
+
+// ParseVerificationKey decodes a PEM-encoded Ed25519 public key, or the public half of a
+// PEM-encoded private key: the keys the user service publishes beside its signing key may be
+// given either way.
+func ParseVerificationKey(data []byte) (ed25519.PublicKey, error) {
+	block, _ := pem.Decode(data)
+	if block != nil && block.Type == "PRIVATE KEY" {
+		priv, err := ParsePrivateKey(data)
+		if err != nil {
+			return nil, err
+		}
+		return priv.Public().(ed25519.PublicKey), nil
+	}
+	return ParsePublicKey(data)
+}
+
+// LoadVerificationKey reads a key file as ParseVerificationKey decodes it.
+func LoadVerificationKey(path string) (ed25519.PublicKey, error) {
+	key, err := load(path, ParseVerificationKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return key, nil
 }
 
 // LoadPublicKey reads a PEM-encoded Ed25519 public key from a file.

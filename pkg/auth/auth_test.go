@@ -33,13 +33,13 @@ func TestIssueVerify(t *testing.T) {
 		now time.Time
 	}
 	issuer := func(key ed25519.PrivateKey, aud string, ttl time.Duration, now time.Time) clocked {
-		i, err := NewIssuer(key, aud, ttl)
+		i, err := NewIssuer(key, ttl, WithAudience(aud))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return clocked{i, now}
 	}
-	verifier, err := NewVerifier(pub, "")
+	verifier, err := NewVerifier([]ed25519.PublicKey{pub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +107,11 @@ func TestCanActFor(t *testing.T) {
 func TestVerifierRemembersOnlyUntilExpiry(t *testing.T) {
 	t.Parallel()
 	pub, priv, _ := ed25519.GenerateKey(nil)
-	issuer, err := NewIssuer(priv, "", time.Minute)
+	issuer, err := NewIssuer(priv, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := NewVerifier(pub, "")
+	v, err := NewVerifier([]ed25519.PublicKey{pub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,8 @@ func TestVerifierRemembersOnlyUntilExpiry(t *testing.T) {
 	// Past the expiry (and the parser's 5 s leeway) the remembered token is refused.
 	v.now = func() time.Time { return exp.Add(time.Second) }
 	v.parser = jwt.NewParser(jwt.WithTimeFunc(func() time.Time { return exp.Add(time.Minute) }),
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithAudience(DefaultAudience), jwt.WithExpirationRequired())
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}), jwt.WithAudience(DefaultAudience), jwt.WithIssuer(DefaultIssuer),
+		jwt.WithExpirationRequired())
 	if _, err := v.Verify(token); !errors.Is(err, ErrInvalidToken) {
 		t.Fatalf("an expired remembered token = %v, want ErrInvalidToken", err)
 	}

@@ -2,6 +2,7 @@ package interceptors
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
@@ -16,7 +17,8 @@ import (
 // Authenticate requires a valid bearer access token ("authorization: Bearer <token>") on every
 // call but those whose full method name public reports true for, and stores the caller's
 // auth.Identity in the context. A missing, malformed, expired, forged or foreign-audience token
-// fails with Unauthenticated; why goes to the log, not to the caller.
+// fails with Unauthenticated; why goes to the log, not to the caller. While v holds no key yet
+// (its keys are fetched and none arrived), calls fail with Unavailable, which clients retry.
 func Authenticate(v *auth.Verifier, log *slog.Logger, public func(fullMethod string) bool) Server {
 	authFn := func(ctx context.Context) (context.Context, error) {
 		token, err := grpcauth.AuthFromMD(ctx, "bearer")
@@ -24,6 +26,12 @@ func Authenticate(v *auth.Verifier, log *slog.Logger, public func(fullMethod str
 			return nil, err // already Unauthenticated, with a message fit for the caller
 		}
 		id, err := v.Verify(token)
+		if errors.Is(err, auth.ErrNoKeys) {
+			// The keys are fetched and none arrived yet: the token may well be good, so the
+			// caller should retry (elsewhere), not sign in again.
+			log.WarnContext(ctx, "no token keys yet", "request_id", RequestIDFromContext(ctx))
+			return nil, status.Error(codes.Unavailable, "not ready to verify access tokens yet")
+		}
 		if err != nil {
 			log.InfoContext(ctx, "rejected access token", "request_id", RequestIDFromContext(ctx), "error", err)
 			return nil, status.Error(codes.Unauthenticated, auth.ErrInvalidToken.Error())

@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"time"
+
+	"github.com/meshmart/meshmart/pkg/auth"
 )
 
 // Config is everything a chassis server can be told. Each field is set, in increasing order of
@@ -65,10 +67,21 @@ type Config struct {
 	RateLimit float64 `flag:"rate-limit" env:"MESHMART_RATE_LIMIT" usage:"calls per second per client; 0 disables"`
 	RateBurst int     `flag:"rate-burst" env:"MESHMART_RATE_BURST" usage:"burst above the per-client rate"`
 
-	// AuthPublicKey is the PEM file of the Ed25519 key that verifies access tokens, unless
-	// WithVerifier gives the verifier itself. Empty, without WithVerifier, turns authentication
-	// off, which only a test should do: pkg/app refuses to start a service that way.
-	AuthPublicKey string `flag:"auth-public-key" env:"MESHMART_AUTH_PUBLIC_KEY" usage:"PEM Ed25519 public key verifying access tokens; required but by the user service"`
+	// AuthKeysTarget is where the user service publishes the keys that verify access tokens
+	// (user.v1 ListTokenKeys), dialled with pkg/client: pkg/app fetches them at start, every
+	// AuthKeysRefresh, and when a token names a key it does not know. Every service but the
+	// user service needs it or AuthPublicKey.
+	AuthKeysTarget string `flag:"auth-keys-target" env:"MESHMART_AUTH_KEYS_TARGET" usage:"where the user service publishes the token keys; consul://host:8500/user"`
+	// AuthKeysRefresh is how often the keys are fetched from AuthKeysTarget.
+	AuthKeysRefresh time.Duration `flag:"auth-keys-refresh" env:"MESHMART_AUTH_KEYS_REFRESH" usage:"how often the token keys are fetched from -auth-keys-target"`
+	// AuthPublicKey is the PEM file of one Ed25519 key that verifies access tokens, the
+	// alternative to AuthKeysTarget for tests and for setups without a user service (and no key
+	// rotation), unless WithVerifier gives the verifier itself. Empty, without WithVerifier,
+	// turns authentication off, which only a test should do: pkg/app refuses to start a service
+	// that way.
+	AuthPublicKey string `flag:"auth-public-key" env:"MESHMART_AUTH_PUBLIC_KEY" usage:"PEM Ed25519 public key verifying access tokens, instead of -auth-keys-target"`
+	// AuthIssuer is the issuer tokens are signed as and must carry.
+	AuthIssuer string `flag:"auth-issuer" env:"MESHMART_AUTH_ISSUER" usage:"issuer (iss) access tokens are signed as and must carry"`
 	// AuthAudience is the audience tokens must carry.
 	AuthAudience string `flag:"auth-audience" env:"MESHMART_AUTH_AUDIENCE" usage:"audience access tokens must carry"`
 
@@ -96,7 +109,9 @@ func DefaultConfig(grpcAddr string) Config {
 		DefaultDeadline: 30 * time.Second,
 		RateLimit:       200,
 		RateBurst:       400,
-		AuthAudience:    "meshmart",
+		AuthKeysRefresh: time.Minute,
+		AuthIssuer:      auth.DefaultIssuer,
+		AuthAudience:    auth.DefaultAudience,
 		LogLevel:        "info",
 		LogFormat:       "json",
 	}
@@ -123,8 +138,17 @@ func (c *Config) Validate() error {
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-rate-limit must be 0 or positive with -rate-burst of at least 1"))
 	}
+	if c.AuthKeysRefresh <= 0 {
+		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))
+	}
 	if c.CheckInterval <= 0 || c.CheckTimeout <= 0 {
 		errs = append(errs, errors.New("-check-interval and -check-timeout must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// AuthOptions are the issuer and audience of c, as auth.NewIssuer and auth.NewVerifier take
+// them: the signer and every verifier read the same settings.
+func (c *Config) AuthOptions() []auth.Option {
+	return []auth.Option{auth.WithIssuer(c.AuthIssuer), auth.WithAudience(c.AuthAudience)}
 }

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -90,8 +91,9 @@ func WithPublicMethods(methods ...string) Option {
 	})
 }
 
-// WithVerifier checks access tokens with v instead of the key file Config.AuthPublicKey names;
-// the user service verifies its own tokens with the public half of its signing key this way.
+// WithVerifier checks access tokens with v instead of the key file Config.AuthPublicKey names:
+// the user service verifies its own tokens with the keys it publishes this way, and pkg/app
+// passes the verifier whose keys it fetches from Config.AuthKeysTarget.
 func WithVerifier(v *auth.Verifier) Option {
 	return optionFunc(func(o *options) { o.verifier = v })
 }
@@ -162,7 +164,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		if err != nil {
 			return nil, err
 		}
-		if o.verifier, err = auth.NewVerifier(key, cfg.AuthAudience); err != nil {
+		if o.verifier, err = auth.NewVerifier([]ed25519.PublicKey{key}, cfg.AuthOptions()...); err != nil {
 			return nil, err
 		}
 	}
@@ -268,8 +270,8 @@ func (s *Server) Name() string { return s.name }
 // Config is the configuration the server was built with.
 func (s *Server) Config() Config { return s.cfg }
 
-// Authenticates reports whether the server checks access tokens (Config.AuthPublicKey or
-// WithVerifier).
+// Authenticates reports whether the server checks access tokens (WithVerifier or
+// Config.AuthPublicKey).
 func (s *Server) Authenticates() bool { return s.authn }
 
 // Serve serves on the listener (see Listen) until GracefulStop, after which it returns nil, or

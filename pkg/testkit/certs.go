@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"os"
 	"path/filepath"
 	"testing"
@@ -93,15 +94,16 @@ func (p PKI) Anonymous() client.Option {
 	return client.WithTrustBundle(b, TrustDomain())
 }
 
-// Keys are a fresh access-token key pair: the public key's PEM file, for servers, and an issuer
-// holding the private key, for minting tokens.
+// Keys are a fresh access-token key pair: the public key's PEM file, for servers
+// (server.Config.AuthPublicKey), and an issuer holding the private key, for minting tokens with
+// its key id and the default issuer and audience, which the servers' verifier expects.
 type Keys struct {
 	PublicKeyFile string
 	Issuer        *auth.Issuer
 }
 
 // NewKeys writes a fresh Ed25519 key pair and returns it with an issuer of hour-long tokens for
-// the default audience.
+// the default issuer and audience.
 func NewKeys(t testing.TB) Keys {
 	t.Helper()
 	privPEM, pubPEM, err := auth.GenerateKey()
@@ -116,7 +118,7 @@ func NewKeys(t testing.TB) Keys {
 	if err != nil {
 		t.Fatal(err)
 	}
-	issuer, err := auth.NewIssuer(priv, "", time.Hour)
+	issuer, err := auth.NewIssuer(priv, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,13 +135,24 @@ func (k Keys) Token(t testing.TB, subject string, roles ...string) string {
 	return token
 }
 
-// ExpiredToken mints a token for subject that expired an hour ago.
+// Verifier returns a verifier that accepts the tokens k mints (and only those), for servers
+// given one with server.WithVerifier.
+func (k Keys) Verifier(t testing.TB) *auth.Verifier {
+	t.Helper()
+	v, err := auth.NewVerifier([]ed25519.PublicKey{k.Issuer.PublicKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // Context returns a context whose outgoing calls carry a token for subject with roles.
 func (k Keys) Context(t testing.TB, subject string, roles ...string) context.Context {
 	t.Helper()
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+k.Token(t, subject, roles...))
 }
 
+// ExpiredToken mints a token for subject that expired an hour ago.
 func (k Keys) ExpiredToken(t testing.TB, subject string) string {
 	t.Helper()
 	token, _, err := k.Issuer.IssueAt(time.Now().Add(-2*time.Hour), subject, []string{auth.RoleUser})

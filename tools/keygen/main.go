@@ -1,6 +1,7 @@
 // Command keygen writes a development access-token key pair: auth.key.pem, the Ed25519 private key
-// the user service signs tokens with, and auth.pub.pem, the public key every service verifies
-// them with. It keeps an existing pair.
+// the user service signs tokens with, and auth.pub.pem, its public half (the other services fetch
+// the public keys from the user service instead; the file serves -auth-public-key set-ups and
+// -extra-keys). It keeps an existing pair.
 //
 // Usage:
 //

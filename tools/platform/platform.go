@@ -25,7 +25,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/devsetup"
@@ -163,16 +162,16 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		return nil, err
 	}
 
-	common := []string{
-		"CONSUL_HTTP_ADDR=" + p.ConsulAddr,
-		"MESHMART_AUTH_PUBLIC_KEY=" + filepath.Join(secrets.keys, auth.PublicKeyFile),
-	}
+	common := []string{"CONSUL_HTTP_ADDR=" + p.ConsulAddr}
+	// Only the user service holds the private key; the others fetch the public keys from it.
+	keysTarget := "MESHMART_AUTH_KEYS_TARGET=consul://" + p.ConsulAddr + "/user"
 	for _, svc := range Services {
 		env := append(slices.Clone(common), devsetup.Env(svc, secrets.ServiceDir(svc))...)
 		switch svc {
-		case "user":
+		case "payment":
+			env = append(env, keysTarget)
 		case "order":
-			env = append(env, "MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
+			env = append(env, keysTarget, "MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
 				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
 		}
 		db := opts.Databases[svc]

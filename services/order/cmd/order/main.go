@@ -2,10 +2,11 @@
 // user and payment services through Consul, settled by a reconciler when a failure leaves them
 // unknown, cancelled with refunds, and tracked as they change.
 //
-// It needs the public key that verifies access tokens (-auth-public-key); docs/configuration.md
-// lists every setting. It has no account of its own at the user service: on a user's behalf it
-// forwards the user's token, and for its own work (the reconciler) it calls as itself, which the
-// payment service knows by its certificate once the services talk mutual TLS.
+// It needs where the user service publishes the keys that verify access tokens
+// (-auth-keys-target; or one key file, -auth-public-key); docs/configuration.md lists every
+// setting. It has no account of its own at the user service: on a user's behalf it forwards the
+// user's token, and for its own work (the reconciler) it calls as itself, proved by its
+// certificate (mutual TLS).
 package main
 
 import (

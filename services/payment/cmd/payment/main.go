@@ -1,8 +1,9 @@
 // Command payment runs the payment service: idempotent charges and refunds through a payment
 // processor (the built-in deterministic simulator), and a stream of payment events.
 //
-// It needs the public key that verifies access tokens (-auth-public-key); with that alone it runs
-// on an embedded SQLite file (data/payment.sqlite). In production give it a PostgreSQL
+// It needs where the user service publishes the keys that verify access tokens
+// (-auth-keys-target; or one key file, -auth-public-key); with that alone it runs on an embedded
+// SQLite file (data/payment.sqlite). In production give it a PostgreSQL
 // DATABASE_URL shared by every replica; docs/configuration.md lists every setting.
 package main
 

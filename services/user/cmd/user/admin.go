@@ -80,5 +80,5 @@ func throwawayIssuer() (*auth.Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return auth.NewIssuer(key, "", time.Minute)
+	return auth.NewIssuer(key, time.Minute)
 }

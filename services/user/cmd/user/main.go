@@ -50,11 +50,12 @@ func keygen(_ context.Context, args []string) error {
 	return nil
 }
 
-// settings are the user service's own, beside the chassis' server.Config. The signing key is a
-// file path, not the key itself, so it is not secret.
+// settings are the user service's own, beside the chassis' server.Config. The keys are file
+// paths, not the keys themselves, so they are not secret.
 type settings struct {
 	Database   string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
 	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
+	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
 }
 
@@ -67,16 +68,24 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	issuer, err := auth.NewIssuer(key, s.Config.AuthAudience, c.TokenTTL)
+	issuer, err := auth.NewIssuer(key, c.TokenTTL, s.Config.AuthOptions()...)
 	if err != nil {
 		return err
+	}
+	extra := make([]ed25519.PublicKey, 0, len(c.ExtraKeys))
+	for _, path := range c.ExtraKeys {
+		k, err := auth.LoadVerificationKey(path)
+		if err != nil {
+			return fmt.Errorf("-extra-keys: %w", err)
+		}
+		extra = append(extra, k)
 	}
 	users, err := store.Open(ctx, c.Database)
 	if err != nil {
 		return err
 	}
 	s.Defer("database", users.Close)
-	svc, err := user.NewService(users, issuer)
+	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...))
 	if err != nil {
 		return err
 	}
@@ -84,17 +93,16 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	opts := []server.Option{server.WithPublicMethods(grpcapi.PublicMethods...)}
-	if s.Config.AuthPublicKey == "" {
-		// The service verifies its own tokens with the public half of its signing key.
-		verifier, err := auth.NewVerifier(key.Public().(ed25519.PublicKey), s.Config.AuthAudience)
-		if err != nil {
-			return err
-		}
-		opts = append(opts, server.WithVerifier(verifier))
+	// The service verifies its own tokens with the keys it publishes, so that a token it accepts
+	// is one every other service accepts too.
+	keys := svc.TokenKeys()
+	verifier, err := auth.NewVerifier(keys.Keys, s.Config.AuthOptions()...)
+	if err != nil {
+		return err
 	}
-	s.Log.Info("user service starting", "database", sqldb.Describe(c.Database), "token_ttl", c.TokenTTL.String())
-	return s.Serve(&userv1.UserService_ServiceDesc, api, opts...)
+	s.Log.Info("user service starting", "database", sqldb.Describe(c.Database), "token_ttl", c.TokenTTL.String(),
+		"signing_kid", issuer.KeyID(), "kids", verifier.KeyIDs())
+	return s.Serve(&userv1.UserService_ServiceDesc, api, server.WithPublicMethods(grpcapi.PublicMethods...), server.WithVerifier(verifier))
 }
 
 func signingKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {

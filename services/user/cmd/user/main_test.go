@@ -52,10 +52,20 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "password: correct horse") {
 		t.Fatalf("user admin: %v\n%s", err, out)
 	}
+	// The next key, published beside the signing key before a rotation, given as a private key
+	// file (as the key a replica will sign with next would be).
+	nextPEM, _, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextFile := filepath.Join(dir, "next.key.pem")
+	if err := os.WriteFile(nextFile, nextPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	pki := testkit.NewPKI(t, "user")
 	testkit.StartProcess(t, "user service", bin, []string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "",
 		"-consul-addr", agent.Addr, "-tags", tag, "-check-interval", "500ms", "-drain-delay", "100ms",
-		"-signing-key", keyFile, "-auth-public-key", pubFile},
+		"-signing-key", keyFile, "-extra-keys", nextFile},
 		append(pki.Env("user"), "DATABASE_URL="+dsn)...)
 
 	cc, err := client.Dial("consul://"+agent.Addr+"/user?tag="+tag, testkit.Logger(t), pki.Anonymous())
@@ -85,6 +95,17 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	}
 	created := login
 	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+login.GetAccessToken())
+	published, err := users.ListTokenKeys(ctx, &userv1.ListTokenKeysRequest{})
+	if err != nil {
+		t.Fatalf("ListTokenKeys: %v", err)
+	}
+	signing, err := auth.LoadPublicKey(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := published.GetKeys(); len(keys) != 2 || keys[0].GetKid() != auth.KeyID(signing) {
+		t.Fatalf("ListTokenKeys = %v, want the signing key, then the next one", keys)
+	}
 	got, err := users.GetUser(authed, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})
 	if err != nil || got.GetUser().GetEmail() != "root@example.com" {
 		t.Fatalf("GetUser = %v, %v", got, err)

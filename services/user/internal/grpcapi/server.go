@@ -22,8 +22,10 @@ import (
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
 
-// PublicMethods need no access token: signing up and logging in.
-var PublicMethods = []string{userv1.UserService_CreateUser_FullMethodName, userv1.UserService_Login_FullMethodName}
+// PublicMethods need no access token: signing up, logging in, and the token keys, which every
+// service fetches before it can verify any token.
+var PublicMethods = []string{userv1.UserService_CreateUser_FullMethodName, userv1.UserService_Login_FullMethodName,
+	userv1.UserService_ListTokenKeys_FullMethodName}
 
 // importBatch is how many imported accounts are written per transaction.
 const importBatch = 100

@@ -2,6 +2,7 @@ package user
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,18 +28,35 @@ type Service struct {
 	// dummyHash is checked against when a login names no account, so that an unknown user costs
 	// as much time as a wrong password and cannot be told apart by timing.
 	dummyHash string
+	// published are the keys verified beside the signing key, which never sign.
+	published []ed25519.PublicKey
+}
+
+// Option configures NewService.
+type Option func(*Service)
+
+// WithPublishedKeys publishes keys beside the issuer's signing key, as keys tokens may be
+// verified with, without ever signing with them: the next key before a rotation, so that every
+// verifier knows it before the first token it signs, and the previous one until its tokens
+// expired. None by default; the signing key itself is skipped.
+func WithPublishedKeys(keys ...ed25519.PublicKey) Option {
+	return func(s *Service) { s.published = append(s.published, keys...) }
 }
 
 // NewService returns a Service keeping accounts in store, issuing tokens with issuer, and signing
 // page tokens with the store's page key. No RPC it serves can make an admin: admins are made by
 // EnsureAdmin, a local operation on the database (the `user admin` subcommand).
-func NewService(store Store, issuer *auth.Issuer) (*Service, error) {
+func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, error) {
 	dummy, err := HashPassword(uuid.NewString())
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
-		dummyHash: dummy}, nil
+	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
+		dummyHash: dummy}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s, nil
 }
 
 // newAccount builds the account nu describes, hashing its password. Every new account holds the

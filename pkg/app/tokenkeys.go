@@ -1,0 +1,50 @@
+package app
+
+import (
+	"context"
+
+	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/tokenkeys"
+	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+)
+
+// tokenKeysDialOptions are the client options the token keys are fetched with from
+// Config.AuthKeysTarget: the one place to change how a service reaches the user service for
+// them: mutual TLS, where the server must prove to be the user service, so that an instance
+// registered under "user" in Consul that is not cannot hand out keys of its own.
+func (s *Setup) tokenKeysDialOptions() []client.Option {
+	opts := []client.Option{client.WithTracerProvider(s.Tracer), client.WithServer("user")}
+	if s.Identity != nil {
+		return append(opts, client.WithIdentity(s.Identity))
+	}
+	return append(opts, client.WithInsecure())
+}
+
+// fetchTokenKeys gives the service a verifier that starts with no key, and a worker that keeps
+// its keys equal to those the user service publishes at Config.AuthKeysTarget (see
+// tokenkeys.Sync); Serve hands the verifier to the server.
+//
+// The fetch runs as a worker rather than inside server construction: the service then starts,
+// reports its health and registers in Consul whether or not the user service is up (a service
+// that waited for it would turn the start order into a dependency, and a user service outage
+// into a cascade). Until the first keys arrive, which the worker tries every second, calls that
+// need a token fail with Unavailable, which clients retry; a worker also keeps running through
+// the drain, so tokens keep verifying until the server stops.
+func (s *Setup) fetchTokenKeys() error {
+	v, err := auth.NewVerifier(nil, s.Config.AuthOptions()...)
+	if err != nil {
+		return err
+	}
+	cc, err := client.Dial(s.Config.AuthKeysTarget, s.Log, s.tokenKeysDialOptions()...)
+	if err != nil {
+		return err
+	}
+	s.Defer("token keys client", cc.Close)
+	users := userv1.NewUserServiceClient(cc)
+	s.Go("token keys", func(ctx context.Context) error {
+		return tokenkeys.Sync(ctx, users, v, s.Config.AuthIssuer, s.Config.AuthKeysRefresh, s.Log)
+	})
+	s.verifier = v
+	return nil
+}
