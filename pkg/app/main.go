@@ -63,7 +63,8 @@ var errAuthRequired = errors.New("-auth-public-key (MESHMART_AUTH_PUBLIC_KEY) is
 
 // Serve builds the service's gRPC server (traced with Tracer), registers impl as desc's service
 // and makes it the App's server. A server that would check no access token is refused: give
-// -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
+// -auth-public-key or, with Service.OwnVerifier, server.WithVerifier; so is a service with a method
+// whose contract does not declare who may call it (see server.Server.RegisterService).
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
 	srv, err := server.New(s.name, s.Config, s.Log, append([]server.Option{server.WithTracerProvider(s.Tracer)}, opts...)...)
 	if err != nil {
@@ -72,7 +73,9 @@ func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) e
 	if !srv.Authenticates() {
 		return errAuthRequired
 	}
-	srv.RegisterService(desc, impl)
+	if err := srv.RegisterService(desc, impl); err != nil {
+		return err
+	}
 	s.App.Serve(srv)
 	return nil
 }

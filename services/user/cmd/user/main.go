@@ -82,7 +82,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	opts := []server.Option{server.WithPublicMethods(grpcapi.PublicMethods...)}
+	var opts []server.Option
 	if s.Config.AuthPublicKey == "" {
 		// The service verifies its own tokens with the public half of its signing key.
 		verifier, err := auth.NewVerifier(key.Public().(ed25519.PublicKey), s.Config.AuthAudience)
