@@ -3,6 +3,7 @@ package proto_test
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"buf.build/go/protovalidate"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	authzv1 "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -106,6 +108,84 @@ func TestServiceShapes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// access is a method's authz policy in short: who may call it.
+type access struct {
+	public, users, admins bool
+	services              string // comma-separated, in declared order
+}
+
+var (
+	public    = access{public: true}
+	users     = access{users: true}
+	admins    = access{admins: true}
+	orderOnly = access{services: "order"}
+)
+
+// TestPolicies pins who may call every method of every service in the contracts: the chassis
+// enforces these declarations (pkg/authz) and refuses to serve a method without one, so a method
+// without a policy, or a changed policy, must be a deliberate, reviewed change of this table.
+func TestPolicies(t *testing.T) {
+	t.Parallel()
+	want := map[string]access{
+		"meshmart.user.v1.UserService.CreateUser":    public,
+		"meshmart.user.v1.UserService.Login":         public,
+		"meshmart.user.v1.UserService.ListTokenKeys": public,
+		"meshmart.user.v1.UserService.GetUser":       {users: true, services: "order"},
+		"meshmart.user.v1.UserService.UpdateUser":    users,
+		"meshmart.user.v1.UserService.DeleteUser":    users,
+		"meshmart.user.v1.UserService.ListUsers":     admins,
+		"meshmart.user.v1.UserService.ExportUsers":   admins,
+		"meshmart.user.v1.UserService.ImportUsers":   admins,
+
+		"meshmart.payment.v1.PaymentService.CreatePayment": orderOnly,
+		"meshmart.payment.v1.PaymentService.RefundPayment": {admins: true, services: "order"},
+		"meshmart.payment.v1.PaymentService.GetPayment":    {users: true, services: "order"},
+		"meshmart.payment.v1.PaymentService.ListPayments":  {users: true, services: "order"},
+		"meshmart.payment.v1.PaymentService.WatchPayments": users,
+
+		"meshmart.order.v1.OrderService.CreateOrder": users,
+		"meshmart.order.v1.OrderService.GetOrder":    users,
+		"meshmart.order.v1.OrderService.ListOrders":  users,
+		"meshmart.order.v1.OrderService.CancelOrder": users,
+		"meshmart.order.v1.OrderService.TrackOrders": users,
+	}
+	got := map[string]access{}
+	for _, file := range []protoreflect.FileDescriptor{
+		userv1.File_meshmart_user_v1_user_proto,
+		paymentv1.File_meshmart_payment_v1_payment_proto,
+		orderv1.File_meshmart_order_v1_order_proto,
+	} {
+		for i := range file.Services().Len() {
+			methods := file.Services().Get(i).Methods()
+			for j := range methods.Len() {
+				m := methods.Get(j)
+				name := string(m.FullName())
+				if !proto.HasExtension(m.Options(), authzv1.E_Policy) {
+					t.Errorf("%s declares no (meshmart.authz.v1.policy): the chassis would refuse to serve it", name)
+					continue
+				}
+				p := proto.GetExtension(m.Options(), authzv1.E_Policy).(*authzv1.Policy)
+				got[name] = access{p.GetPublic(), p.GetUsers(), p.GetAdmins(), strings.Join(p.GetServices(), ",")}
+			}
+		}
+	}
+	for name, w := range want {
+		if g, ok := got[name]; ok && g != w {
+			t.Errorf("%s: policy %+v, want %+v", name, g, w)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("the policy of %s is not pinned by this test", name)
+		}
+	}
+	for name := range want {
+		if _, ok := got[name]; !ok {
+			t.Errorf("%s is pinned by this test but not in the contracts", name)
+		}
 	}
 }
 

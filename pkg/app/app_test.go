@@ -46,7 +46,9 @@ func exampleServer(t *testing.T, cfg server.Config) (*server.Server, healthpb.He
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	addr, err := srv.Listen()
 	if err != nil {
 		t.Fatal(err)

@@ -84,7 +84,9 @@ func checkAuth(svc Service, cfg server.Config) error {
 
 // Serve builds the service's gRPC server (traced with Tracer), registers impl as desc's service
 // and makes it the App's server. A server that would check no access token is refused: give
-// -auth-keys-target, -auth-public-key or, with Service.OwnVerifier, server.WithVerifier.
+// -auth-keys-target, -auth-public-key or, with Service.OwnVerifier, server.WithVerifier; so is a
+// service with a method whose contract does not declare who may call it (see
+// server.Server.RegisterService).
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
 	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
 	if s.Identity != nil {
@@ -100,7 +102,9 @@ func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) e
 	if !srv.Authenticates() {
 		return errAuthRequired
 	}
-	srv.RegisterService(desc, impl)
+	if err := srv.RegisterService(desc, impl); err != nil {
+		return err
+	}
 	s.App.Serve(srv)
 	return nil
 }

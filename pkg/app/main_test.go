@@ -25,7 +25,9 @@ func serve(t *testing.T, cfg server.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	return testkit.Serve(t, srv).Addr
 }
 

@@ -33,11 +33,13 @@ func startInstance(t *testing.T, agent *testkit.Consul, instance string) *testki
 	cfg.ConsulAddr = agent.Addr
 	cfg.HTTPAddr = "127.0.0.1:0" // its port is registered as metrics_port
 	cfg.DrainDelay = 300 * time.Millisecond
-	srv, err := server.New("example", cfg, testkit.Logger(t).With("instance", instance), server.WithPublicMethods(testkit.PublicMethods...))
+	srv, err := server.New("example", cfg, testkit.Logger(t).With("instance", instance))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers(instance))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers(instance)); err != nil {
+		t.Fatal(err)
+	}
 	running := testkit.Serve(t, srv)
 	waitPassing(t, agent, func(addrs []string) bool { return slices.Contains(addrs, running.Addr) })
 	return running

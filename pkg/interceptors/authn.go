@@ -5,53 +5,85 @@ import (
 	"errors"
 	"log/slog"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
 )
 
-// Authenticate requires a valid bearer access token ("authorization: Bearer <token>") on every
-// call but those whose full method name public reports true for, and stores the caller's
-// auth.Identity in the context. A missing, malformed, expired, forged or foreign-audience token
-// fails with Unauthenticated; why goes to the log, not to the caller. While v holds no key yet
-// (its keys are fetched and none arrived), calls fail with Unavailable, which clients retry.
-func Authenticate(v *auth.Verifier, log *slog.Logger, public func(fullMethod string) bool) Server {
-	authFn := func(ctx context.Context) (context.Context, error) {
-		token, err := grpcauth.AuthFromMD(ctx, "bearer")
-		if err != nil {
-			return nil, err // already Unauthenticated, with a message fit for the caller
+// Identify finds out who is calling, and leaves deciding whether they may to the authorization
+// interceptor after it (pkg/authz). It reads an optional bearer access token ("authorization:
+// Bearer <token>"): a valid one sets the user fields of the caller's auth.Identity; an invalid one
+// (malformed, expired, forged, for another audience) fails the call with Unauthenticated, why going
+// to the log, not to the caller; none leaves the identity without a user. peerService names the
+// meshmart service whose verified client certificate the connection presented, "" when none (nil
+// means none ever). When the call has a user or a service, the identity is stored with
+// auth.NewContext. While v holds no key yet (its keys are fetched and none arrived), a call with a
+// token fails with Unavailable, which clients retry.
+func Identify(v *auth.Verifier, peerService func(ctx context.Context) string, log *slog.Logger) Server {
+	identify := func(ctx context.Context) (context.Context, error) {
+		var id auth.Identity
+		if peerService != nil {
+			id.Service = peerService(ctx)
 		}
-		id, err := v.Verify(token)
-		if errors.Is(err, auth.ErrNoKeys) {
-			// The keys are fetched and none arrived yet: the token may well be good, so the
-			// caller should retry (elsewhere), not sign in again.
-			log.WarnContext(ctx, "no token keys yet", "request_id", RequestIDFromContext(ctx))
-			return nil, status.Error(codes.Unavailable, "not ready to verify access tokens yet")
+		if len(metadata.ValueFromIncomingContext(ctx, "authorization")) > 0 {
+			token, err := grpcauth.AuthFromMD(ctx, "bearer")
+			if err != nil {
+				return nil, err // already Unauthenticated, with a message fit for the caller
+			}
+			user, err := v.Verify(token)
+			if errors.Is(err, auth.ErrNoKeys) {
+				// The keys are fetched and none arrived yet: the token may well be good, so the
+				// caller should retry (elsewhere), not sign in again.
+				log.WarnContext(ctx, "no token keys yet", "request_id", RequestIDFromContext(ctx))
+				return nil, status.Error(codes.Unavailable, "not ready to verify access tokens yet")
+			}
+			if err != nil {
+				log.InfoContext(ctx, "rejected access token", "request_id", RequestIDFromContext(ctx), "error", err)
+				return nil, status.Error(codes.Unauthenticated, auth.ErrInvalidToken.Error())
+			}
+			user.Service = id.Service
+			id = user
 		}
-		if err != nil {
-			log.InfoContext(ctx, "rejected access token", "request_id", RequestIDFromContext(ctx), "error", err)
-			return nil, status.Error(codes.Unauthenticated, auth.ErrInvalidToken.Error())
+		if !id.IsUser() && !id.IsService() {
+			return ctx, nil
 		}
 		return auth.NewContext(ctx, id), nil
 	}
-	needsAuth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
-		return !public(c.FullMethod())
-	})
 	return Server{
-		Unary:  selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(authFn), needsAuth),
-		Stream: selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(authFn), needsAuth),
+		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			ctx, err := identify(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		},
+		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			ctx, err := identify(ss.Context())
+			if err != nil {
+				return err
+			}
+			return handler(srv, &identifiedStream{ServerStream: ss, ctx: ctx})
+		},
 	}
 }
 
-// Caller returns the authenticated identity of the call ctx belongs to, or Unauthenticated when
-// there is none (a method served without Authenticate, or with authentication off).
+type identifiedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identifiedStream) Context() context.Context { return s.ctx }
+
+// Caller returns the identity of the call ctx belongs to, a user, a service or both, or
+// Unauthenticated when there is neither (a public method called anonymously, or a server with
+// authentication off).
 func Caller(ctx context.Context) (auth.Identity, error) {
 	id, ok := auth.FromContext(ctx)
-	if !ok {
+	if !ok || (!id.IsUser() && !id.IsService()) {
 		return auth.Identity{}, status.Error(codes.Unauthenticated, "this method needs an access token")
 	}
 	return id, nil

@@ -31,7 +31,9 @@ func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+			t.Fatal(err)
+		}
 		return srv
 	})
 	const password = "correct horse battery"

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-	"strings"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -36,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/authz"
 	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/interceptors"
@@ -54,6 +54,7 @@ type Server struct {
 	services []string
 	authn    bool
 	tls      bool
+	policies *authz.Table
 
 	// endStreams is cancelled when shutdown reaches the point where long-lived streams must end.
 	endStreams context.Context
@@ -65,7 +66,7 @@ type Option interface{ apply(*options) }
 
 type options struct {
 	lis            net.Listener
-	public         map[string]bool
+	peerService    func(ctx context.Context) string
 	tracerProvider trace.TracerProvider
 	registry       *prometheus.Registry
 	extra          []interceptors.Server
@@ -81,14 +82,12 @@ func (f optionFunc) apply(o *options) { f(o) }
 // listener. The server closes it.
 func WithListener(lis net.Listener) Option { return optionFunc(func(o *options) { o.lis = lis }) }
 
-// WithPublicMethods names full methods ("/meshmart.user.v1.UserService/Login") that need no access
-// token. Health checking and reflection are always public.
-func WithPublicMethods(methods ...string) Option {
-	return optionFunc(func(o *options) {
-		for _, m := range methods {
-			o.public[m] = true
-		}
-	})
+// WithPeerService replaces how the server learns which meshmart service the connection of a call
+// proved to be, which a policy's `services` list is checked against. The default,
+// identity.PeerService, reads the verified client certificate of the mutual-TLS connection; a nil
+// f makes no caller a service. Services never set it; in-process tests over bufconn may.
+func WithPeerService(f func(ctx context.Context) string) Option {
+	return optionFunc(func(o *options) { o.peerService = f })
 }
 
 // WithVerifier checks access tokens with v instead of the key file Config.AuthPublicKey names:
@@ -127,7 +126,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{public: map[string]bool{}, tracerProvider: noop.NewTracerProvider()}
+	o := options{peerService: identity.PeerService, tracerProvider: noop.NewTracerProvider()}
 	for _, opt := range opts {
 		opt.apply(&o)
 	}
@@ -135,7 +134,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		o.registry = prometheus.NewRegistry()
 		o.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Server{name: name, cfg: cfg, log: log, registry: o.registry, lis: o.lis}
+	s := &Server{name: name, cfg: cfg, log: log, registry: o.registry, lis: o.lis, policies: authz.NewTable()}
 	s.endStreams, s.stopStream = context.WithCancel(context.Background())
 
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
@@ -148,9 +147,11 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	}
 
 	// The chain, outermost first. Logging and metrics wrap recovery so that a panic is logged and
-	// counted as the Internal error it becomes. Authentication runs before rate limiting so that
-	// a signed-in user is limited as one client however many addresses they call from, and
-	// validation runs last so that only authorised callers learn what a valid request looks like.
+	// counted as the Internal error it becomes. Identification runs before rate limiting so that
+	// a signed-in user is limited as one client however many addresses they call from. Rate
+	// limiting runs before authorization so that a client hammering methods it may not call is
+	// still limited, and authorization runs before validation so that only callers the contract
+	// admits learn what a valid request looks like.
 	chain := []interceptors.Server{
 		interceptors.RequestID(),
 		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads)),
@@ -170,10 +171,15 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	}
 	if o.verifier != nil {
 		s.authn = true
-		chain = append(chain, interceptors.Authenticate(o.verifier, log, func(m string) bool { return o.public[m] || alwaysPublic(m) }))
+		chain = append(chain, interceptors.Identify(o.verifier, o.peerService, log))
 	}
 	if cfg.RateLimit > 0 {
 		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst))
+	}
+	if s.authn {
+		// Authorization needs identification: without a verifier (tests only; pkg/app refuses to
+		// run a service so) nobody could be identified, so nothing is authorized either.
+		chain = append(chain, s.policies.Interceptor())
 	}
 	chain = append(chain, interceptors.Validate(validator))
 	chain = append(chain, o.extra...)
@@ -214,11 +220,6 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	return s, nil
 }
 
-// alwaysPublic reports the infrastructure methods that never need a token.
-func alwaysPublic(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
-}
-
 // Identity opens the identity c gives the service: the TLS files, watched for changes, or the
 // SPIFFE Workload API; with InsecurePlaintext it returns a nil Source. Call close when done.
 func (c Config) Identity(ctx context.Context, log *slog.Logger) (_ identity.Source, close func() error, _ error) {
@@ -242,10 +243,17 @@ func (c Config) Identity(ctx context.Context, log *slog.Logger) (_ identity.Sour
 }
 
 // RegisterService registers a service implementation, like grpc.Server.RegisterService, and
-// reports its health under its full name.
-func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+// reports its health under its full name. Who may call each method is read from the service's
+// protobuf descriptor (its linked generated code): a service with a method that declares no
+// (meshmart.authz.v1.policy), or whose descriptor is not linked in, is refused with an error, so
+// that no method is ever served without saying who may call it. Register before serving.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) error {
+	if err := s.policies.AddService(desc.ServiceName); err != nil {
+		return err
+	}
 	s.grpc.RegisterService(desc, impl)
 	s.services = append(s.services, desc.ServiceName)
+	return nil
 }
 
 // Registry is where the server's metrics live, for services to add their own.
@@ -271,7 +279,7 @@ func (s *Server) Name() string { return s.name }
 func (s *Server) Config() Config { return s.cfg }
 
 // Authenticates reports whether the server checks access tokens (WithVerifier or
-// Config.AuthPublicKey).
+// Config.AuthPublicKey), and so identifies callers and enforces the methods' declared policies.
 func (s *Server) Authenticates() bool { return s.authn }
 
 // Serve serves on the listener (see Listen) until GracefulStop, after which it returns nil, or

@@ -22,10 +22,16 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
+	authzv1 "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
 
@@ -38,12 +44,14 @@ func chassis(t *testing.T, cfg server.Config, opts ...server.Option) (userv1.Use
 	keys := testkit.NewKeys(t)
 	cfg.AuthPublicKey = keys.PublicKeyFile
 	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		opts = append(opts, server.WithListener(lis), server.WithPublicMethods(testkit.PublicMethods...))
+		opts = append(opts, server.WithListener(lis))
 		srv, err := server.New("example", cfg, testkit.Logger(t), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+			t.Fatal(err)
+		}
 		return srv
 	})
 	return userv1.NewUserServiceClient(cc), keys, running
@@ -207,7 +215,9 @@ func TestTraceSpansClientAndServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	running := testkit.Serve(t, srv)
 	cc, err := client.Dial(running.Addr, testkit.Logger(t), client.WithTracerProvider(tp), client.WithInsecure())
 	if err != nil {
@@ -282,7 +292,9 @@ func TestHealthTracksLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	running := testkit.Serve(t, srv)
 	cc, err := grpc.NewClient(running.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -318,7 +330,9 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	running := testkit.Serve(t, srv)
 	stranger := testkit.NewPKI(t, "order") // another CA, same trust domain name
 
@@ -363,7 +377,9 @@ func TestGRPCurl(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
 	running := testkit.Serve(t, srv)
 	grpcurl := func(args ...string) string {
 		t.Helper()
@@ -424,5 +440,57 @@ func TestConfigNeedsTLS(t *testing.T) {
 	}
 	if _, err := server.New("example", cfg, testkit.Logger(t)); err == nil {
 		t.Fatal("a server without TLS settings was built")
+	}
+}
+
+// TestRegisterServiceRefusesAnUndeclaredMethod registers a service one of whose methods does not
+// say who may call it: the server refuses it, so that the method is never served.
+func TestRegisterServiceRefusesAnUndeclaredMethod(t *testing.T) {
+	t.Parallel()
+	// A linked-in contract like the generated code registers, with one method declaring a policy
+	// and one declaring none.
+	declared := &descriptorpb.MethodOptions{}
+	proto.SetExtension(declared, authzv1.E_Policy, &authzv1.Policy{Users: true})
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name: proto.String("meshmart/servertest/v1/undeclared.proto"), Package: proto.String("meshmart.servertest.v1"),
+		Syntax: proto.String("proto3"), Dependency: []string{"google/protobuf/empty.proto"},
+		Service: []*descriptorpb.ServiceDescriptorProto{{Name: proto.String("Undeclared"), Method: []*descriptorpb.MethodDescriptorProto{
+			{Name: proto.String("Declared"), InputType: proto.String(".google.protobuf.Empty"), OutputType: proto.String(".google.protobuf.Empty"), Options: declared},
+			{Name: proto.String("Forgotten"), InputType: proto.String(".google.protobuf.Empty"), OutputType: proto.String(".google.protobuf.Empty")},
+		}}},
+	}, protoregistry.GlobalFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protoregistry.GlobalFiles.RegisterFile(fd); err != nil {
+		t.Fatal(err)
+	}
+	handler := func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
+		return &emptypb.Empty{}, nil
+	}
+	desc := &grpc.ServiceDesc{
+		ServiceName: "meshmart.servertest.v1.Undeclared",
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "Declared", Handler: handler}, {MethodName: "Forgotten", Handler: handler}},
+	}
+	for _, tt := range []struct {
+		name string
+		desc *grpc.ServiceDesc
+		want string
+	}{
+		{"an undeclared method", desc, "Forgotten"},
+		{"a service whose contract is not linked in", &grpc.ServiceDesc{ServiceName: "meshmart.nowhere.v1.Nothing", HandlerType: (*any)(nil)}, "meshmart.nowhere.v1.Nothing"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv, err := server.New("example", testkit.TestConfig(), testkit.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = srv.Close() })
+			if err := srv.RegisterService(tt.desc, struct{}{}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("RegisterService = %v, want an error naming %s", err, tt.want)
+			}
+		})
 	}
 }

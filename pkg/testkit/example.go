@@ -93,8 +93,5 @@ func (e *ExampleUsers) ExportUsers(_ *userv1.ExportUsersRequest, stream grpc.Ser
 	return status.FromContextError(stream.Context().Err()).Err()
 }
 
-// PublicMethods are the example's methods that need no token, as the real user service has them.
-var PublicMethods = []string{userv1.UserService_CreateUser_FullMethodName, userv1.UserService_Login_FullMethodName}
-
 // Describe is a one-line description for logs.
 func (e *ExampleUsers) String() string { return fmt.Sprintf("example users %q", e.Instance) }

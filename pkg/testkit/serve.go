@@ -122,7 +122,7 @@ func Bufconn(t testing.TB, build func(lis net.Listener) *server.Server, opts ...
 // BufconnService runs impl as desc's service, named name, over bufconn behind the chassis' real
 // interceptor chain (TestConfig, trusting the access tokens keys signs, logging through t), and
 // returns a client connection to it. opts add to the server's options, such as
-// server.WithPublicMethods.
+// server.WithPeerService.
 func BufconnService(t testing.TB, name string, keys Keys, desc *grpc.ServiceDesc, impl any, opts ...server.Option) *grpc.ClientConn {
 	t.Helper()
 	cfg := TestConfig()
@@ -132,7 +132,9 @@ func BufconnService(t testing.TB, name string, keys Keys, desc *grpc.ServiceDesc
 		if err != nil {
 			t.Fatalf("testkit: server %s: %v", name, err)
 		}
-		srv.RegisterService(desc, impl)
+		if err := srv.RegisterService(desc, impl); err != nil {
+			t.Fatalf("testkit: register %s: %v", desc.ServiceName, err)
+		}
 		return srv
 	})
 	return cc

@@ -57,8 +57,7 @@ type platform struct {
 func start(t *testing.T, refresh time.Duration) *platform {
 	t.Helper()
 	p := &platform{users: &publisher{down: true}}
-	usersConn := testkit.BufconnService(t, "user", testkit.NewKeys(t), &userv1.UserService_ServiceDesc, p.users,
-		server.WithPublicMethods(userv1.UserService_ListTokenKeys_FullMethodName))
+	usersConn := testkit.BufconnService(t, "user", testkit.NewKeys(t), &userv1.UserService_ServiceDesc, p.users)
 
 	v, err := auth.NewVerifier(nil)
 	if err != nil {

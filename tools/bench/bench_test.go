@@ -252,7 +252,9 @@ func exampleServers(b *testing.B) (chassis, bare, token string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("chassis"))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("chassis")); err != nil {
+		b.Fatal(err)
+	}
 	chassis = testkit.Serve(b, srv).Addr
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,6 +8,12 @@
 // landed passed the same check. A rule set that `buf breaking --against` alone cannot express,
 // which is why this small program exists.
 //
+// buf breaking does not compare custom options, so it would pass a changed
+// (meshmart.authz.v1.policy), which opens or closes a method to callers. breakcheck therefore also
+// compares every method's policy on both sides of each change, and fails a change of who may call
+// a method unless the commit message acknowledges it with an "Authz-Policy-Change: why" line (the
+// working tree, having no message yet, cannot acknowledge one: commit it).
+//
 // Each side is materialised with `git archive` into a scratch directory together with the
 // untracked third-party protos (third_party/, which `make third_party` fills), because buf's own
 // git inputs would lack them.
@@ -50,6 +56,10 @@ func main() {
 // errBreaking reports that at least one change broke a stable contract.
 var errBreaking = errors.New("breaking changes to stable protobuf packages (see above)")
 
+// errPolicyChanged reports that at least one change altered who may call a method without saying
+// so in its commit message.
+var errPolicyChanged = errors.New("unacknowledged changes of who may call a method (see above)")
+
 // check runs the breaking-change checks for the repository containing dir, writing one line per
 // checked change to out. It returns errBreaking when any change breaks a stable package.
 func check(ctx context.Context, dir, bufPath string, out io.Writer) error {
@@ -83,17 +93,21 @@ func check(ctx context.Context, dir, bufPath string, out io.Writer) error {
 	if err := c.checkWorkTree(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%d change(s) checked, %d breaking\n", c.checked, c.broken)
+	fmt.Fprintf(out, "%d change(s) checked, %d breaking, %d changing who may call a method unacknowledged\n", c.checked, c.broken, c.policyChanged)
+	var failed error
 	if c.broken > 0 {
-		return errBreaking
+		failed = errBreaking
 	}
-	return nil
+	if c.policyChanged > 0 {
+		failed = errors.Join(failed, errPolicyChanged)
+	}
+	return failed
 }
 
 type checker struct {
-	root, buf, tmp  string
-	out             io.Writer
-	checked, broken int
+	root, buf, tmp                 string
+	out                            io.Writer
+	checked, broken, policyChanged int
 }
 
 // checkCommit compares rev with its first parent when rev changed the contract inputs.
@@ -118,7 +132,24 @@ func (c *checker) checkCommit(ctx context.Context, rev string) error {
 	if err != nil {
 		return err
 	}
-	return c.compare(ctx, "commit "+subject, newDir, oldDir)
+	if err := c.compare(ctx, "commit "+subject, newDir, oldDir); err != nil {
+		return err
+	}
+	message, err := git(ctx, c.root, "log", "-1", "--format=%B", rev)
+	if err != nil {
+		return err
+	}
+	return c.comparePolicies(ctx, "commit "+subject, newDir, oldDir, acknowledges(message))
+}
+
+// acknowledges reports whether a commit message has a policyAck line.
+func acknowledges(message string) bool {
+	for line := range strings.Lines(message) {
+		if strings.HasPrefix(strings.TrimSpace(line), policyAck) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkWorkTree compares the working tree, uncommitted and untracked files included, with HEAD.
@@ -135,7 +166,10 @@ func (c *checker) checkWorkTree(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.compare(ctx, "working tree", c.root, oldDir)
+	if err := c.compare(ctx, "working tree", c.root, oldDir); err != nil {
+		return err
+	}
+	return c.comparePolicies(ctx, "working tree", c.root, oldDir, false)
 }
 
 func (c *checker) hasContract(ctx context.Context, rev string) bool {
@@ -209,13 +243,18 @@ func (c *checker) compare(ctx context.Context, what, newDir, oldDir string) erro
 
 // git runs a git command in dir and returns its trimmed standard output.
 func git(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", args...)
+	return run(ctx, dir, "git", args...)
+}
+
+// run runs a command in dir and returns its trimmed standard output.
+func run(ctx context.Context, dir, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("%s %s: %w: %s", filepath.Base(name), strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return strings.TrimSpace(string(out)), nil
 }

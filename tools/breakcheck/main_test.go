@@ -14,7 +14,9 @@ import (
 
 // TestCheck proves the CI gate in a scratch repository made from this repository's contracts: it
 // passes compatible changes and unstable-package breaks, and fails a stable break whether it is
-// the last commit, hidden under a later commit, or not committed yet.
+// the last commit, hidden under a later commit, or not committed yet; it fails a change of a
+// method's authz policy, which buf breaking alone passes, unless the commit message acknowledges
+// it.
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
 	bufPath := buildBuf(t)
@@ -95,6 +97,49 @@ func TestCheck(t *testing.T) {
 		if _, err := run(t); err != nil {
 			t.Fatalf("check: %v", err)
 		}
+	})
+	passing := strings.TrimSpace(mustGit(t, repo, "rev-parse", "HEAD"))
+
+	// buf breaking passes a changed custom option; breakcheck compares the authz policies itself.
+	const listUsers = "rpc ListUsers(ListUsersRequest) returns (ListUsersResponse) {\n    option (meshmart.authz.v1.policy) = {admins: true};"
+	const listUsersOpen = "rpc ListUsers(ListUsersRequest) returns (ListUsersResponse) {\n    option (meshmart.authz.v1.policy) = {users: true};"
+
+	t.Run("a changed policy fails", func(t *testing.T) {
+		edit(t, userProto, listUsers, listUsersOpen)
+		commit(t, "let every user list users")
+		edit(t, userProto, "// User is an account.", "// User is an account of a person.")
+		commit(t, "reword a comment")
+		out, err := run(t)
+		if !errors.Is(err, errPolicyChanged) || errors.Is(err, errBreaking) {
+			t.Fatalf("check = %v, want errPolicyChanged alone", err)
+		}
+		if !strings.Contains(out, "AUTHZ commit") || !strings.Contains(out, "let every user list users") ||
+			!strings.Contains(out, `meshmart.user.v1.UserService.ListUsers: {admins:true} -> {users:true}`) {
+			t.Errorf("output does not name the commit and the method whose policy changed")
+		}
+	})
+	mustGit(t, repo, "reset", "-q", "--hard", passing)
+
+	t.Run("an acknowledged policy change passes", func(t *testing.T) {
+		edit(t, userProto, listUsers, listUsersOpen)
+		commit(t, "let every user list users\n\nAuthz-Policy-Change: the directory is public to members now")
+		out, err := run(t)
+		if err != nil {
+			t.Fatalf("check: %v", err)
+		}
+		if !strings.Contains(out, "acknowledged") {
+			t.Errorf("the acknowledged change was not reported")
+		}
+	})
+	mustGit(t, repo, "reset", "-q", "--hard", passing)
+
+	t.Run("an uncommitted policy change fails", func(t *testing.T) {
+		edit(t, userProto, "option (meshmart.authz.v1.policy) = {public: true};", "option (meshmart.authz.v1.policy) = {users: true};")
+		out, err := run(t)
+		if !errors.Is(err, errPolicyChanged) || !strings.Contains(out, "AUTHZ working tree") {
+			t.Fatalf("check = %v, want a policy change in the working tree", err)
+		}
+		mustGit(t, repo, "checkout", "--", ".")
 	})
 }
 

@@ -62,11 +62,13 @@ func run() error {
 		},
 	}
 	srv, err := server.New("example", cfg, logger,
-		server.WithPublicMethods(testkit.PublicMethods...), server.WithInterceptors(printCreated))
+		server.WithInterceptors(printCreated))
 	if err != nil {
 		return err
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers(*instance))
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers(*instance)); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	a := app.New(logger)

@@ -33,8 +33,9 @@ const (
 // OrderService takes orders, pays for them through the payment service, cancels them with a
 // refund, and streams their progress.
 //
-// Every method needs a bearer access token. A user sees and acts on only their own orders; an
-// admin on every order.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs: every method is for signed-in users, with a bearer access token.
+// A user sees and acts on only their own orders; an admin on every order.
 type OrderServiceClient interface {
 	// CreateOrder checks the caller's account, stores the order as PENDING, charges it and answers
 	// with it PAID or PAYMENT_FAILED. When the payment's outcome is unknown the order stays PENDING
@@ -124,8 +125,9 @@ type OrderService_TrackOrdersClient = grpc.BidiStreamingClient[TrackOrdersReques
 // OrderService takes orders, pays for them through the payment service, cancels them with a
 // refund, and streams their progress.
 //
-// Every method needs a bearer access token. A user sees and acts on only their own orders; an
-// admin on every order.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs: every method is for signed-in users, with a bearer access token.
+// A user sees and acts on only their own orders; an admin on every order.
 type OrderServiceServer interface {
 	// CreateOrder checks the caller's account, stores the order as PENDING, charges it and answers
 	// with it PAID or PAYMENT_FAILED. When the payment's outcome is unknown the order stays PENDING

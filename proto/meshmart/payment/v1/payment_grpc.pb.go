@@ -32,9 +32,13 @@ const (
 //
 // PaymentService charges and refunds payments for orders through a payment processor.
 //
-// Every method needs a bearer access token or, for a meshmart service, its verified certificate. A
-// user sees and acts on only their own payments; a service acting for a user forwards that user's
-// token; a service and an admin may act on every payment.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs. Only the order service, proving itself with its client
+// certificate, may create payments; a user calling CreatePayment directly fails with
+// PERMISSION_DENIED. Refunds are for the order service and admins. Signed-in users (a bearer
+// access token) and the order service may read payments, and users may watch them. A user sees
+// only their own payments; the order service forwards the token of the user it acts for, and acts
+// on every payment on its own behalf (its reconciler); an admin sees every payment.
 //
 // Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
 // and the same parameters returns the first result and never charges or refunds twice; the same
@@ -130,9 +134,13 @@ type PaymentService_WatchPaymentsClient = grpc.ServerStreamingClient[WatchPaymen
 //
 // PaymentService charges and refunds payments for orders through a payment processor.
 //
-// Every method needs a bearer access token or, for a meshmart service, its verified certificate. A
-// user sees and acts on only their own payments; a service acting for a user forwards that user's
-// token; a service and an admin may act on every payment.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs. Only the order service, proving itself with its client
+// certificate, may create payments; a user calling CreatePayment directly fails with
+// PERMISSION_DENIED. Refunds are for the order service and admins. Signed-in users (a bearer
+// access token) and the order service may read payments, and users may watch them. A user sees
+// only their own payments; the order service forwards the token of the user it acts for, and acts
+// on every payment on its own behalf (its reconciler); an admin sees every payment.
 //
 // Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
 // and the same parameters returns the first result and never charges or refunds twice; the same

@@ -8,6 +8,7 @@ package userv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -1571,7 +1572,7 @@ var File_meshmart_user_v1_user_proto protoreflect.FileDescriptor
 
 const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmeshmart/user/v1/user.proto\x12\x10meshmart.user.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x04\n" +
+	"\x1bmeshmart/user/v1/user.proto\x12\x10meshmart.user.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\"\xba\x04\n" +
 	"\x04User\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x02id\x12#\n" +
 	"\x05email\x18\x02 \x01(\tB\r\xbaH\n" +
@@ -1685,20 +1686,20 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x022\xc9\x06\n" +
-	"\vUserService\x12W\n" +
+	"ROLE_ADMIN\x10\x022\x8a\a\n" +
+	"\vUserService\x12_\n" +
 	"\n" +
-	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\x12M\n" +
-	"\x05Login\x12\x1e.meshmart.user.v1.LoginRequest\x1a\x1f.meshmart.user.v1.LoginResponse\"\x03\x90\x02\x02\x12S\n" +
-	"\aGetUser\x12 .meshmart.user.v1.GetUserRequest\x1a!.meshmart.user.v1.GetUserResponse\"\x03\x90\x02\x01\x12\\\n" +
+	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\"\x06\x92\x82\x19\x02\b\x01\x12S\n" +
+	"\x05Login\x12\x1e.meshmart.user.v1.LoginRequest\x1a\x1f.meshmart.user.v1.LoginResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x02\x12`\n" +
+	"\aGetUser\x12 .meshmart.user.v1.GetUserRequest\x1a!.meshmart.user.v1.GetUserResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12b\n" +
 	"\n" +
-	"UpdateUser\x12#.meshmart.user.v1.UpdateUserRequest\x1a$.meshmart.user.v1.UpdateUserResponse\"\x03\x90\x02\x02\x12\\\n" +
+	"UpdateUser\x12#.meshmart.user.v1.UpdateUserRequest\x1a$.meshmart.user.v1.UpdateUserResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12b\n" +
 	"\n" +
-	"DeleteUser\x12#.meshmart.user.v1.DeleteUserRequest\x1a$.meshmart.user.v1.DeleteUserResponse\"\x03\x90\x02\x02\x12Y\n" +
-	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"\x03\x90\x02\x010\x01\x12\\\n" +
-	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse(\x01\x12e\n" +
-	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\x03\x90\x02\x01B\xbf\x01\n" +
+	"DeleteUser\x12#.meshmart.user.v1.DeleteUserRequest\x1a$.meshmart.user.v1.DeleteUserResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12_\n" +
+	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x01\x12g\n" +
+	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x010\x01\x12d\n" +
+	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse\"\x06\x92\x82\x19\x02\x18\x01(\x01\x12k\n" +
+	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01B\xbf\x01\n" +
 	"\x14com.meshmart.user.v1B\tUserProtoP\x01Z:github.com/meshmart/meshmart/proto/meshmart/user/v1;userv1\xa2\x02\x03MUX\xaa\x02\x10Meshmart.User.V1\xca\x02\x10Meshmart\\User\\V1\xe2\x02\x1cMeshmart\\User\\V1\\GPBMetadata\xea\x02\x12Meshmart::User::V1b\x06proto3"
 
 var (

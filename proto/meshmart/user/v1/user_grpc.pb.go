@@ -36,8 +36,12 @@ const (
 //
 // UserService owns accounts: sign-up, login, profile reads and updates, and bulk import and export.
 //
-// Every method but CreateUser and Login needs a bearer access token issued by Login. A user may read
-// and change only their own account; an admin may read and change any account.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs: CreateUser, Login and ListTokenKeys are public; GetUser,
+// UpdateUser and DeleteUser need a bearer access token issued by Login, and GetUser may also be
+// called by the order service, proving itself with its client certificate; ListUsers, ExportUsers
+// and ImportUsers are for admins. A user may read and change only their own account; an admin may
+// read and change any account.
 type UserServiceClient interface {
 	// CreateUser signs a new user up with the USER role. It needs no token. A taken email or
 	// username fails with ALREADY_EXISTS.
@@ -185,8 +189,12 @@ func (c *userServiceClient) ListTokenKeys(ctx context.Context, in *ListTokenKeys
 //
 // UserService owns accounts: sign-up, login, profile reads and updates, and bulk import and export.
 //
-// Every method but CreateUser and Login needs a bearer access token issued by Login. A user may read
-// and change only their own account; an admin may read and change any account.
+// Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
+// chassis before the method runs: CreateUser, Login and ListTokenKeys are public; GetUser,
+// UpdateUser and DeleteUser need a bearer access token issued by Login, and GetUser may also be
+// called by the order service, proving itself with its client certificate; ListUsers, ExportUsers
+// and ImportUsers are for admins. A user may read and change only their own account; an admin may
+// read and change any account.
 type UserServiceServer interface {
 	// CreateUser signs a new user up with the USER role. It needs no token. A taken email or
 	// username fails with ALREADY_EXISTS.

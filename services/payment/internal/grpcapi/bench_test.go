@@ -63,12 +63,16 @@ func chassisServer(b *testing.B, dsn string, keys testkit.Keys) paymentv1.Paymen
 	b.Cleanup(func() { payments.Close() })
 	cfg := testkit.TestConfig()
 	cfg.AuthPublicKey = keys.PublicKeyFile
-	srv, err := server.New("payment", cfg, testkit.DiscardLogger())
+	// Only the order service may create payments: the benchmark calls as the order service would,
+	// forwarding a user's token.
+	srv, err := server.New("payment", cfg, testkit.DiscardLogger(), server.WithPeerService(func(context.Context) string { return "order" }))
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv.RegisterService(&paymentv1.PaymentService_ServiceDesc,
-		grpcapi.New(payment.NewService(payments, payment.Simulator{}, time.Second), testkit.DiscardLogger(), time.Second))
+	if err := srv.RegisterService(&paymentv1.PaymentService_ServiceDesc,
+		grpcapi.New(payment.NewService(payments, payment.Simulator{}, time.Second), testkit.DiscardLogger(), time.Second)); err != nil {
+		b.Fatal(err)
+	}
 	return dial(b, testkit.Serve(b, srv).Addr)
 }
 

@@ -15,7 +15,7 @@ import (
 func TestStoreFailureTextIsNotSent(t *testing.T) {
 	t.Parallel()
 	c, as, payments := newClientAndStore(t)
-	paid, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k1", 1000))
+	paid, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k1", 1000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func TestStoreFailureTextIsNotSent(t *testing.T) {
 	id := paid.GetPayment().GetId()
 	calls := map[string]func() error{
 		"CreatePayment": func() error {
-			_, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k2", 1000))
+			_, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k2", 1000))
 			return err
 		},
 		"GetPayment": func() error {
@@ -33,7 +33,7 @@ func TestStoreFailureTextIsNotSent(t *testing.T) {
 			return err
 		},
 		"RefundPayment": func() error {
-			_, err := c.RefundPayment(as["alice"], &paymentv1.RefundPaymentRequest{PaymentId: id, IdempotencyKey: "r1", Reason: "test"})
+			_, err := c.RefundPayment(as["alice via order"], &paymentv1.RefundPaymentRequest{PaymentId: id, IdempotencyKey: "r1", Reason: "test"})
 			return err
 		},
 	}

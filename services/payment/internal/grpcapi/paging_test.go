@@ -20,7 +20,7 @@ func TestPageTokens(t *testing.T) {
 	b, _ := newReplica(t, path, keys)
 	replicas := []paymentv1.PaymentServiceClient{a, b}
 	for i := range 5 {
-		if _, err := replicas[i%2].CreatePayment(as["alice"], chargeReq(payment.TokenApprove, fmt.Sprint("k", i), 100)); err != nil {
+		if _, err := replicas[i%2].CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, fmt.Sprint("k", i), 100)); err != nil {
 			t.Fatal(err)
 		}
 	}

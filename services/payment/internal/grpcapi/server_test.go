@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -24,7 +26,9 @@ const (
 )
 
 // newClient runs the payment service over bufconn behind the real chassis, on a fresh SQLite
-// file, and returns a client with contexts carrying alice's, bob's and an admin's tokens.
+// file, and returns a client with contexts carrying alice's, bob's and an admin's tokens, and
+// alice's and bob's as the order service forwards them ("alice via order"): only the order service
+// may create payments.
 func newClient(t *testing.T) (paymentv1.PaymentServiceClient, map[string]context.Context) {
 	t.Helper()
 	return newReplica(t, testkit.SQLitePath(t), testkit.NewKeys(t))
@@ -52,11 +56,29 @@ func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (paymentv1
 	}
 	t.Cleanup(func() { payments.Close() })
 	api := grpcapi.New(payment.NewService(payments, payment.Simulator{}, 200*time.Millisecond), testkit.Logger(t), 20*time.Millisecond)
-	cc := testkit.BufconnService(t, "payment", keys, &paymentv1.PaymentService_ServiceDesc, api)
+	cc := testkit.BufconnService(t, "payment", keys, &paymentv1.PaymentService_ServiceDesc, api, server.WithPeerService(testPeerService))
 	return paymentv1.NewPaymentServiceClient(cc), map[string]context.Context{
 		"alice": keys.Context(t, alice, auth.RoleUser), "bob": keys.Context(t, bob, auth.RoleUser),
-		"admin": keys.Context(t, "00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
+		"admin":           keys.Context(t, "00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
+		"alice via order": viaService(keys.Context(t, alice, auth.RoleUser), "order"),
+		"bob via order":   viaService(keys.Context(t, bob, auth.RoleUser), "order"),
 	}, payments
+}
+
+// testPeerServiceKey is the request header in which these tests name the service a call comes
+// from, standing in for the verified client certificate a real connection presents.
+const testPeerServiceKey = "x-test-peer-service"
+
+func testPeerService(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, testPeerServiceKey); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// viaService makes ctx's calls come from the meshmart service called service.
+func viaService(ctx context.Context, service string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, testPeerServiceKey, service)
 }
 
 func usd(n int64) *moneyv1.Money { return &moneyv1.Money{CurrencyCode: "USD", MinorUnits: n} }
@@ -75,22 +97,22 @@ func code(t *testing.T, err error, want codes.Code) {
 func TestChargesAndRefunds(t *testing.T) {
 	t.Parallel()
 	c, as := newClient(t)
-	paid, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k1", 1000))
+	paid, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k1", 1000))
 	if err != nil || paid.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED {
 		t.Fatalf("approve = %v, %v", paid, err)
 	}
-	declined, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenInsufficientFunds, "k2", 1000))
+	declined, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenInsufficientFunds, "k2", 1000))
 	if err != nil || declined.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_DECLINED ||
 		declined.GetPayment().GetDeclineReason() != paymentv1.DeclineReason_DECLINE_REASON_INSUFFICIENT_FUNDS {
 		t.Fatalf("decline = %v, %v", declined, err)
 	}
-	again, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k1", 1000))
+	again, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k1", 1000))
 	if err != nil || again.GetPayment().GetId() != paid.GetPayment().GetId() {
 		t.Fatalf("repeat = %v, %v", again, err)
 	}
-	_, err = c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k1", 2000))
+	_, err = c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k1", 2000))
 	code(t, err, codes.FailedPrecondition)
-	_, err = c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k3", 0))
+	_, err = c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k3", 0))
 	code(t, err, codes.InvalidArgument)
 	_, err = c.CreatePayment(context.Background(), chargeReq(payment.TokenApprove, "k4", 10))
 	code(t, err, codes.Unauthenticated)
@@ -99,13 +121,13 @@ func TestChargesAndRefunds(t *testing.T) {
 	refund := func(ctx context.Context, amount *moneyv1.Money, key string) (*paymentv1.RefundPaymentResponse, error) {
 		return c.RefundPayment(ctx, &paymentv1.RefundPaymentRequest{PaymentId: id, Amount: amount, IdempotencyKey: key, Reason: "test"})
 	}
-	r, err := refund(as["alice"], usd(400), "r1")
+	r, err := refund(as["alice via order"], usd(400), "r1")
 	if err != nil || r.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_PARTIALLY_REFUNDED || r.GetRefund().GetAmount().GetMinorUnits() != 400 {
 		t.Fatalf("partial refund = %v, %v", r, err)
 	}
-	_, err = refund(as["alice"], usd(700), "r2")
+	_, err = refund(as["alice via order"], usd(700), "r2")
 	code(t, err, codes.FailedPrecondition)
-	_, err = refund(as["alice"], &moneyv1.Money{CurrencyCode: "EUR", MinorUnits: 1}, "r3")
+	_, err = refund(as["alice via order"], &moneyv1.Money{CurrencyCode: "EUR", MinorUnits: 1}, "r3")
 	code(t, err, codes.InvalidArgument)
 	_, err = refund(as["bob"], nil, "r4")
 	code(t, err, codes.PermissionDenied)
@@ -124,6 +146,69 @@ func TestChargesAndRefunds(t *testing.T) {
 	}
 }
 
+// TestCallerPolicies runs the contract's policies through the real chain: only the order service
+// creates payments, and only it or an admin refunds them; a user calling either directly is
+// PermissionDenied, before the request is even validated.
+func TestCallerPolicies(t *testing.T) {
+	t.Parallel()
+	c, as := newClient(t)
+	paid, err := c.CreatePayment(as["alice via order"], chargeReq(payment.TokenApprove, "k1", 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refund := &paymentv1.RefundPaymentRequest{PaymentId: paid.GetPayment().GetId(), Amount: usd(1), IdempotencyKey: "r1", Reason: "test"}
+	tests := []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"a user creating a payment", func() error {
+			_, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k2", 1000))
+			return err
+		}, codes.PermissionDenied},
+		{"an admin creating a payment", func() error {
+			_, err := c.CreatePayment(as["admin"], chargeReq(payment.TokenApprove, "k3", 1000))
+			return err
+		}, codes.PermissionDenied},
+		{"another service creating a payment", func() error {
+			_, err := c.CreatePayment(viaService(as["alice"], "user"), chargeReq(payment.TokenApprove, "k4", 1000))
+			return err
+		}, codes.PermissionDenied},
+		{"nobody creating a payment", func() error {
+			_, err := c.CreatePayment(context.Background(), chargeReq(payment.TokenApprove, "k5", 1000))
+			return err
+		}, codes.Unauthenticated},
+		{"a user creating an invalid payment", func() error {
+			_, err := c.CreatePayment(as["alice"], chargeReq(payment.TokenApprove, "k6", 0))
+			return err
+		}, codes.PermissionDenied},
+		{"a user refunding their own payment", func() error {
+			_, err := c.RefundPayment(as["alice"], refund)
+			return err
+		}, codes.PermissionDenied},
+		{"the order service refunding", func() error {
+			_, err := c.RefundPayment(as["alice via order"], refund)
+			return err
+		}, codes.OK},
+		{"an admin refunding", func() error {
+			r := &paymentv1.RefundPaymentRequest{PaymentId: refund.GetPaymentId(), Amount: usd(1), IdempotencyKey: "r2", Reason: "test"}
+			_, err := c.RefundPayment(as["admin"], r)
+			return err
+		}, codes.OK},
+		{"a user reading their payment", func() error {
+			_, err := c.GetPayment(as["alice"], &paymentv1.GetPaymentRequest{Id: refund.GetPaymentId()})
+			return err
+		}, codes.OK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); status.Code(err) != tt.want {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
 func TestListAndWatch(t *testing.T) {
 	t.Parallel()
 	c, as := newClient(t)
@@ -135,11 +220,11 @@ func TestListAndWatch(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the stream takes its starting point
 	for i, token := range []string{payment.TokenApprove, payment.TokenDecline, payment.TokenProcessorError} {
-		if _, err := c.CreatePayment(as["alice"], chargeReq(token, token, int64(100+i))); err != nil {
+		if _, err := c.CreatePayment(as["alice via order"], chargeReq(token, token, int64(100+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.CreatePayment(as["bob"], chargeReq(payment.TokenApprove, "bob", 5)); err != nil {
+	if _, err := c.CreatePayment(as["bob via order"], chargeReq(payment.TokenApprove, "bob", 5)); err != nil {
 		t.Fatal(err)
 	}
 	want := []paymentv1.PaymentEventType{

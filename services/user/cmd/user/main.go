@@ -102,7 +102,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	}
 	s.Log.Info("user service starting", "database", sqldb.Describe(c.Database), "token_ttl", c.TokenTTL.String(),
 		"signing_kid", issuer.KeyID(), "kids", verifier.KeyIDs())
-	return s.Serve(&userv1.UserService_ServiceDesc, api, server.WithPublicMethods(grpcapi.PublicMethods...), server.WithVerifier(verifier))
+	return s.Serve(&userv1.UserService_ServiceDesc, api, server.WithVerifier(verifier))
 }
 
 func signingKey(path string, log *slog.Logger) (ed25519.PrivateKey, error) {

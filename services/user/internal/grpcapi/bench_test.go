@@ -98,11 +98,13 @@ func chassisTarget(b *testing.B, name, dsn string) target {
 	}
 	cfg := testkit.TestConfig()
 	cfg.AuthPublicKey = keys.PublicKeyFile
-	srv, err := server.New("user", cfg, testkit.DiscardLogger(), server.WithPublicMethods(grpcapi.PublicMethods...))
+	srv, err := server.New("user", cfg, testkit.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv.RegisterService(&userv1.UserService_ServiceDesc, api)
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, api); err != nil {
+		b.Fatal(err)
+	}
 	running := testkit.Serve(b, srv)
 	c := dialPlain(b, running.Addr)
 	created, err := c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "ada@example.com", Username: "ada", Password: "correct horse", GivenName: "Ada"})

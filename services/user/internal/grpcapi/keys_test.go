@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/user/internal/grpcapi"
@@ -58,7 +57,7 @@ func TestListTokenKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cc := testkit.BufconnService(t, "user", keys, &userv1.UserService_ServiceDesc, api, server.WithPublicMethods(grpcapi.PublicMethods...))
+			cc := testkit.BufconnService(t, "user", keys, &userv1.UserService_ServiceDesc, api)
 			resp, err := userv1.NewUserServiceClient(cc).ListTokenKeys(t.Context(), &userv1.ListTokenKeysRequest{})
 			if err != nil {
 				t.Fatalf("ListTokenKeys without a token: %v", err)
