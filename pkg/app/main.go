@@ -13,9 +13,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/identity"
-	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/server"
 )
