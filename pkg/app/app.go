@@ -28,6 +28,13 @@ type App struct {
 	srv     *server.Server
 	workers []part
 	closers []part
+	gates   []gate
+}
+
+// gate is something the App waits for before it serves.
+type gate struct {
+	name  string
+	ready <-chan struct{}
 }
 
 // part is a named worker or closer.
@@ -50,6 +57,14 @@ func (a *App) Serve(srv *server.Server) { a.srv = srv }
 // returns nil has just finished.
 func (a *App) Go(name string, run func(ctx context.Context) error) {
 	a.workers = append(a.workers, part{name, run})
+}
+
+// ReadyWhen holds the App back from serving until ready is closed: the server answers health
+// checks with NOT_SERVING and the instance stays out of Consul meanwhile, while the workers run
+// (one of them is usually what closes ready: the token keys' first fetch). name says what it
+// waits for, in the log.
+func (a *App) ReadyWhen(name string, ready <-chan struct{}) {
+	a.gates = append(a.gates, gate{name, ready})
 }
 
 // Defer adds a closer (a database, a client connection, a tracer), called after everything else
@@ -135,8 +150,9 @@ func (a *App) run(ctx context.Context) error {
 	return nil
 }
 
-// start binds the listeners, then starts the gRPC server, reports SERVING, and starts the HTTP
-// server, the registrar and the workers.
+// start binds the listeners, starts the gRPC server, the HTTP server and the workers, waits for
+// what the App must have before it serves (ReadyWhen), then reports SERVING and starts the
+// registrar.
 func (a *App) start(ctx context.Context) (*running, error) {
 	r := &running{log: a.log, srv: a.srv, failed: &failure{c: make(chan struct{})}}
 	if a.srv != nil {
@@ -151,7 +167,6 @@ func (a *App) start(ctx context.Context) (*running, error) {
 				r.failed.set(fmt.Errorf("grpc server: %w", err), true)
 			}
 		})
-		a.srv.SetServing()
 	}
 	if r.p.http != nil {
 		r.http.Go(func() {
@@ -163,9 +178,6 @@ func (a *App) start(ctx context.Context) (*running, error) {
 	// The registrar and the workers outlive ctx: the stop ends them, each in its turn.
 	var regCtx, workCtx context.Context
 	regCtx, r.stopRegistrar = context.WithCancel(context.WithoutCancel(ctx))
-	if r.p.registrar != nil {
-		r.reg.Go(func() { r.p.registrar.Run(regCtx) })
-	}
 	workCtx, r.stopWorkers = context.WithCancel(context.WithoutCancel(ctx))
 	for _, w := range a.workers {
 		r.work.Go(func() {
@@ -173,6 +185,27 @@ func (a *App) start(ctx context.Context) (*running, error) {
 				r.failed.set(fmt.Errorf("%s: %w", w.name, err), false)
 			}
 		})
+	}
+	for _, g := range a.gates {
+		select {
+		case <-g.ready:
+			continue
+		default:
+		}
+		r.log.Info("waiting before serving", "for", g.name)
+		select {
+		case <-g.ready:
+		case <-ctx.Done():
+			return r, nil
+		case <-r.failed.c:
+			return r, nil
+		}
+	}
+	if a.srv != nil {
+		a.srv.SetServing()
+	}
+	if r.p.registrar != nil {
+		r.reg.Go(func() { r.p.registrar.Run(regCtx) })
 	}
 	return r, nil
 }

@@ -25,12 +25,13 @@ func (s *Setup) tokenKeysDialOptions() []client.Option {
 // its keys equal to those the user service publishes at Config.AuthKeysTarget (see
 // tokenkeys.Sync); Serve hands the verifier to the server.
 //
-// The fetch runs as a worker rather than inside server construction: the service then starts,
-// reports its health and registers in Consul whether or not the user service is up (a service
-// that waited for it would turn the start order into a dependency, and a user service outage
-// into a cascade). Until the first keys arrive, which the worker tries every second, calls that
-// need a token fail with Unavailable, which clients retry; a worker also keeps running through
-// the drain, so tokens keep verifying until the server stops.
+// The fetch runs as a worker rather than inside server construction, so that it runs while the
+// service starts: the service listens at once, but reports NOT_SERVING and stays out of Consul
+// until the first keys arrived (App.ReadyWhen), which the worker tries every second; once
+// serving, a user service outage does not stop it (a failed refresh keeps the keys it holds). A
+// call that reaches it before the keys (a client dialling its address directly) fails with
+// Unavailable, which clients retry. A worker also keeps running through the drain, so tokens
+// keep verifying until the server stops.
 func (s *Setup) fetchTokenKeys() error {
 	v, err := auth.NewVerifier(nil, s.Config.AuthOptions()...)
 	if err != nil {
@@ -46,5 +47,6 @@ func (s *Setup) fetchTokenKeys() error {
 		return tokenkeys.Sync(ctx, users, v, s.Config.AuthIssuer, s.Config.AuthKeysRefresh, s.Log)
 	})
 	s.verifier = v
+	s.ReadyWhen("the token keys", v.Ready())
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -197,6 +198,9 @@ type Verifier struct {
 	refresh     chan struct{}
 	lastRefresh atomic.Int64 // unix nanoseconds of the last refresh asked for
 	refreshGap  time.Duration
+
+	ready     chan struct{} // closed once the verifier first holds a key
+	readyOnce sync.Once
 }
 
 // NewVerifier returns a Verifier accepting tokens signed by the private half of any of keys
@@ -216,7 +220,8 @@ func NewVerifier(keys []ed25519.PublicKey, opts ...Option) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{parser: parser, verified: verified, now: time.Now, refresh: make(chan struct{}, 1), refreshGap: RefreshGap}
+	v := &Verifier{parser: parser, verified: verified, now: time.Now, refresh: make(chan struct{}, 1), refreshGap: RefreshGap,
+		ready: make(chan struct{})}
 	if err := v.SetKeys(keys); err != nil {
 		return nil, err
 	}
@@ -235,6 +240,9 @@ func (v *Verifier) SetKeys(keys []ed25519.PublicKey) error {
 		set[KeyID(k)] = slices.Clone(k)
 	}
 	old := v.keys.Swap(&set)
+	if len(set) > 0 {
+		v.readyOnce.Do(func() { close(v.ready) })
+	}
 	if old != nil {
 		for kid := range *old {
 			if _, ok := set[kid]; !ok {
@@ -248,6 +256,10 @@ func (v *Verifier) SetKeys(keys []ed25519.PublicKey) error {
 	}
 	return nil
 }
+
+// Ready is closed once the verifier holds a key: a server whose keys are fetched reports itself
+// serving only then (see pkg/app), so that no call reaches it before it can verify tokens.
+func (v *Verifier) Ready() <-chan struct{} { return v.ready }
 
 // KeyIDs returns the ids of the keys tokens are verified with, sorted.
 func (v *Verifier) KeyIDs() []string {

@@ -214,6 +214,8 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
 	s.health = health.NewServer()
+	// Not serving until SetServing: grpc's health server starts out SERVING.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc) // v1 and v1alpha, so every grpcurl works
 	metrics.InitializeMetrics(s.grpc)

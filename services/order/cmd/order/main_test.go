@@ -17,7 +17,6 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -37,11 +36,6 @@ const (
 	adminEmail    = "admin@example.com"
 	adminPassword = "admin-test-password"
 )
-
-// needsMTLS is why a flow that needs the order service's own identity is skipped: until the
-// services talk mutual TLS, a call the order service makes on its own (the reconciler) carries no
-// identity and the payment service refuses it.
-const needsMTLS = "needs mTLS service identity: issue 14"
 
 // collector is an OTLP trace receiver: every process of the stack exports its spans to it.
 type collector struct {
@@ -80,6 +74,7 @@ func (c *collector) trace(id string) []string {
 type stack struct {
 	t                testing.TB
 	agent            *testkit.Consul
+	pki              testkit.PKI
 	bins             map[string]string
 	keyFile, pubFile string
 	dbs              map[string]string
@@ -95,7 +90,7 @@ type stack struct {
 // startStack starts the platform; env is added to every process's environment.
 func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, env ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, agent: testkit.StartConsul(t), bins: map[string]string{}, dbs: map[string]string{},
+	s := &stack{t: t, agent: testkit.StartConsul(t), pki: testkit.NewPKI(t, "user", "payment", "order"), bins: map[string]string{}, dbs: map[string]string{},
 		conns: map[string]*grpc.ClientConn{}, traces: &collector{spans: map[string][]string{}}}
 	for _, svc := range []string{"user", "payment", "order"} {
 		s.bins[svc] = testkit.BuildBinary(t, "github.com/meshmart/meshmart/services/"+svc+"/cmd/"+svc)
@@ -135,7 +130,7 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 	s.waitPassing(t, "payment", 1)
 	s.waitPassing(t, "order", orderReplicas)
 	dial := func(svc string) *grpc.ClientConn {
-		cc, err := client.Dial("consul://"+s.agent.Addr+"/"+svc, testkit.Logger(t))
+		cc, err := client.Dial("consul://"+s.agent.Addr+"/"+svc, testkit.Logger(t), s.pki.Anonymous())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,10 +175,16 @@ func (s *stack) admin(t testing.TB) context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+login.GetAccessToken())
 }
 
+// start runs a service over mutual TLS with its own identity; payment and order verify tokens with
+// the keys they fetch from the user service.
 func (s *stack) start(svc string, args ...string) *testkit.Process {
 	args = append([]string{"-grpc-addr", "127.0.0.1:0", "-http-addr", "", "-consul-addr", s.agent.Addr,
-		"-check-interval", "300ms", "-drain-delay", "100ms", "-auth-public-key", s.pubFile}, args...)
-	return testkit.StartProcess(s.t, svc+" service", s.bins[svc], args, append(s.env, "DATABASE_URL="+s.dbs[svc])...)
+		"-check-interval", "300ms", "-drain-delay", "100ms"}, args...)
+	if svc != "user" {
+		args = append(args, "-auth-keys-target", "consul://"+s.agent.Addr+"/user", "-auth-keys-refresh", "1s")
+	}
+	env := append(append(slices.Clone(s.env), s.pki.Env(svc)...), "DATABASE_URL="+s.dbs[svc])
+	return testkit.StartProcess(s.t, svc+" service", s.bins[svc], args, env...)
 }
 
 func (s *stack) waitPassing(t testing.TB, svc string, n int) {
@@ -425,10 +426,9 @@ func flowCancelWhilePaymentDown(t *testing.T, s *stack) {
 }
 
 // flowReconcilerSettles leaves a pending order and a cancelling one to the reconciler alone. It
-// calls the payment service as the order service itself, with no user's token, which only mutual
-// TLS will prove.
+// calls the payment service as the order service itself, with no user's token: its certificate
+// (mutual TLS) is all that proves it may.
 func flowReconcilerSettles(t *testing.T, s *stack) {
-	t.Skip(needsMTLS)
 	_, ada := s.account(t, "ada-reconciler")
 	paid := s.createPaid(t, ada, "o8")
 	s.payment.Stop()
@@ -510,7 +510,7 @@ func flowTrackAndCancel(t *testing.T, s *stack) {
 	paid := s.createPaid(t, ada, "o1")
 	replicas := s.addrs(t, "order")
 	direct := func(addr string) orderv1.OrderServiceClient {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := client.Dial(addr, testkit.Logger(t), client.WithServer("order"), s.pki.Anonymous())
 		if err != nil {
 			t.Fatal(err)
 		}
