@@ -125,6 +125,11 @@ run: consul ## run the whole platform: Consul and two replicas of each service o
 smoke: ## the user journey with grpcurl against a running platform (make run or docker compose up)
 	go run ./tools/smoke -grpcurl "$$(go tool -n grpcurl)" $(SMOKE_FLAGS)
 
+.PHONY: smoke-compose
+smoke-compose: ## the user journey against `docker compose up` (its CA, Consul token and admin password in data/compose)
+	go run ./tools/smoke -grpcurl "$$(go tool -n grpcurl)" -cacert data/compose/ca.pem \
+	  -consul-token-file data/compose/consul-reader.token -admin-password-file data/compose/admin-password $(SMOKE_FLAGS)
+
 .PHONY: ci
 ci: tools lint check-generated breaking build ## everything CI runs, in order, ending with make test
 	$(MAKE) test
