@@ -173,3 +173,43 @@ func TestWorkersOnly(t *testing.T) {
 		t.Errorf("Run = %v, want the closer's error, named", err)
 	}
 }
+
+// TestReadyWhenHoldsServingBack: until every ReadyWhen gate is closed the server answers
+// NOT_SERVING (and would not register in Consul), while the workers already run; a service that
+// fetches its token keys must not take calls it cannot verify.
+func TestReadyWhenHoldsServingBack(t *testing.T) {
+	t.Parallel()
+	srv, h := exampleServer(t, testkit.TestConfig())
+	a := app.New(testkit.Logger(t))
+	a.Serve(srv)
+	ready := make(chan struct{})
+	started := make(chan struct{})
+	a.Go("key fetcher", func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done()
+		return nil
+	})
+	a.ReadyWhen("the token keys", ready)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+
+	<-started // the workers run before the App is ready
+	testkit.Eventually(t, 5*time.Second, "the server answering", func() (bool, string) {
+		got := health(t.Context(), h)
+		return got != "unreachable", got
+	})
+	time.Sleep(200 * time.Millisecond)
+	if got := health(t.Context(), h); got != healthpb.HealthCheckResponse_NOT_SERVING.String() {
+		t.Fatalf("health before ready = %s, want NOT_SERVING", got)
+	}
+	close(ready)
+	testkit.Eventually(t, 5*time.Second, "SERVING once ready", func() (bool, string) {
+		got := health(t.Context(), h)
+		return got == healthpb.HealthCheckResponse_SERVING.String(), got
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
