@@ -1,5 +1,5 @@
 // Package loadkit puts a platform started by tools/platform under load, for the benchmarks
-// (tools/bench) and the fault tests (tools/faults): accounts and tokens, chassis clients that find
+// (tools/bench), the fault tests (tools/faults) and the security suite (tools/security): accounts and tokens, chassis clients that find
 // the services through consul://, a count of the calls each instance was sent, a load loop that
 // sorts every failure by status code, the instances' memory and their server-side call counts.
 package loadkit
@@ -68,51 +68,91 @@ type Rig struct {
 
 	dataDir string
 	dbs     map[string]string
+	conns   []*grpc.ClientConn
 }
 
 // Start builds and starts a platform for the test and dials its services through consul://;
 // the test's end stops everything.
 func Start(t testing.TB, opts Options) *Rig {
 	t.Helper()
-	if opts.Replicas == 0 {
-		opts.Replicas = 3
-	}
-	dir := t.TempDir()
-	r := &Rig{Sent: &Sent{}, Log: &testkit.SyncBuffer{}, dataDir: filepath.Join(dir, "data"), dbs: opts.Databases}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	p, err := platform.Start(ctx, platform.Options{
-		Root: testkit.RepoRoot(t), BinDir: filepath.Join(dir, "bin"), DataDir: r.dataDir,
-		Replicas: opts.Replicas, FreePorts: true, Databases: opts.Databases,
-		Env: append(slices.Clone(Env), opts.Env...), Out: r.Log,
-	})
+	r, err := Launch(ctx, testkit.RepoRoot(t), t.TempDir(), opts)
 	if err != nil {
-		t.Fatalf("start the platform: %v\n%s", err, r.Log)
+		t.Fatal(err)
 	}
-	r.Platform = p
 	t.Cleanup(func() {
-		p.Stop()
+		r.Close()
 		if t.Failed() {
 			t.Logf("platform output:\n%s", r.Log)
 		}
 	})
+	return r
+}
+
+// Launch is Start for a platform that outlives any one test: the one a package's tests share,
+// started in TestMain, where there is no testing.TB. It builds the services of the repository at
+// root, keeps everything in dir (which the caller removes) and returns once every instance
+// passes; the caller stops it with Close. On error nothing is left running, and the error holds
+// the platform's output.
+func Launch(ctx context.Context, root, dir string, opts Options) (_ *Rig, err error) {
+	if opts.Replicas == 0 {
+		opts.Replicas = 3
+	}
+	r := &Rig{Sent: &Sent{}, Log: &testkit.SyncBuffer{}, dataDir: filepath.Join(dir, "data"), dbs: opts.Databases}
+	p, err := platform.Start(ctx, platform.Options{
+		Root: root, BinDir: filepath.Join(dir, "bin"), DataDir: r.dataDir,
+		Replicas: opts.Replicas, FreePorts: true, Databases: opts.Databases,
+		Env: append(slices.Clone(Env), opts.Env...), Out: r.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start the platform: %w\n%s", err, r.Log)
+	}
+	r.Platform = p
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
 	opts2, err := p.DialOptions()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	dial := func(svc string) *grpc.ClientConn {
+	dial := func(svc string) (*grpc.ClientConn, error) {
 		cc, err := client.Dial("consul://"+p.ConsulAddr+"/"+svc, testkit.DiscardLogger(),
 			append(opts2, client.WithDialOptions(grpc.WithStatsHandler(r.Sent)))...)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
+		r.conns = append(r.conns, cc)
+		return cc, nil
 	}
-	r.Users = userv1.NewUserServiceClient(dial("user"))
-	r.Payments = paymentv1.NewPaymentServiceClient(dial("payment"))
-	r.Orders = orderv1.NewOrderServiceClient(dial("order"))
-	return r
+	users, err := dial("user")
+	if err != nil {
+		return nil, err
+	}
+	payments, err := dial("payment")
+	if err != nil {
+		return nil, err
+	}
+	orders, err := dial("order")
+	if err != nil {
+		return nil, err
+	}
+	r.Users = userv1.NewUserServiceClient(users)
+	r.Payments = paymentv1.NewPaymentServiceClient(payments)
+	r.Orders = orderv1.NewOrderServiceClient(orders)
+	return r, nil
+}
+
+// Close closes the rig's clients and stops the platform (Platform.Stop). Start's rigs are closed
+// at the test's end; Launch's by their caller.
+func (r *Rig) Close() {
+	for _, cc := range r.conns {
+		cc.Close()
+	}
+	r.conns = nil
+	r.Platform.Stop()
 }
 
 // DSN returns the database a service stores its data in.
