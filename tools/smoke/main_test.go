@@ -43,8 +43,10 @@ func TestJourneyOnThePlatform(t *testing.T) {
 		}
 	}()
 
+	secrets := filepath.Join(dir, "data", "secrets")
 	cfg := config{grpcurl: strings.TrimSpace(string(grpcurl)), consul: p.ConsulAddr, instances: map[string][]string{},
-		adminEmail: p.Admin.Email, adminPassword: p.Admin.Password}
+		adminEmail: p.Admin.Email, adminPassword: p.Admin.Password,
+		cacert: p.PKI.BundleFile(), consulTokenFile: filepath.Join(secrets, "consul", "reader.token")}
 	for _, svc := range platform.Services {
 		cfg.instances[svc] = p.Addrs(svc)
 	}
