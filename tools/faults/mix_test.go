@@ -210,6 +210,7 @@ func watchConsul(ctx context.Context, r *loadkit.Rig, start time.Time, services 
 	cw := &consulWatch{gone: map[string]time.Duration{}}
 	cfg := api.DefaultConfig()
 	cfg.Address = r.ConsulAddr
+	cfg.Token = r.ACL.Reader.SecretID // ACLs deny by default: without a token nothing is listed
 	client, _ := api.NewClient(cfg)
 	go func() {
 		for ctx.Err() == nil {
