@@ -46,16 +46,19 @@ func noErrors(t *testing.T, res *loadkit.Result, ops ...string) {
 	}
 }
 
-// logFailures shows a failed test the first ten failures of its load.
+// logFailures shows a failed test the first ten failures of its load, and the first of each op
+// not among them.
 func logFailures(t *testing.T, res *loadkit.Result) {
 	if !t.Failed() {
 		return
 	}
 	s := "first failures:"
+	shown := map[string]bool{}
 	for i, f := range res.Failures {
-		if i == 10 {
-			break
+		if i >= 10 && shown[f.Op] {
+			continue
 		}
+		shown[f.Op] = true
 		s += fmt.Sprintf("\n  at %v %s: %v %s", f.At.Round(time.Millisecond), f.Op, f.Code, f.Msg)
 	}
 	t.Log(s)

@@ -27,9 +27,12 @@ import (
 // idempotent). It remembers every order key it tried, to check afterwards that no order was lost
 // or doubled.
 type mix struct {
-	rig      *loadkit.Rig
-	name     string
+	rig  *loadkit.Rig
+	name string
+
+	tokens   sync.RWMutex // guards accounts' tokens, which the login op replaces
 	accounts []loadkit.Account
+	logins   map[string]int // fresh tokens the login op got, by key id
 
 	mu     sync.Mutex
 	orders map[orderKey]string // the order's id; "" while no call under the key succeeded
@@ -41,14 +44,37 @@ func (k orderKey) String() string { return fmt.Sprintf("w%d-n%d", k.worker, k.n)
 
 // newMix signs up accounts accounts; worker w acts as account w modulo accounts.
 func newMix(t *testing.T, r *loadkit.Rig, name string, accounts int) *mix {
-	m := &mix{rig: r, name: name, orders: map[orderKey]string{}}
+	m := &mix{rig: r, name: name, orders: map[orderKey]string{}, logins: map[string]int{}}
 	for w := range accounts {
 		m.accounts = append(m.accounts, r.SignUp(t, fmt.Sprintf("%s-%d", name, w)))
 	}
 	return m
 }
 
-func (m *mix) account(worker int) loadkit.Account { return m.accounts[worker%len(m.accounts)] }
+func (m *mix) account(worker int) loadkit.Account {
+	m.tokens.RLock()
+	defer m.tokens.RUnlock()
+	return m.accounts[worker%len(m.accounts)]
+}
+
+// login is an op the mix leaves out by default: it logs the worker's account in again (Login,
+// idempotent) and gives the account's next calls the fresh token, so that the load's tokens
+// follow the signing key, as real clients' do when they sign in again.
+func (m *mix) login() loadkit.Op {
+	return loadkit.Op{Name: "Login", Call: func(ctx context.Context, w, _ int) error {
+		i := w % len(m.accounts)
+		resp, err := m.rig.Users.Login(ctx, &userv1.LoginRequest{
+			Identifier: &userv1.LoginRequest_Username{Username: fmt.Sprintf("%s-%d", m.name, i)}, Password: loadkit.Password})
+		if err != nil {
+			return err
+		}
+		m.tokens.Lock()
+		defer m.tokens.Unlock()
+		m.accounts[i].Token = resp.GetAccessToken()
+		m.logins[kidOf(resp.GetAccessToken())]++
+		return nil
+	}}
+}
 
 // ops are the mix's calls; without are the names of ops to leave out.
 func (m *mix) ops(without ...string) []loadkit.Op {
@@ -130,8 +156,8 @@ func (m *mix) checkOrders(t *testing.T) {
 	}
 
 	users := make([]any, len(m.accounts))
-	for i, a := range m.accounts {
-		users[i] = a.ID
+	for i := range users {
+		users[i] = m.account(i).ID
 	}
 	in := "(" + strings.TrimSuffix(strings.Repeat("?,", len(users)), ",") + ")"
 	orders := map[string]int{}     // order id -> rows

@@ -411,6 +411,43 @@ func (p *Platform) Restart(in *Instance) error {
 	return p.startInstance(in)
 }
 
+// RestartWith is Restart with changed settings: each of env, KEY=VALUE, replaces the instance's
+// setting KEY or is added to them, and the instance keeps them for later restarts. An empty
+// VALUE sets the variable empty, which a service reads as unset. It is how a test rolls a new
+// setting out replica by replica (a new signing key, say) as a deployment would.
+func (p *Platform) RestartWith(in *Instance, env ...string) error {
+	for _, kv := range env {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("platform: restart %s: %q is not KEY=VALUE", in.Name, kv)
+		}
+	}
+	in.env = setEnv(in.env, env...)
+	return p.Restart(in)
+}
+
+// Env returns the value of the instance's setting key (as the launcher gives it, on top of the
+// launcher's own environment), and whether it has one.
+func (in *Instance) Env(key string) (string, bool) {
+	for _, kv := range slices.Backward(in.env) {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// setEnv returns env with each KEY=VALUE of set in place of every entry of KEY: appended, since
+// a process given a variable twice reads the last one anyway.
+func setEnv(env []string, set ...string) []string {
+	out := slices.Clone(env)
+	for _, kv := range set {
+		key, _, _ := strings.Cut(kv, "=")
+		out = slices.DeleteFunc(out, func(e string) bool { return strings.HasPrefix(e, key+"=") })
+		out = append(out, kv)
+	}
+	return out
+}
+
 // RestartConsul stops the Consul agent gracefully and starts it again on the same ports. A dev
 // agent keeps nothing: every instance has to register again by itself.
 func (p *Platform) RestartConsul(ctx context.Context) error {

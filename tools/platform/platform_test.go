@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,5 +55,36 @@ func TestWaitForPorts(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "waiting for ports "+strconv.Itoa(ports[1])) {
 		t.Errorf("no word of the wait: %q", out.String())
+	}
+}
+
+func TestSetEnv(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		env, set  []string
+		want      []string
+		wantValue string
+	}{
+		{"added", []string{"A=1"}, []string{"B=2"}, []string{"A=1", "B=2"}, "2"},
+		{"replaced", []string{"A=1", "B=1", "C=1"}, []string{"B=2"}, []string{"A=1", "C=1", "B=2"}, "2"},
+		{"every duplicate replaced", []string{"B=0", "A=1", "B=1"}, []string{"B=2"}, []string{"A=1", "B=2"}, "2"},
+		{"emptied", []string{"B=1"}, []string{"B="}, []string{"B="}, ""},
+		{"a prefix is another key", []string{"BB=1"}, []string{"B=2"}, []string{"BB=1", "B=2"}, "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			env := slices.Clone(tc.env)
+			got := setEnv(env, tc.set...)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("setEnv(%q, %q) = %q, want %q", tc.env, tc.set, got, tc.want)
+			}
+			if !slices.Equal(env, tc.env) {
+				t.Errorf("setEnv changed its argument to %q", env)
+			}
+			if v, ok := (&Instance{env: got}).Env("B"); !ok || v != tc.wantValue {
+				t.Errorf("Env(B) = %q, %v; want %q", v, ok, tc.wantValue)
+			}
+		})
 	}
 }
