@@ -139,7 +139,18 @@ func (c *checker) checkCommit(ctx context.Context, rev string) error {
 	if err != nil {
 		return err
 	}
-	return c.comparePolicies(ctx, "commit "+subject, newDir, oldDir, acknowledges(message))
+	// A merge brings in policy changes that the merged branch's own commits made, and that were
+	// checked (and acknowledged) there: only a policy the merge itself gives a method, one that
+	// neither parent has, is the merge's own change.
+	var merged []string
+	if second, err := git(ctx, c.root, "rev-parse", "--verify", "--quiet", rev+"^2"); err == nil && c.hasContract(ctx, second) {
+		dir, err := c.materialise(ctx, second)
+		if err != nil {
+			return err
+		}
+		merged = append(merged, dir)
+	}
+	return c.comparePolicies(ctx, "commit "+subject, newDir, oldDir, acknowledges(message), merged...)
 }
 
 // acknowledges reports whether a commit message has a policyAck line.

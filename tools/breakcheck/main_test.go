@@ -133,6 +133,28 @@ func TestCheck(t *testing.T) {
 	})
 	mustGit(t, repo, "reset", "-q", "--hard", passing)
 
+	t.Run("a merge of an acknowledged policy change passes", func(t *testing.T) {
+		mustGit(t, repo, "checkout", "-q", "-b", "open-users")
+		edit(t, userProto, listUsers, listUsersOpen)
+		commit(t, "let every user list users\n\nAuthz-Policy-Change: the directory is public to members now")
+		mustGit(t, repo, "checkout", "-q", "main")
+		edit(t, userProto, "// User is an account.", "// User is an account of a person.")
+		commit(t, "reword a comment")
+		mustGit(t, repo, "merge", "-q", "--no-ff", "-m", "Merge branch 'open-users'", "open-users")
+		if out, err := run(t); err != nil || strings.Contains(out, "AUTHZ") {
+			t.Fatalf("check = %v: the merge was blamed for a change its branch acknowledged", err)
+		}
+		// A merge that gives a method a policy neither parent has is its own change.
+		edit(t, userProto, listUsersOpen, "rpc ListUsers(ListUsersRequest) returns (ListUsersResponse) {\n    option (meshmart.authz.v1.policy) = {public: true};")
+		mustGit(t, repo, "add", "-A")
+		mustGit(t, repo, "commit", "-q", "--amend", "-m", "Merge branch 'open-users'")
+		if out, err := run(t); !errors.Is(err, errPolicyChanged) || !strings.Contains(out, "AUTHZ commit") {
+			t.Fatalf("check = %v: a policy made by the merge itself passed", err)
+		}
+	})
+	mustGit(t, repo, "checkout", "-q", "main")
+	mustGit(t, repo, "reset", "-q", "--hard", passing)
+
 	t.Run("an uncommitted policy change fails", func(t *testing.T) {
 		edit(t, userProto, "option (meshmart.authz.v1.policy) = {public: true};", "option (meshmart.authz.v1.policy) = {users: true};")
 		out, err := run(t)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -27,8 +28,10 @@ const policyExtension = "meshmart.authz.v1.policy"
 const policyAck = "Authz-Policy-Change:"
 
 // comparePolicies reports every method present on both sides whose policy changed (declared,
-// dropped or altered). A change acknowledged by the commit message passes; any other fails.
-func (c *checker) comparePolicies(ctx context.Context, what, newDir, oldDir string, acknowledged bool) error {
+// dropped or altered). A change acknowledged by the commit message passes; any other fails. A
+// method whose new policy is the one it has in one of mergedDirs (the other parents of a merge)
+// came with the merge and is not the merge's own change.
+func (c *checker) comparePolicies(ctx context.Context, what, newDir, oldDir string, acknowledged bool, mergedDirs ...string) error {
 	newPolicies, err := c.policies(ctx, newDir)
 	if err != nil {
 		return err
@@ -37,12 +40,21 @@ func (c *checker) comparePolicies(ctx context.Context, what, newDir, oldDir stri
 	if err != nil {
 		return err
 	}
+	var merged []map[string]string
+	for _, dir := range mergedDirs {
+		p, err := c.policies(ctx, dir)
+		if err != nil {
+			return err
+		}
+		merged = append(merged, p)
+	}
 	var changes []string
 	for method, was := range oldPolicies {
 		is, ok := newPolicies[method]
-		if ok && is != was {
-			changes = append(changes, fmt.Sprintf("%s: {%s} -> {%s}", method, was, is))
+		if !ok || is == was || slices.ContainsFunc(merged, func(p map[string]string) bool { q, ok := p[method]; return ok && q == is }) {
+			continue
 		}
+		changes = append(changes, fmt.Sprintf("%s: {%s} -> {%s}", method, was, is))
 	}
 	if len(changes) == 0 {
 		return nil
