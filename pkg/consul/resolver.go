@@ -150,6 +150,7 @@ func (r *consulResolver) watch() {
 		seen      uint64 // the highest index Consul has reported
 		forgot    time.Time
 		last      []string
+		lastNodes map[string]string // node name -> node ID, of the last non-empty answer
 		haveState bool
 		lastQuery time.Time
 		bo        = backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
@@ -164,7 +165,7 @@ func (r *consulResolver) watch() {
 			index = 0 // ResolveNow: ask without waiting for a change
 		}
 		lastQuery = time.Now()
-		addrs, meta, err := r.query(index)
+		addrs, nodes, meta, err := r.query(index)
 		switch {
 		case r.ctx.Err() != nil:
 			return
@@ -187,9 +188,16 @@ func (r *consulResolver) watch() {
 		}
 		bo.reset()
 		// Consul's index only grows, except across a restart that lost its state; start over then.
-		if meta.LastIndex < seen {
+		// The index alone misses a restart after which other writes (ACL tokens, other services'
+		// registrations) raised it past ours before this service registered again: an empty answer
+		// is also a lost state when a node that held the last known instances is gone or has
+		// another node ID (a dev agent comes back as a new node).
+		if meta.LastIndex < seen || len(addrs) == 0 && len(last) > 0 && time.Since(forgot) >= restartGrace && r.nodesReplaced(lastNodes) {
 			r.log.Info("consul lost its state (restarted?); keeping the last known addresses until instances register again", "addresses", len(last))
-			forgot = time.Now()
+			forgot, lastNodes = time.Now(), nil // once per restart: an answer still empty after the grace is believed
+		}
+		if len(addrs) > 0 {
+			lastNodes = nodes
 		}
 		seen = meta.LastIndex
 		switch {
@@ -224,8 +232,26 @@ func (r *consulResolver) watch() {
 	}
 }
 
-// query runs one blocking query for the passing instances, returning their sorted addresses.
-func (r *consulResolver) query(index uint64) ([]string, *api.QueryMeta, error) {
+// nodesReplaced reports whether any of nodes (name -> ID) is no longer in the catalog under that
+// ID, as after an agent restarted without its state.
+func (r *consulResolver) nodesReplaced(nodes map[string]string) bool {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	for name, id := range nodes {
+		n, _, err := r.client.Catalog().Node(name, (&api.QueryOptions{Datacenter: r.dc}).WithContext(ctx))
+		if err != nil {
+			continue // cannot tell: take Consul's answer as it is
+		}
+		if n == nil || n.Node == nil || n.Node.ID != id {
+			return true
+		}
+	}
+	return false
+}
+
+// query runs one blocking query for the passing instances, returning their sorted addresses and
+// the nodes they are on (name -> node ID).
+func (r *consulResolver) query(index uint64) ([]string, map[string]string, *api.QueryMeta, error) {
 	ctx, cancel := context.WithCancel(r.ctx)
 	r.mu.Lock()
 	r.cancelQuery = cancel
@@ -237,7 +263,17 @@ func (r *consulResolver) query(index uint64) ([]string, *api.QueryMeta, error) {
 		cancel()
 	}()
 	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime, Datacenter: r.dc}).WithContext(ctx)
-	return passing(r.client, r.service, r.tag, opts)
+	entries, meta, err := r.client.Health().Service(r.service, r.tag, true, opts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nodes := map[string]string{}
+	for _, e := range entries {
+		if e.Node != nil {
+			nodes[e.Node.Node] = e.Node.ID
+		}
+	}
+	return addresses(entries), nodes, meta, nil
 }
 
 // Passing returns the sorted host:port addresses of the instances of service that pass their
@@ -252,6 +288,11 @@ func passing(client *api.Client, service, tag string, opts *api.QueryOptions) ([
 	if err != nil {
 		return nil, nil, err
 	}
+	return addresses(entries), meta, nil
+}
+
+// addresses returns the sorted host:port addresses of entries.
+func addresses(entries []*api.ServiceEntry) []string {
 	addrs := make([]string, 0, len(entries))
 	for _, e := range entries {
 		host := e.Service.Address
@@ -261,7 +302,7 @@ func passing(client *api.Client, service, tag string, opts *api.QueryOptions) ([
 		addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(e.Service.Port)))
 	}
 	slices.Sort(addrs)
-	return addrs, meta, nil
+	return addrs
 }
 
 // requeried reports, and clears, a pending ResolveNow.

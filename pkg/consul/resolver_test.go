@@ -165,3 +165,36 @@ func TestResolverFollowsARestartedAgent(t *testing.T) {
 		return slices.Equal(got, []string{"127.0.0.1:1002"}), fmt.Sprint(got)
 	})
 }
+
+// TestResolverFollowsARestartedAgentWhoseIndexOvertookIt: the restarted agent's index passed the
+// resolver's before this service registered again (with ACLs on, creating the tokens and the other
+// services' registrations write to it first), so only the agent's new node ID tells the empty
+// answer from "no instance passes".
+func TestResolverFollowsARestartedAgentWhoseIndexOvertookIt(t *testing.T) {
+	t.Parallel()
+	agent := testkit.StartConsul(t)
+	register(t, agent, "one", 1001)
+	rec := build(t, "consul://"+agent.Addr+"/example")
+	testkit.Eventually(t, 10*time.Second, "resolved addresses", func() (bool, string) {
+		got, _, _ := rec.last()
+		return slices.Equal(got, []string{"127.0.0.1:1001"}), fmt.Sprint(got)
+	})
+	time.Sleep(time.Second) // the resolver waits in a blocking query
+	agent.Stop()
+	agent.Start()
+	client := agent.Client()
+	for i := range 40 { // other services' writes raise the new agent's index past the old one's
+		if err := client.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: fmt.Sprint("other-", i), Name: "other", Port: 2000 + i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	if got, _, _ := rec.last(); !slices.Equal(got, []string{"127.0.0.1:1001"}) {
+		t.Fatalf("after the agent restarted, before the service registered again: %v, want the last known addresses", got)
+	}
+	register(t, agent, "two", 1002)
+	testkit.Eventually(t, 5*time.Second, "the registration on the restarted agent", func() (bool, string) {
+		got, _, _ := rec.last()
+		return slices.Equal(got, []string{"127.0.0.1:1002"}), fmt.Sprint(got)
+	})
+}

@@ -113,9 +113,15 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, keys testkit.Keys
 	if err != nil || len(list.GetPayments()) != 5 {
 		t.Fatalf("ListPayments = %d, %v", len(list.GetPayments()), err)
 	}
-	_, err = payments.GetPayment(ctx, &paymentv1.GetPaymentRequest{Id: slow.GetId()})
+	// A client that is neither a signed-in user nor a service: TLS alone proves nothing.
+	anonymous, err := client.Dial("consul://"+agent.Addr+"/payment?tag="+tag, testkit.Logger(t), pki.Anonymous())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anonymous.Close()
+	_, err = paymentv1.NewPaymentServiceClient(anonymous).GetPayment(ctx, &paymentv1.GetPaymentRequest{Id: slow.GetId()})
 	if status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("GetPayment without a token = %v", err)
+		t.Fatalf("GetPayment with neither a token nor a certificate = %v", err)
 	}
 }
 
