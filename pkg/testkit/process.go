@@ -85,5 +85,8 @@ func (p *Process) Kill() {
 	<-p.exited
 }
 
+// Pid is the process's id, for reading what /proc says of it.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Logs returns what the process wrote so far.
 func (p *Process) Logs() string { return p.logs.String() }

@@ -8,8 +8,8 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,16 +17,12 @@ import (
 	"time"
 
 	"github.com/bojand/ghz/runner"
-	"github.com/google/uuid"
 	"github.com/jhump/protoreflect/dynamic"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
-	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/consul"
-	"github.com/meshmart/meshmart/pkg/server"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/tools/loadkit"
@@ -40,11 +36,6 @@ const (
 	// seeded accounts, for ExportUsers to stream.
 	seeded = 100
 )
-
-func init() {
-	// ghz dials consul:// targets through gRPC's global resolver registry.
-	resolver.Register(consul.NewBuilder(testkit.DiscardLogger()))
-}
 
 // BenchmarkPlatform prints one table with a column per database. Run it with -benchtime 1x.
 func BenchmarkPlatform(b *testing.B) {
@@ -72,7 +63,7 @@ type stat struct {
 }
 
 // alternate runs each call for a round, in turn, rounds times, and merges each call's rounds.
-func alternate(b *testing.B, calls ...call) []*stat {
+func alternate(b *testing.B, tlsOpts []runner.Option, calls ...call) []*stat {
 	stats := make([]*stat, len(calls))
 	for i := range stats {
 		stats[i] = &stat{}
@@ -81,7 +72,6 @@ func alternate(b *testing.B, calls ...call) []*stat {
 		for i, c := range calls {
 			var msgs atomic.Int64
 			opts := append([]runner.Option{
-				runner.WithInsecure(true),
 				runner.WithConcurrency(concurrency),
 				runner.WithRunDuration(round),
 				// "wait" lets the calls in flight at the round's end finish; the default
@@ -95,7 +85,8 @@ func alternate(b *testing.B, calls ...call) []*stat {
 					}
 					return nil
 				}),
-			}, c.opts...)
+			}, tlsOpts...)
+			opts = append(opts, c.opts...)
 			if c.token != "" {
 				opts = append(opts, runner.WithMetadata(map[string]string{"authorization": "Bearer " + c.token}))
 			}
@@ -130,20 +121,20 @@ func measure(b *testing.B, db string, col *column) {
 		}
 	}
 	r := loadkit.Start(b, opts)
+	// ghz dials consul:// targets through gRPC's global resolver registry, which this platform's
+	// Consul answers only with its catalog-read ACL token; and it verifies the services' TLS
+	// certificates with the platform's CA (they name 127.0.0.1 and the service, the authority of
+	// a consul:/// target), presenting none, as a user's client does.
+	resolver.Register(consul.NewBuilder(testkit.DiscardLogger(), r.ACL.Reader.SecretID))
+	tlsOpts := []runner.Option{runner.WithRootCertificate(r.PKI.BundleFile())}
 	admin := r.LogInAdmin(b)
 	user := r.SignUp(b, "bench-user")
 	seed(b, r)
 	consulTarget := func(svc string) string { return "consul://" + r.ConsulAddr + "/" + svc }
 
-	// Chassis overhead: the same handler behind the chassis' whole interceptor chain and behind a
-	// bare grpc-go server, both in this process.
-	chassis, bare, token := exampleServers(b)
-	getExample := map[string]any{"username": "ada"}
-	s := alternate(b,
-		call{method: "meshmart.user.v1.UserService.GetUser", target: chassis, data: getExample, token: token},
-		call{method: "meshmart.user.v1.UserService.GetUser", target: bare, data: getExample, token: token})
-	col.set("chassis", fmt.Sprintf("%.2f× the calls/s of bare grpc-go (%.0f vs %.0f); p50 %v vs %v",
-		s[0].Rate()/s[1].Rate(), s[0].Rate(), s[1].Rate(), ms(s[0].Percentile(.5)), ms(s[1].Percentile(.5))))
+	// Chassis overhead: the same handler behind the chassis and behind bare grpc-go, plaintext
+	// and with mutual TLS.
+	chassisRows(b, col)
 
 	// Discovery: consul:// vs the same three addresses given statically, both balanced round
 	// robin; and a direct dial of one replica.
@@ -156,7 +147,7 @@ func measure(b *testing.B, db string, col *column) {
 	resolver.Register(static)
 	getUser := map[string]any{"id": user.ID}
 	before := handled(b, r, "user", "GetUser")
-	s = alternate(b,
+	s := alternate(b, tlsOpts,
 		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
 		call{method: "meshmart.user.v1.UserService.GetUser", target: "static-" + db + ":///user", data: getUser, token: user.Token},
 		call{method: "meshmart.user.v1.UserService.GetUser", target: r.Addrs("user")[0], data: getUser, token: user.Token})
@@ -188,15 +179,19 @@ func measure(b *testing.B, db string, col *column) {
 		"payment_method_token": "tok_approve",
 		"idempotency_key":      "bench-{{newUUID}}",
 	}
+	// Only the order service may charge: the charges are sent as the order service sends them,
+	// with its certificate (mutual TLS), carrying the user's token.
+	orderDir := r.PKI.Dir("order")
+	asOrder := []runner.Option{runner.WithCertificate(filepath.Join(orderDir, identity.CertFile), filepath.Join(orderDir, identity.KeyFile))}
 	charge := map[string]any{
 		"order_id":             "{{newUUID}}",
 		"amount":               map[string]any{"currency_code": "USD", "minor_units": 1000},
 		"payment_method_token": "tok_approve",
 		"idempotency_key":      "bench-{{newUUID}}",
 	}
-	s = alternate(b,
+	s = alternate(b, tlsOpts,
 		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
-		call{method: "meshmart.payment.v1.PaymentService.CreatePayment", target: consulTarget("payment"), data: charge, token: user.Token},
+		call{method: "meshmart.payment.v1.PaymentService.CreatePayment", target: consulTarget("payment"), data: charge, token: user.Token, opts: asOrder},
 		call{method: "meshmart.order.v1.OrderService.CreateOrder", target: consulTarget("order"), data: order, token: user.Token},
 		call{method: "meshmart.user.v1.UserService.ExportUsers", target: consulTarget("user"), data: map[string]any{}, token: admin.Token})
 	stop()
@@ -239,34 +234,6 @@ func seed(b *testing.B, r *loadkit.Rig) {
 			b.Fatalf("seed accounts: %v", err)
 		}
 	}
-}
-
-// exampleServers serves testkit's example GetUser behind the chassis (every interceptor, a
-// token to verify) and behind a bare grpc-go server, and returns their addresses and a token.
-func exampleServers(b *testing.B) (chassis, bare, token string) {
-	keys := testkit.NewKeys(b)
-	cfg := testkit.TestConfig()
-	cfg.AuthPublicKey = keys.PublicKeyFile
-	cfg.LogLevel = "warn"
-	srv, err := server.New("example", cfg, testkit.DiscardLogger())
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("chassis")); err != nil {
-		b.Fatal(err)
-	}
-	chassis = testkit.Serve(b, srv).Addr
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	plain := grpc.NewServer()
-	userv1.RegisterUserServiceServer(plain, testkit.NewExampleUsers("bare"))
-	reflection.Register(plain) // for ghz to find the method; not on the measured path
-	go func() { _ = plain.Serve(lis) }()
-	b.Cleanup(plain.Stop)
-	return chassis, lis.Addr().String(), keys.Token(b, uuid.NewString(), auth.RoleUser)
 }
 
 // handled returns how many calls of method each replica of service has answered.
@@ -352,12 +319,14 @@ func (t *table) column(name string) *column {
 }
 
 var rows = []struct{ key, label string }{
-	{"chassis", "Chassis overhead: GetUser through every interceptor vs bare grpc-go (in-process example handler)"},
+	{"chassis", "Chassis overhead, plaintext: GetUser through every interceptor vs bare grpc-go (example handler, servers in processes of their own)"},
+	{"chassis TLS", "Chassis overhead, mutual TLS: the same, both servers with the same identity.ServerConfig and certificate, the client with a service's (identity.ClientConfig)"},
+	{"TLS cost", "Mutual TLS vs plaintext, the same server (long-lived connections: record encryption, no handshakes)"},
 	{"discovery", "Discovery: `consul://` vs a static list of the same 3 replicas, both round robin (GetUser)"},
 	{"direct", "Balancing: `consul://` round robin over 3 replicas vs a direct dial of one (GetUser)"},
 	{"balance", "Balance: share of round-robin GetUser calls per replica (server-side counts)"},
 	{"GetUser", "GetUser through `consul://`"},
-	{"Charge", "Charge (CreatePayment) through `consul://`"},
+	{"Charge", "Charge (CreatePayment, as the order service: mutual TLS) through `consul://`"},
 	{"CreateOrder", "CreateOrder (user check + charge) through `consul://`"},
 	{"CreateOrder/GetUser", "CreateOrder relative to GetUser"},
 	{"ExportUsers", "ExportUsers (server stream) relative to unary GetUser"},

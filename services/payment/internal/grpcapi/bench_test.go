@@ -12,10 +12,11 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -34,8 +35,27 @@ func (barePayments) CreatePayment(_ context.Context, req *paymentv1.CreatePaymen
 		Amount: req.GetAmount(), Status: paymentv1.PaymentStatus_PAYMENT_STATUS_CAPTURED}}, nil
 }
 
-func dial(b *testing.B, addr string) paymentv1.PaymentServiceClient {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// benchPKI gives the payment service its identity and the order service the one it calls with:
+// both servers below serve mutual TLS with the same certificate and identity.ServerConfig, and
+// every client calls as the order service (identity.ClientConfig), the only caller
+// CreatePayment's policy admits.
+type benchPKI struct {
+	testkit.PKI
+	client credentials.TransportCredentials
+}
+
+func newBenchPKI(b *testing.B) benchPKI {
+	pki := testkit.NewPKI(b, "payment", "order")
+	order := pki.Identity("order")
+	tc, err := identity.ClientConfig(order, order, testkit.TrustDomain(), "payment")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchPKI{PKI: pki, client: credentials.NewTLS(tc)}
+}
+
+func dial(b *testing.B, addr string, pki benchPKI) paymentv1.PaymentServiceClient {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(pki.client))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -43,19 +63,23 @@ func dial(b *testing.B, addr string) paymentv1.PaymentServiceClient {
 	return paymentv1.NewPaymentServiceClient(cc)
 }
 
-func bareServer(b *testing.B) paymentv1.PaymentServiceClient {
+func bareServer(b *testing.B, pki benchPKI) paymentv1.PaymentServiceClient {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	tc, err := identity.ServerConfig(pki.Identity("payment"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
 	paymentv1.RegisterPaymentServiceServer(srv, barePayments{})
 	go func() { _ = srv.Serve(lis) }()
 	b.Cleanup(srv.Stop)
-	return dial(b, lis.Addr().String())
+	return dial(b, lis.Addr().String(), pki)
 }
 
-func chassisServer(b *testing.B, dsn string, keys testkit.Keys) paymentv1.PaymentServiceClient {
+func chassisServer(b *testing.B, dsn string, keys testkit.Keys, pki benchPKI) paymentv1.PaymentServiceClient {
 	payments, err := store.Open(context.Background(), dsn)
 	if err != nil {
 		b.Fatal(err)
@@ -63,9 +87,10 @@ func chassisServer(b *testing.B, dsn string, keys testkit.Keys) paymentv1.Paymen
 	b.Cleanup(func() { payments.Close() })
 	cfg := testkit.TestConfig()
 	cfg.AuthPublicKey = keys.PublicKeyFile
-	// Only the order service may create payments: the benchmark calls as the order service would,
-	// forwarding a user's token.
-	srv, err := server.New("payment", cfg, testkit.DiscardLogger(), server.WithPeerService(func(context.Context) string { return "order" }))
+	pki.Configure(&cfg, "payment")
+	// Only the order service may create payments: the benchmark calls as the order service does,
+	// with its certificate, forwarding a user's token.
+	srv, err := server.New("payment", cfg, testkit.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,13 +98,14 @@ func chassisServer(b *testing.B, dsn string, keys testkit.Keys) paymentv1.Paymen
 		grpcapi.New(payment.NewService(payments, payment.Simulator{}, time.Second), testkit.DiscardLogger(), time.Second)); err != nil {
 		b.Fatal(err)
 	}
-	return dial(b, testkit.Serve(b, srv).Addr)
+	return dial(b, testkit.Serve(b, srv).Addr, pki)
 }
 
 // BenchmarkCharge measures CreatePayment through the full chassis on SQLite and PostgreSQL with a
 // fresh idempotency key per call (insert, claim, processor, settle with two events) and with one
 // repeated key (the replay answer), beside a bare grpc-go server approving from memory, in
-// alternating rounds of one run. Run it with
+// alternating rounds of one run; every server serves mutual TLS and the client calls as the order
+// service. Run it with
 //
 //	make bench-payment
 func BenchmarkCharge(b *testing.B) {
@@ -89,6 +115,7 @@ func BenchmarkCharge(b *testing.B) {
 		round   = time.Second
 	)
 	keys := testkit.NewKeys(b)
+	pki := newBenchPKI(b)
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization",
 		"Bearer "+keys.Token(b, "00000000-0000-4000-8000-00000000be7c", auth.RoleUser))
 	var seq atomic.Int64
@@ -100,9 +127,9 @@ func BenchmarkCharge(b *testing.B) {
 	}
 	fresh := func() string { return fmt.Sprint("k", seq.Add(1)) }
 	repeated := func() string { return "the-same-key" }
-	sqlite, postgres := chassisServer(b, testkit.SQLitePath(b), keys), chassisServer(b, testkit.PostgresURL(b), keys)
+	sqlite, postgres := chassisServer(b, testkit.SQLitePath(b), keys, pki), chassisServer(b, testkit.PostgresURL(b), keys, pki)
 	rows := []row{
-		{"bare grpc-go, memory", bareServer(b), fresh},
+		{"bare grpc-go, memory", bareServer(b, pki), fresh},
 		{"chassis + SQLite, new key", sqlite, fresh},
 		{"chassis + SQLite, repeated key", sqlite, repeated},
 		{"chassis + PostgreSQL, new key", postgres, fresh},

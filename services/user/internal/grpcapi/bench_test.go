@@ -13,9 +13,10 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -54,8 +55,25 @@ type target struct {
 	id     string          // the account GetUser reads
 }
 
-func dialPlain(b *testing.B, addr string) userv1.UserServiceClient {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// benchPKI gives the user service its identity: every server below serves TLS with the same
+// certificate and identity.ServerConfig, and every client verifies it and presents none
+// (identity.ClientConfig without an SVID), as a user's client does.
+type benchPKI struct {
+	testkit.PKI
+	client credentials.TransportCredentials
+}
+
+func newBenchPKI(b *testing.B) benchPKI {
+	pki := testkit.NewPKI(b, "user")
+	tc, err := identity.ClientConfig(nil, pki.Identity("user"), testkit.TrustDomain(), "user")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchPKI{PKI: pki, client: credentials.NewTLS(tc)}
+}
+
+func dial(b *testing.B, addr string, pki benchPKI) userv1.UserServiceClient {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(pki.client))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -63,17 +81,21 @@ func dialPlain(b *testing.B, addr string) userv1.UserServiceClient {
 	return userv1.NewUserServiceClient(cc)
 }
 
-func bareTarget(b *testing.B) target {
+func bareTarget(b *testing.B, pki benchPKI) target {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	tc, err := identity.ServerConfig(pki.Identity("user"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)))
 	bare := &bareUsers{users: map[string]*userv1.User{}}
 	userv1.RegisterUserServiceServer(srv, bare)
 	go func() { _ = srv.Serve(lis) }()
 	b.Cleanup(srv.Stop)
-	c := dialPlain(b, lis.Addr().String())
+	c := dial(b, lis.Addr().String(), pki)
 	created, err := c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "ada@example.com", Username: "ada", GivenName: "Ada"})
 	if err != nil {
 		b.Fatal(err)
@@ -81,7 +103,7 @@ func bareTarget(b *testing.B) target {
 	return target{name: "bare grpc-go, memory", client: c, ctx: context.Background(), id: created.GetUser().GetId()}
 }
 
-func chassisTarget(b *testing.B, name, dsn string) target {
+func chassisTarget(b *testing.B, name, dsn string, pki benchPKI) target {
 	keys := testkit.NewKeys(b)
 	users, err := store.Open(context.Background(), dsn)
 	if err != nil {
@@ -98,6 +120,7 @@ func chassisTarget(b *testing.B, name, dsn string) target {
 	}
 	cfg := testkit.TestConfig()
 	cfg.AuthPublicKey = keys.PublicKeyFile
+	pki.Configure(&cfg, "user")
 	srv, err := server.New("user", cfg, testkit.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
@@ -106,7 +129,7 @@ func chassisTarget(b *testing.B, name, dsn string) target {
 		b.Fatal(err)
 	}
 	running := testkit.Serve(b, srv)
-	c := dialPlain(b, running.Addr)
+	c := dial(b, running.Addr, pki)
 	created, err := c.CreateUser(context.Background(), &userv1.CreateUserRequest{Email: "ada@example.com", Username: "ada", Password: "correct horse", GivenName: "Ada"})
 	if err != nil {
 		b.Fatal(err)
@@ -116,8 +139,9 @@ func chassisTarget(b *testing.B, name, dsn string) target {
 }
 
 // BenchmarkUserService measures GetUser and CreateUser through the full chassis on SQLite and on
-// PostgreSQL, and a bare grpc-go server answering the same requests from memory, in alternating
-// rounds of one run so that machine noise hits every target alike. It prints a table of
+// PostgreSQL, and a bare grpc-go server answering the same requests from memory, all serving TLS
+// with the same identity, in alternating rounds of one run so that machine noise hits every target
+// alike. It prints a table of
 // throughput, p50 and p99 and their ratios to the bare server. Run it with
 //
 //	make bench-user
@@ -127,10 +151,11 @@ func BenchmarkUserService(b *testing.B) {
 		rounds  = 3
 		round   = time.Second
 	)
+	pki := newBenchPKI(b)
 	targets := []target{
-		bareTarget(b),
-		chassisTarget(b, "chassis + SQLite", testkit.SQLitePath(b)),
-		chassisTarget(b, "chassis + PostgreSQL", testkit.PostgresURL(b)),
+		bareTarget(b, pki),
+		chassisTarget(b, "chassis + SQLite", testkit.SQLitePath(b), pki),
+		chassisTarget(b, "chassis + PostgreSQL", testkit.PostgresURL(b), pki),
 	}
 	var seq atomic.Int64
 	rpcs := []struct {
