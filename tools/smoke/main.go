@@ -10,7 +10,8 @@
 // Usage:
 //
 //	smoke [-grpcurl path] [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
-//	      [-admin-email admin@meshmart.local] [-admin-password-file data/admin-password]
+//	      [-cacert data/secrets/ca.pem] [-consul-token-file data/secrets/consul/reader.token]
+//	      [-admin-email admin@meshmart.local] [-admin-password-file data/secrets/admin/password]
 package main
 
 import (
