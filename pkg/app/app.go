@@ -61,8 +61,8 @@ func (a *App) Go(name string, run func(ctx context.Context) error) {
 
 // ReadyWhen holds the App back from serving until ready is closed: the server answers health
 // checks with NOT_SERVING and the instance stays out of Consul meanwhile, while the workers run
-// (one of them is usually what closes ready: the token keys' first fetch). name says what it
-// waits for, in the log.
+// (one of them is usually what closes ready: the token keys' first fetch). Without gates the
+// workers start on a serving App. name says what it waits for, in the log.
 func (a *App) ReadyWhen(name string, ready <-chan struct{}) {
 	a.gates = append(a.gates, gate{name, ready})
 }
@@ -150,9 +150,9 @@ func (a *App) run(ctx context.Context) error {
 	return nil
 }
 
-// start binds the listeners, starts the gRPC server, the HTTP server and the workers, waits for
-// what the App must have before it serves (ReadyWhen), then reports SERVING and starts the
-// registrar.
+// start binds the listeners, starts the gRPC and HTTP servers, reports SERVING, starts the
+// registrar and the workers. With ReadyWhen gates, the workers start first and SERVING and the
+// registrar wait until every gate is open.
 func (a *App) start(ctx context.Context) (*running, error) {
 	r := &running{log: a.log, srv: a.srv, failed: &failure{c: make(chan struct{})}}
 	if a.srv != nil {
@@ -179,6 +179,17 @@ func (a *App) start(ctx context.Context) (*running, error) {
 	var regCtx, workCtx context.Context
 	regCtx, r.stopRegistrar = context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, r.stopWorkers = context.WithCancel(context.WithoutCancel(ctx))
+	serve := func() {
+		if a.srv != nil {
+			a.srv.SetServing()
+		}
+		if r.p.registrar != nil {
+			r.reg.Go(func() { r.p.registrar.Run(regCtx) })
+		}
+	}
+	if len(a.gates) == 0 {
+		serve() // workers start on a serving App
+	}
 	for _, w := range a.workers {
 		r.work.Go(func() {
 			if err := w.run(workCtx); err != nil && workCtx.Err() == nil {
@@ -186,6 +197,10 @@ func (a *App) start(ctx context.Context) (*running, error) {
 			}
 		})
 	}
+	if len(a.gates) == 0 {
+		return r, nil
+	}
+	// The workers run first: one of them is what opens the gates (the token keys' first fetch).
 	for _, g := range a.gates {
 		select {
 		case <-g.ready:
@@ -201,12 +216,7 @@ func (a *App) start(ctx context.Context) (*running, error) {
 			return r, nil
 		}
 	}
-	if a.srv != nil {
-		a.srv.SetServing()
-	}
-	if r.p.registrar != nil {
-		r.reg.Go(func() { r.p.registrar.Run(regCtx) })
-	}
+	serve()
 	return r, nil
 }
 
