@@ -43,10 +43,10 @@ type stamp struct {
 	mod  time.Time
 }
 
-// LoadFiles reads the SVID in certFile and keyFile and the CA bundle in caFile, and watches them.
-// The bundle belongs to the SVID's trust domain.
+// LoadFiles reads the SVID in certFile and keyFile and the CA bundle in caFile, and watches them;
+// reloads are logged to log (nil: not logged). The bundle belongs to the SVID's trust domain.
 func LoadFiles(certFile, keyFile, caFile string, log *slog.Logger) (*Files, error) {
-	f := &Files{cert: certFile, key: keyFile, ca: caFile, log: log}
+	f := &Files{cert: certFile, key: keyFile, ca: caFile, log: orDiscard(log)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
@@ -56,11 +56,18 @@ func LoadFiles(certFile, keyFile, caFile string, log *slog.Logger) (*Files, erro
 // LoadBundle reads only a CA bundle for trust domain td, for a client that proves nothing itself
 // but must verify the services it calls (see ClientConfig). It is watched like LoadFiles'.
 func LoadBundle(td spiffeid.TrustDomain, caFile string, log *slog.Logger) (*Files, error) {
-	f := &Files{ca: caFile, td: td, log: log}
+	f := &Files{ca: caFile, td: td, log: orDiscard(log)}
 	if err := f.load(); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }
 
 // GetX509SVID implements x509svid.Source.
