@@ -63,10 +63,14 @@ func Timeout(d time.Duration) Client {
 }
 
 // BreakerSettings tunes a circuit breaker. The zero value is usable: it trips after 5 consecutive
-// failures, stays open for 5 seconds, then lets 1 probe call through.
+// failures that are also at least half of the calls of the last 2 seconds, stays open for 5
+// seconds, then lets 1 probe call through.
 type BreakerSettings struct {
-	// ConsecutiveFailures trips the breaker; 0 means 5.
+	// ConsecutiveFailures trips the breaker when they are also at least half of the calls in
+	// Window; 0 means 5.
 	ConsecutiveFailures uint32
+	// Window is the rolling window whose calls the failures are weighed against; 0 means 2s.
+	Window time.Duration
 	// OpenTimeout is how long the breaker stays open before probing; 0 means 5s.
 	OpenTimeout time.Duration
 	// OnStateChange, if set, is told of every transition.
@@ -74,8 +78,8 @@ type BreakerSettings struct {
 }
 
 // Breaker guards one target with a circuit breaker: after a run of failures that say the target is
-// unwell (Unavailable, DeadlineExceeded, Internal, Unknown, DataLoss) calls fail at once with
-// Unavailable until a probe succeeds. Errors the caller caused, such as NotFound or
+// unwell (Unavailable, DeadlineExceeded, Internal, Unknown, DataLoss), when they are also at least
+// half of the target's recent calls, calls fail at once with Unavailable until a probe succeeds. Errors the caller caused, such as NotFound or
 // InvalidArgument, and calls the caller cancelled count as successes. It sits outside gRPC's
 // retries, so one logical call is one sample however many attempts it took.
 func Breaker(name string, s BreakerSettings) Client {
@@ -85,11 +89,22 @@ func Breaker(name string, s BreakerSettings) Client {
 	if s.OpenTimeout == 0 {
 		s.OpenTimeout = 5 * time.Second
 	}
+	if s.Window == 0 {
+		s.Window = 2 * time.Second
+	}
 	cb := gobreaker.NewCircuitBreaker[any](gobreaker.Settings{
 		Name:        name,
 		MaxRequests: 1,
 		Timeout:     s.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= s.ConsecutiveFailures },
+		// A run of failures alone would trip on one replica's death: the calls in flight on it fail
+		// together (a non-idempotent call is not retried elsewhere), while the other replicas
+		// answer. Weighed against the window's calls, such a run stays a minority; a target that
+		// is down fails most calls within a second.
+		Interval:     s.Window,
+		BucketPeriod: s.Window / 10,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= s.ConsecutiveFailures && 2*uint64(c.TotalFailures) >= uint64(c.Requests)
+		},
 		IsSuccessful: func(err error) bool {
 			switch status.Code(err) {
 			case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown, codes.DataLoss:

@@ -69,12 +69,22 @@ func TestBreaker(t *testing.T) {
 	if err := invoke(ctx, b, nil, nil); err != nil {
 		t.Fatalf("breaker tripped on caller errors: %v", err)
 	}
-	// Three failures that blame the target open it.
+	// Three failures that blame the target, among more successes (one replica of several died
+	// with calls in flight on it), do not open it.
 	for range 3 {
 		_ = invoke(ctx, b, status.Error(codes.Unavailable, "down"), nil)
 	}
+	if err := invoke(ctx, b, nil, nil); err != nil {
+		t.Fatalf("breaker tripped on a run of failures among more successes: %v", err)
+	}
+	// Failures that are the target's calls in the window open it.
+	down := interceptors.Breaker("target", interceptors.BreakerSettings{ConsecutiveFailures: 3})
+	_ = invoke(ctx, down, nil, nil)
+	for range 3 {
+		_ = invoke(ctx, down, status.Error(codes.Unavailable, "down"), nil)
+	}
 	called := false
-	err := b.Unary(ctx, "/svc/M", nil, nil, nil, func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
+	err := down.Unary(ctx, "/svc/M", nil, nil, nil, func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error {
 		called = true
 		return nil
 	})
