@@ -30,7 +30,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/devsetup"
 )
 
-// services are the platform's services, and prometheus, whose discovery reads the catalog.
+// services are the platform's services: each gets an identity, a directory and a Consul token.
 var services = []string{"user", "payment", "order"}
 
 func main() {
