@@ -9,18 +9,6 @@ import (
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
 
-// tokenKeysDialOptions are the client options the token keys are fetched with from
-// Config.AuthKeysTarget: the one place to change how a service reaches the user service for
-// them: mutual TLS, where the server must prove to be the user service, so that an instance
-// registered under "user" in Consul that is not cannot hand out keys of its own.
-func (s *Setup) tokenKeysDialOptions() []client.Option {
-	opts := []client.Option{client.WithTracerProvider(s.Tracer), client.WithServer("user")}
-	if s.Identity != nil {
-		return append(opts, client.WithIdentity(s.Identity))
-	}
-	return append(opts, client.WithInsecure())
-}
-
 // fetchTokenKeys gives the service a verifier that starts with no key, and a worker that keeps
 // its keys equal to those the user service publishes at Config.AuthKeysTarget (see
 // tokenkeys.Sync); Serve hands the verifier to the server.
@@ -37,11 +25,13 @@ func (s *Setup) fetchTokenKeys() error {
 	if err != nil {
 		return err
 	}
-	cc, err := client.Dial(s.Config.AuthKeysTarget, s.Log, s.tokenKeysDialOptions()...)
+	// Mutual TLS with the service's identity, as every call between services: the server must
+	// prove to be the user service, so an instance registered under "user" in Consul that is not
+	// cannot hand out keys of its own.
+	cc, err := s.Dial(s.Config.AuthKeysTarget, client.WithServer("user"))
 	if err != nil {
 		return err
 	}
-	s.Defer("token keys client", cc.Close)
 	users := userv1.NewUserServiceClient(cc)
 	s.Go("token keys", func(ctx context.Context) error {
 		return tokenkeys.Sync(ctx, users, v, s.Config.AuthIssuer, s.Config.AuthKeysRefresh, s.Log)

@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -156,6 +155,3 @@ func PeerService(ctx context.Context) string {
 	name, _ := ServiceName(id)
 	return name
 }
-
-// ErrNoIdentity is returned for a configuration that gives a service no identity.
-var ErrNoIdentity = errors.New("identity: no certificate, key and CA files and no SPIFFE Workload API socket")

@@ -322,21 +322,16 @@ func (p *Platform) build(ctx context.Context) error {
 	return nil
 }
 
-type secrets struct {
-	keys string // directory of the token key pair
-	*devsetup.Secrets
-}
-
 // secrets makes the platform's development secrets in DataDir/secrets (pkg/devsetup: the CA and
 // every service's identity, the signing key, the Consul ACL, the admin's password), once: they
 // live in DataDir, so a restart keeps every token, certificate and password valid.
-func (p *Platform) secrets() (secrets, error) {
+func (p *Platform) secrets() (*devsetup.Secrets, error) {
 	ds, err := devsetup.Write(filepath.Join(p.opts.DataDir, "secrets"), Services, nil)
 	if err != nil {
-		return secrets{}, err
+		return nil, err
 	}
 	p.PKI, p.ACL = ds.CA, ds.ACL
-	return secrets{keys: ds.ServiceDir(devsetup.SigningService), Secrets: ds}, nil
+	return ds, nil
 }
 
 // ensureAdmin runs `user admin` on the user database: the admin exists, with its password.
