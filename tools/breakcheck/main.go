@@ -108,6 +108,9 @@ type checker struct {
 	root, buf, tmp                 string
 	out                            io.Writer
 	checked, broken, policyChanged int
+	// built holds the policies of each directory already built: in a linear history every
+	// commit's tree is the new side of one comparison and the old side of the next.
+	built map[string]map[string]string
 }
 
 // checkCommit compares rev with its first parent when rev changed the contract inputs.

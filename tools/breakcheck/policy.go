@@ -75,6 +75,22 @@ func (c *checker) comparePolicies(ctx context.Context, what, newDir, oldDir stri
 // policies builds the buf workspace in dir and returns each method's declared policy in text form
 // ("" when it declares none), by full method name ("meshmart.user.v1.UserService.GetUser").
 func (c *checker) policies(ctx context.Context, dir string) (map[string]string, error) {
+	if p, ok := c.built[dir]; ok {
+		return p, nil
+	}
+	p, err := c.buildPolicies(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if c.built == nil {
+		c.built = map[string]map[string]string{}
+	}
+	c.built[dir] = p
+	return p, nil
+}
+
+// buildPolicies is policies without the memo.
+func (c *checker) buildPolicies(ctx context.Context, dir string) (map[string]string, error) {
 	out, err := os.CreateTemp(c.tmp, "image-*.binpb")
 	if err != nil {
 		return nil, err
