@@ -61,18 +61,9 @@ func PostgresURL(t testing.TB) string {
 // createDatabase creates a database through the admin URL and drops it when the test ends.
 func createDatabase(t testing.TB, admin string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, admin)
+	dsn, name, err := newDatabase(admin)
 	if err != nil {
-		t.Fatalf("testkit: connect to PostgreSQL at %s: %v", redactURL(admin), err)
-	}
-	defer conn.Close(ctx)
-	suffix := make([]byte, 6)
-	_, _ = rand.Read(suffix)
-	name := "test_" + hex.EncodeToString(suffix)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("testkit: create database: %v", err)
+		t.Fatalf("testkit: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -87,12 +78,31 @@ func createDatabase(t testing.TB, admin string) string {
 			t.Errorf("testkit: drop database %s: %v", name, err)
 		}
 	})
+	return dsn
+}
+
+// newDatabase creates a database with a random name through the admin URL and returns its URL
+// and name.
+func newDatabase(admin string) (dsn, name string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	u, err := url.Parse(admin)
 	if err != nil {
-		t.Fatalf("testkit: PostgreSQL URL: %v", err)
+		return "", "", fmt.Errorf("PostgreSQL URL: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", "", fmt.Errorf("connect to PostgreSQL at %s: %w", redactURL(admin), err)
+	}
+	defer conn.Close(ctx)
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	name = "test_" + hex.EncodeToString(suffix)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", "", fmt.Errorf("create database: %w", err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), name, nil
 }
 
 func redactURL(s string) string {
@@ -155,6 +165,20 @@ func (pg *Postgres) Database(t testing.TB) string {
 	t.Helper()
 	return createDatabase(t, pg.Admin)
 }
+
+// LaunchPostgres starts a cluster outside any test, for a platform a package's tests share (see
+// loadkit.Launch); the caller stops it with Stop and removes it with Remove.
+func LaunchPostgres() (*Postgres, error) { return newPostgres() }
+
+// CreateDatabase creates a fresh database on the cluster outside any test and returns its URL; it
+// goes with the cluster.
+func (pg *Postgres) CreateDatabase() (string, error) {
+	dsn, _, err := newDatabase(pg.Admin)
+	return dsn, err
+}
+
+// Remove deletes the cluster's files; call it after Stop.
+func (pg *Postgres) Remove() { _ = os.RemoveAll(pg.dir) }
 
 // Logs returns what the server printed.
 func (pg *Postgres) Logs() string { return pg.logs.String() }

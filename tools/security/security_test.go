@@ -43,48 +43,94 @@ import (
 	"github.com/meshmart/meshmart/tools/platform"
 )
 
-// The platform the package's tests share: started by the first test that needs one (the compose
-// test does not), stopped by TestMain.
+// The platforms the package's tests share, one per database: each started by the first test that
+// needs it (the compose test needs none), stopped by TestMain.
 var (
-	sharedOnce sync.Once
-	sharedRig  *loadkit.Rig
-	sharedErr  error
-	sharedDir  string
+	sharedMu   sync.Mutex
+	sharedRigs = map[string]*sharedRig{}
+	sharedPG   *testkit.Postgres
 )
+
+type sharedRig struct {
+	rig *loadkit.Rig
+	err error
+	dir string
+}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if sharedRig != nil {
-		if code != 0 {
-			fmt.Fprintf(os.Stderr, "platform output:\n%s", sharedRig.Log)
+	for name, s := range sharedRigs {
+		if s.rig != nil {
+			if code != 0 {
+				fmt.Fprintf(os.Stderr, "platform output (%s):\n%s", name, s.rig.Log)
+			}
+			s.rig.Close()
 		}
-		sharedRig.Close()
+		if s.dir != "" {
+			os.RemoveAll(s.dir)
+		}
 	}
-	if sharedDir != "" {
-		os.RemoveAll(sharedDir)
+	if sharedPG != nil {
+		sharedPG.Stop()
+		sharedPG.Remove()
 	}
 	os.Exit(code)
 }
 
-// rig returns the shared platform: two replicas of each service, on free ports.
-func rig(t *testing.T) *loadkit.Rig {
+// rig returns the shared platform on SQLite: two replicas of each service, on free ports.
+func rig(t *testing.T) *loadkit.Rig { return rigOn(t, "sqlite") }
+
+// eachDatabase runs test against the shared platform on SQLite, then against the one on
+// PostgreSQL (one after the other: both on two cores at once would skew the timed attacks).
+func eachDatabase(t *testing.T, test func(t *testing.T, r *loadkit.Rig)) {
 	t.Helper()
-	root := testkit.RepoRoot(t)
-	sharedOnce.Do(func() {
-		sharedDir, sharedErr = os.MkdirTemp("", "meshmart-security-")
-		if sharedErr != nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		start := time.Now()
-		sharedRig, sharedErr = loadkit.Launch(ctx, root, sharedDir, loadkit.Options{Replicas: 2})
-		t.Logf("the shared platform started in %v", time.Since(start).Round(100*time.Millisecond))
-	})
-	if sharedErr != nil {
-		t.Fatal(sharedErr)
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) { test(t, rigOn(t, db)) })
 	}
-	return sharedRig
+}
+
+// rigOn returns the shared platform on db ("sqlite" or "postgres"), starting it on first use.
+func rigOn(t *testing.T, db string) *loadkit.Rig {
+	t.Helper()
+	sharedMu.Lock()
+	defer sharedMu.Unlock()
+	s, ok := sharedRigs[db]
+	if !ok {
+		s = &sharedRig{}
+		sharedRigs[db] = s
+		start := time.Now()
+		s.rig, s.dir, s.err = launch(testkit.RepoRoot(t), db)
+		t.Logf("the shared platform on %s started in %v", db, time.Since(start).Round(100*time.Millisecond))
+	}
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.rig
+}
+
+func launch(root, db string) (*loadkit.Rig, string, error) {
+	dir, err := os.MkdirTemp("", "meshmart-security-"+db+"-")
+	if err != nil {
+		return nil, "", err
+	}
+	opts := loadkit.Options{Replicas: 2}
+	if db == "postgres" {
+		if sharedPG == nil {
+			if sharedPG, err = testkit.LaunchPostgres(); err != nil {
+				return nil, dir, err
+			}
+		}
+		opts.Databases = map[string]string{}
+		for _, svc := range []string{"user", "payment", "order"} {
+			if opts.Databases[svc], err = sharedPG.CreateDatabase(); err != nil {
+				return nil, dir, err
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r, err := loadkit.Launch(ctx, root, dir, opts)
+	return r, dir, err
 }
 
 // suffix makes the names a test signs up unique, so that the tests may run again (-count) on
