@@ -44,8 +44,14 @@ func DevAgentArgs(node, dataDir string, ports DevAgentPorts) []string {
 		// Every instance, resolver and health check talks to the agent from 127.0.0.1; the default
 		// cap of 200 connections per client address is too low for many watchers and pollers.
 		"-hcl", "limits { http_max_conns_per_client = 4096 }",
+		// Marks the node in the catalog: WaitForFirstSync waits until the catalog shows it.
+		"-node-meta=" + syncedMeta + ":true",
 	}
 }
+
+// syncedMeta is the node metadata DevAgentArgs gives the agent: the catalog holds it only once
+// the agent's first anti-entropy sync has written the node.
+const syncedMeta = "meshmart-synced"
 
 // FreshDataDir empties dir, making it if need be, so that a dev agent started on it begins with
 // nothing, as a dev agent should: every instance registers again by itself.
@@ -77,6 +83,30 @@ func WaitForLeader(ctx context.Context, client *api.Client, within time.Duration
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// WaitForFirstSync waits, for at most within, until the agent has written its node to the
+// catalog, which it does in its first anti-entropy sync after electing itself leader. Until then
+// services registered with the agent stay out of the catalog, and so out of every resolver; that
+// sync is sometimes paused for 15-30 s after a dev agent's start ("Syncing node info failed")
+// while the leader sets itself up. A test platform that waits for it starts every service on a
+// catalog that works, instead of letting the first instances look dead.
+func WaitForFirstSync(ctx context.Context, client *api.Client, node string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		n, _, err := client.Catalog().Node(node, nil)
+		if err == nil && n != nil && n.Node != nil && n.Node.Meta[syncedMeta] == "true" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consul has not written node %s to its catalog after %v (last error: %v)", node, within, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

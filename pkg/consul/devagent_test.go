@@ -49,6 +49,10 @@ func TestDevAgentHasItsOwnDataDir(t *testing.T) {
 	if err := consul.WaitForLeader(t.Context(), client, 30*time.Second, nil); err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
+	// The node is in the catalog, marked, once the first sync ran: what the platforms wait for.
+	if err := consul.WaitForFirstSync(t.Context(), client, "datadir-test", time.Minute); err != nil {
+		t.Errorf("%v\n%s", err, out.String())
+	}
 	if strings.Contains(out.String(), "services/Dockerfile") || strings.Contains(out.String(), "Failed decoding service file") {
 		t.Errorf("the agent read the checkout's services/ directory as its own:\n%s", out.String())
 	}

@@ -65,7 +65,8 @@ type Options struct {
 	// Replicas of each service; default 2.
 	Replicas int
 	// FreePorts puts every process on free ports instead of the well-known ones, so that tests
-	// run beside a `make run`.
+	// run beside a `make run`. Processes that start such platforms take turns: the first Start
+	// of a process waits until no other process holds platforms (see exclusive).
 	FreePorts bool
 	// Databases maps a service to its DATABASE_URL; a missing one is a SQLite file in DataDir.
 	Databases map[string]string
@@ -133,6 +134,15 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 	}
 	if opts.Out == nil {
 		opts.Out = os.Stdout
+	}
+	if opts.FreePorts {
+		began := time.Now()
+		if err := exclusive(opts.Out); err != nil {
+			return nil, err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = extendDeadline(ctx, time.Since(began))
+		defer cancel()
 	}
 	p := &Platform{opts: opts, out: &prefixer{w: opts.Out, width: len("payment-2")}, died: make(chan string, 16)}
 	defer func() {
@@ -370,7 +380,15 @@ func (p *Platform) startConsul(ctx context.Context) error {
 		return err
 	}
 	// The same tokens at every (re)start: the services' token files stay valid.
-	return consul.ApplyWhenReady(ctx, p.ACL, p.ConsulAddr, 30*time.Second)
+	if err := consul.ApplyWhenReady(ctx, p.ACL, p.ConsulAddr, 30*time.Second); err != nil {
+		return err
+	}
+	// Services registered before the agent's first sync stay out of the catalog until it runs;
+	// a start that waits longer than this goes on anyway (the services register and retry).
+	if err := consul.WaitForFirstSync(ctx, client, "meshmart", 10*time.Second); err != nil {
+		fmt.Fprintf(p.opts.Out, "consul: %v; starting the services anyway\n", err)
+	}
+	return nil
 }
 
 // DialOptions are the chassis client options a client of the platform needs besides its target:
