@@ -217,8 +217,11 @@ func (r *Reconciler) attempt(ctx context.Context, o Order) (_ Outcome, ok bool) 
 	switch o.Status {
 	case StatusPending:
 		held, err := r.svc.claim(ctx, o.ID, StatusPending)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("claim order", "order_id", o.ID, "error", err)
+		}
 		if err != nil || !held {
-			return "", false
+			return "", false // another call holds it, or the store failed: no attempt was made
 		}
 		after, err := r.svc.charge(ctx, o)
 		if err == nil && after.Status != StatusPending {
