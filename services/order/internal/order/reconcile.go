@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // ReconcilePolicy bounds the reconciler: how much one pass takes, how a failed order is backed
@@ -161,38 +163,35 @@ func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
 		return PassResult{}, err
 	}
 	var (
-		res  PassResult
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		slot = make(chan struct{}, r.policy.Workers)
+		res PassResult
+		mu  sync.Mutex
+		g   errgroup.Group
 	)
+	g.SetLimit(r.policy.Workers) // Go waits for a free worker
 	for _, o := range due {
-		select {
-		case <-ctx.Done():
-		case slot <- struct{}{}:
-			wg.Go(func() {
-				defer func() { <-slot }()
-				out, ok := r.attempt(ctx, o)
-				if !ok {
-					return
-				}
-				r.observer.Attempted(out)
-				mu.Lock()
-				defer mu.Unlock()
-				switch out {
-				case OutcomeSettled:
-					res.Settled++
-				case OutcomeFailed:
-					res.Failed++
-				case OutcomeGivenUp:
-					res.GivenUp++
-				}
-			})
-			continue
+		if ctx.Err() != nil {
+			break // no more orders; the attempts under way finish
 		}
-		break // ctx ended: no more orders; the attempts under way finish
+		g.Go(func() error {
+			out, ok := r.attempt(ctx, o)
+			if !ok {
+				return nil
+			}
+			r.observer.Attempted(out)
+			mu.Lock()
+			defer mu.Unlock()
+			switch out {
+			case OutcomeSettled:
+				res.Settled++
+			case OutcomeFailed:
+				res.Failed++
+			case OutcomeGivenUp:
+				res.GivenUp++
+			}
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait() // attempts report through res, never an error
 	return res, ctx.Err()
 }
 
@@ -263,7 +262,10 @@ func (r *Reconciler) attempt(ctx context.Context, o Order) (_ Outcome, ok bool) 
 }
 
 // backoff returns the delay before attempt n+1 after n failed ones: drawn uniformly below
-// Backoff·2^(n-1), capped at MaxBackoff.
+// Backoff·2^(n-1), capped at MaxBackoff. Written here rather than taken from a backoff library:
+// the schedule lives in the database (attempts, next_attempt_at), shared by every replica and
+// surviving restarts, which the in-process retry loops of those libraries do not model, and what
+// is left is this formula.
 func (r *Reconciler) backoff(n int) time.Duration {
 	ceiling := r.policy.MaxBackoff
 	if n-1 < 62 {
