@@ -2,7 +2,10 @@ package security
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,6 +103,37 @@ func ordersIn(t *testing.T, r *loadkit.Rig, a loadkit.Account) map[orderv1.Order
 	}
 }
 
+// orderMetric sums a series of the order replicas' metrics: the lines of their /metrics that
+// start with series (a name, with its labels if it has any).
+func orderMetric(t *testing.T, r *loadkit.Rig, series string) float64 {
+	t.Helper()
+	var total float64
+	for _, in := range r.Instances {
+		if in.Service != "order" {
+			continue
+		}
+		resp, err := http.Get("http://" + in.MetricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(body)) {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+				v, err := strconv.ParseFloat(rest, 64)
+				if err != nil {
+					t.Fatalf("%s: %q: %v", in.Name, line, err)
+				}
+				total += v
+			}
+		}
+	}
+	return total
+}
+
 // Attack: stall everyone's orders. A user places 60 orders with a payment method that never
 // answers (tok_no_answer: each charge times out after the processor timeout and the payment stays
 // PENDING), so the reconciler's every attempt at them fails slowly. Before the fix the reconciler
@@ -121,6 +155,8 @@ func TestPoisonedOrdersDoNotStallOthers(t *testing.T) {
 		t.Logf("normal settle time: %v", normal.Round(10*time.Millisecond))
 
 		const poisoned = 60
+		givenUp := orderMetric(t, r, "meshmart_order_given_up_total")
+		failed := orderMetric(t, r, `meshmart_order_reconcile_attempts_total{outcome="failed"}`)
 		attacker := r.SignUp(t, "stall-"+suffix())
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -171,6 +207,13 @@ func TestPoisonedOrdersDoNotStallOthers(t *testing.T) {
 				t.Fatalf("%v after the attack began the attacker's orders are %v; want all %d PAYMENT_FAILED", time.Since(start).Round(time.Second), n, poisoned)
 			}
 			time.Sleep(500 * time.Millisecond)
+		}
+		// The replicas' metrics saw it: every poisoned order given up, after at least one failure.
+		if d := orderMetric(t, r, "meshmart_order_given_up_total") - givenUp; d < poisoned {
+			t.Errorf("meshmart_order_given_up_total rose by %v, want at least %d", d, poisoned)
+		}
+		if d := orderMetric(t, r, `meshmart_order_reconcile_attempts_total{outcome="failed"}`) - failed; d < poisoned {
+			t.Errorf("failed reconcile attempts rose by %v, want at least %d", d, poisoned)
 		}
 	})
 }
