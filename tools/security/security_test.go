@@ -49,6 +49,9 @@ var (
 	sharedMu   sync.Mutex
 	sharedRigs = map[string]*sharedRig{}
 	sharedPG   *testkit.Postgres
+	// platformEnv is added to the shared platforms' environment (loadkit.Options.Env): settings
+	// an attack needs shortened, appended by its file's init.
+	platformEnv []string
 )
 
 type sharedRig struct {
@@ -113,7 +116,7 @@ func launch(root, db string) (*loadkit.Rig, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	opts := loadkit.Options{Replicas: 2}
+	opts := loadkit.Options{Replicas: 2, Env: platformEnv}
 	if db == "postgres" {
 		if sharedPG == nil {
 			if sharedPG, err = testkit.LaunchPostgres(); err != nil {

@@ -11,12 +11,16 @@ package main
 
 import (
 	"context"
-	"log/slog"
+	"errors"
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -36,17 +40,41 @@ type settings struct {
 	ReconcileGrace time.Duration `flag:"reconcile-grace" env:"MESHMART_RECONCILE_GRACE" usage:"how long an order may stay unsettled before the reconciler takes it"`
 	TrackInterval  time.Duration `flag:"track-interval" env:"MESHMART_TRACK_INTERVAL" usage:"how often TrackOrders streams look for updates"`
 	Lease          time.Duration `flag:"settle-lease" env:"MESHMART_SETTLE_LEASE" usage:"how long one replica may hold an order while settling it"`
+
+	// The reconciler's bounds beside its interval and grace (order.ReconcilePolicy).
+	ReconcileLimit       int           `flag:"reconcile-limit" env:"MESHMART_RECONCILE_LIMIT" usage:"the most orders one reconciler pass takes"`
+	ReconcilePerUser     int           `flag:"reconcile-per-user" env:"MESHMART_RECONCILE_PER_USER" usage:"the most orders of one user one reconciler pass takes"`
+	ReconcileWorkers     int           `flag:"reconcile-workers" env:"MESHMART_RECONCILE_WORKERS" usage:"how many orders a reconciler pass attempts at once"`
+	ReconcileBackoff     time.Duration `flag:"reconcile-backoff" env:"MESHMART_RECONCILE_BACKOFF" usage:"the largest delay before retrying an order after its first failed attempt; doubled at each failure, drawn uniformly below it"`
+	ReconcileMaxBackoff  time.Duration `flag:"reconcile-max-backoff" env:"MESHMART_RECONCILE_MAX_BACKOFF" usage:"the cap on the reconciler's backoff"`
+	ReconcileMaxAttempts int           `flag:"reconcile-max-attempts" env:"MESHMART_RECONCILE_MAX_ATTEMPTS" usage:"failed attempts after which a pending order is given up (PAYMENT_FAILED)"`
+	ReconcileMaxAge      time.Duration `flag:"reconcile-max-age" env:"MESHMART_RECONCILE_MAX_AGE" usage:"age after which a pending order that fails an attempt is given up (PAYMENT_FAILED)"`
+}
+
+// reconcilePolicy is the reconciler's policy the settings describe.
+func (c *settings) reconcilePolicy() order.ReconcilePolicy {
+	return order.ReconcilePolicy{Grace: c.ReconcileGrace, Limit: c.ReconcileLimit, PerUser: c.ReconcilePerUser,
+		Workers: c.ReconcileWorkers, Backoff: c.ReconcileBackoff, MaxBackoff: c.ReconcileMaxBackoff,
+		MaxAttempts: c.ReconcileMaxAttempts, MaxAge: c.ReconcileMaxAge}
 }
 
 func defaults() *settings {
+	p := order.DefaultReconcilePolicy()
 	return &settings{
-		Database:       "data/order.sqlite",
-		UserTarget:     "consul://127.0.0.1:8500/user",
-		PaymentTarget:  "consul://127.0.0.1:8500/payment",
-		ReconcileEvery: 5 * time.Second,
-		ReconcileGrace: 5 * time.Second,
-		TrackInterval:  200 * time.Millisecond,
-		Lease:          30 * time.Second,
+		ReconcileLimit:       p.Limit,
+		ReconcilePerUser:     p.PerUser,
+		ReconcileWorkers:     p.Workers,
+		ReconcileBackoff:     p.Backoff,
+		ReconcileMaxBackoff:  p.MaxBackoff,
+		ReconcileMaxAttempts: p.MaxAttempts,
+		ReconcileMaxAge:      p.MaxAge,
+		Database:             "data/order.sqlite",
+		UserTarget:           "consul://127.0.0.1:8500/user",
+		PaymentTarget:        "consul://127.0.0.1:8500/payment",
+		ReconcileEvery:       5 * time.Second,
+		ReconcileGrace:       p.Grace,
+		TrackInterval:        200 * time.Millisecond,
+		Lease:                30 * time.Second,
 	}
 }
 
@@ -56,6 +84,16 @@ func main() {
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
+	if c.ReconcileEvery <= 0 {
+		return errors.New("-reconcile-interval must be positive")
+	}
+	// The service's own metrics share the chassis' registry (server.WithRegistry).
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := newReconcileMetrics(registry)
+	if err != nil {
+		return err
+	}
 	orders, err := store.Open(ctx, c.Database)
 	if err != nil {
 		return err
@@ -73,28 +111,12 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	}
 	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
 	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
-	s.Go("reconciler", func(ctx context.Context) error { c.reconcile(ctx, svc, s.Log); return nil })
+	reconciler, err := order.NewReconciler(svc, c.reconcilePolicy(), s.Log, metrics)
+	if err != nil {
+		return err
+	}
+	s.Go("reconciler", func(ctx context.Context) error { reconciler.Run(ctx, c.ReconcileEvery); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
-	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval))
-}
-
-// reconcile settles unsettled orders every interval until ctx ends.
-func (c *settings) reconcile(ctx context.Context, svc *order.Service, log *slog.Logger) {
-	t := time.NewTicker(c.ReconcileEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n, err := svc.Reconcile(ctx, c.ReconcileGrace, 50)
-		if err != nil && ctx.Err() == nil {
-			log.Warn("reconcile pass failed", "error", err)
-		}
-		if n > 0 {
-			log.Info("reconciled orders", "settled", n)
-		}
-	}
+	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval), server.WithRegistry(registry))
 }

@@ -123,7 +123,7 @@ func TestCancelWithThePaymentServiceDown(t *testing.T) {
 		t.Fatalf("resumed Cancel = %+v, %v, %d refunds; want CANCELLED, refunded once", got, err, e.payments.refundCalls(resumed.PaymentID))
 	}
 	e.clock.advance(time.Minute)
-	if n, err := e.svc.Reconcile(ctx, time.Second, 10); err != nil || n != 1 {
+	if n, err := e.reconcile(ctx, time.Second, 10); err != nil || n != 1 {
 		t.Fatalf("Reconcile = %d, %v; want the other order finished", n, err)
 	}
 	if got := e.stored(t, reconciled.ID); got.Status != order.StatusCancelled || e.payments.refundCalls(reconciled.PaymentID) != 1 {

@@ -15,6 +15,7 @@ const (
 	tokApprove     = "tok_approve"
 	tokDecline     = "tok_decline"
 	tokPendingOnce = "tok_pending_once" // the first charge's outcome is unknown, the next one captures
+	tokNoAnswer    = "tok_no_answer"    // no charge's outcome is ever known: the payment stays pending
 )
 
 // fakeUsers is the user service: accounts are active unless listed as inactive.
@@ -53,6 +54,8 @@ type fakePayments struct {
 	charges  int            // Charge calls that reached the service
 	refunds  map[string]int // payment id -> Refund calls
 	onCharge func()         // called, unlocked, at the start of every Charge that reaches the service
+	// chargesFail makes every Charge fail as if unreachable, while the other methods answer.
+	chargesFail bool
 }
 
 func newFakePayments() *fakePayments {
@@ -79,7 +82,7 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.down {
+	if p.down || p.chargesFail {
 		return order.Payment{}, fmt.Errorf("charge: %w: %w", order.ErrUnavailable, errRefused)
 	}
 	if req.UserID == "" {
@@ -88,7 +91,7 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	p.charges++
 	key := req.UserID + "/" + req.IdempotencyKey
 	if pay, ok := p.byKey[key]; ok {
-		if pay.Status == order.PaymentPending {
+		if pay.Status == order.PaymentPending && req.Token != tokNoAnswer {
 			pay.Status = order.PaymentCaptured
 		}
 		return *pay, nil
@@ -97,7 +100,7 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	switch req.Token {
 	case tokApprove:
 		pay.Status = order.PaymentCaptured
-	case tokPendingOnce:
+	case tokPendingOnce, tokNoAnswer:
 		pay.Status = order.PaymentPending
 	default:
 		pay.Status, pay.Reason = order.PaymentDeclined, "card declined"

@@ -52,6 +52,11 @@ type Order struct {
 	LeaseUntil   time.Time
 	CreateTime   time.Time
 	UpdateTime   time.Time
+	// Attempts counts the reconciler's failed attempts at the order in its current status, and
+	// NextAttemptAt is when it may try again (zero: once the grace has passed); see Reconciler.
+	// Both start over when the status changes.
+	Attempts      int
+	NextAttemptAt time.Time
 }
 
 // Update is one entry of the update log: an order's state right after a change of status.
@@ -161,11 +166,17 @@ type Store interface {
 	// Release gives up a claim without changing the order.
 	Release(ctx context.Context, id string) error
 	// Transition stores o (its revision one above the stored one) and its update, atomically,
-	// releasing any claim; if the stored revision moved meanwhile it returns ErrAlreadyChanged.
+	// releasing any claim and starting the reconciler's attempts over; if the stored revision moved meanwhile it returns ErrAlreadyChanged.
 	Transition(ctx context.Context, o Order, previous Status) error
-	// Due returns up to limit orders in one of statuses that nobody holds and that last changed
-	// before changedBefore, oldest first.
-	Due(ctx context.Context, statuses []Status, changedBefore, now time.Time, limit int) ([]Order, error)
+	// Due returns the orders q selects, fairly across users (see DueQuery).
+	Due(ctx context.Context, q DueQuery) ([]Order, error)
+	// Reschedule records a failed attempt at order id: its attempts and next attempt time,
+	// provided it is still in status with attempts-1 attempts (so that two replicas never count
+	// one twice, nor touch an order that moved on); it reports whether it did.
+	Reschedule(ctx context.Context, id string, status Status, attempts int, next time.Time) (bool, error)
+	// CountUnsettled returns, for each of createdBefore, how many orders in one of statuses were
+	// created before it.
+	CountUnsettled(ctx context.Context, statuses []Status, createdBefore []time.Time) ([]int64, error)
 	// List returns up to limit orders matching f after the cursor, newest first.
 	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]Order, error)
 	// LastUpdateSeq returns the newest update's sequence number, 0 when there is none.

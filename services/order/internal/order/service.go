@@ -272,38 +272,6 @@ func (s *Service) compensate(ctx context.Context, o Order, reason string) (Order
 	return s.transition(ctx, o, next)
 }
 
-// Reconcile settles, once, the orders a failure left PENDING or CANCELLING for longer than
-// grace, up to limit of them, and reports how many it finished. Any replica may run it: each
-// order is claimed before it is touched.
-func (s *Service) Reconcile(ctx context.Context, grace time.Duration, limit int) (int, error) {
-	now := s.now()
-	due, err := s.store.Due(ctx, []Status{StatusPending, StatusCancelling}, now.Add(-grace), now, limit)
-	if err != nil {
-		return 0, err
-	}
-	done := 0
-	for _, o := range due {
-		if ctx.Err() != nil {
-			return done, ctx.Err()
-		}
-		var after Order
-		switch o.Status {
-		case StatusPending:
-			ok, err := s.claim(ctx, o.ID, StatusPending)
-			if err != nil || !ok {
-				continue
-			}
-			after, _ = s.charge(ctx, o)
-		case StatusCancelling:
-			after, _ = s.compensate(ctx, o, "cancelled")
-		}
-		if after.Status != o.Status && after.Status != StatusUnspecified {
-			done++
-		}
-	}
-	return done, nil
-}
-
 // LastUpdateSeq returns the position of the newest update, where a new watch starts.
 func (s *Service) LastUpdateSeq(ctx context.Context) (int64, error) {
 	return s.store.LastUpdateSeq(ctx)

@@ -35,7 +35,7 @@ func Open(ctx context.Context, dsn string) (*Orders, error) {
 }
 
 const columns = `id, user_id, items, currency, total, status, payment_id, failure_reason, idempotency_key, fingerprint,
-	payment_token, revision, lease_until, create_time, update_time`
+	payment_token, revision, lease_until, create_time, update_time, attempts, next_attempt_at`
 
 // Create implements order.Store.
 func (s *Orders) Create(ctx context.Context, o order.Order) error {
@@ -44,9 +44,10 @@ func (s *Orders) Create(ctx context.Context, o order.Order) error {
 		return err
 	}
 	err = sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
-			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime))
+			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime),
+			o.Attempts, sqldb.Micros(o.NextAttemptAt))
 		if _, ok := sqldb.UniqueViolation(err); ok {
 			return order.ErrDuplicateKey
 		}
@@ -127,7 +128,8 @@ func (s *Orders) Release(ctx context.Context, id string) error {
 func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.Status) error {
 	err := sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
-			payment_token = ?, revision = ?, lease_until = 0, update_time = ? WHERE id = ? AND revision = ?`),
+			payment_token = ?, revision = ?, lease_until = 0, update_time = ?, attempts = 0, next_attempt_at = 0
+			WHERE id = ? AND revision = ?`),
 			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, sqldb.Micros(o.UpdateTime), o.ID, o.Revision-1)
 		if err != nil {
 			return err
@@ -143,11 +145,45 @@ func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.S
 	return err
 }
 
-// Due implements order.Store.
-func (s *Orders) Due(ctx context.Context, statuses []order.Status, changedBefore, now time.Time, limit int) ([]order.Order, error) {
-	args := append(statusArgs(statuses), sqldb.Micros(now), sqldb.Micros(changedBefore), limit)
-	return s.query(ctx, "SELECT "+columns+" FROM orders WHERE status IN ("+placeholders(len(statuses))+
-		") AND lease_until <= ? AND update_time < ? ORDER BY update_time LIMIT ?", args...)
+// Due implements order.Store: the due orders ranked within each user by a window function, so
+// that one user's backlog never fills a pass, however long it is.
+func (s *Orders) Due(ctx context.Context, q order.DueQuery) ([]order.Order, error) {
+	args := append(statusArgs(q.Statuses), sqldb.Micros(q.Now), sqldb.Micros(q.Now), sqldb.Micros(q.ChangedBefore), q.PerUser, q.Limit)
+	return s.query(ctx, "SELECT "+columns+" FROM (SELECT "+columns+
+		", ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY next_attempt_at, update_time, id) AS user_rank FROM orders WHERE status IN ("+
+		placeholders(len(q.Statuses))+") AND lease_until <= ? AND next_attempt_at <= ? AND update_time < ?) due"+
+		" WHERE user_rank <= ? ORDER BY user_rank, next_attempt_at, update_time, id LIMIT ?", args...)
+}
+
+// Reschedule implements order.Store.
+func (s *Orders) Reschedule(ctx context.Context, id string, status order.Status, attempts int, next time.Time) (bool, error) {
+	res, err := s.DB.ExecContext(ctx, s.DB.Rebind("UPDATE orders SET attempts = ?, next_attempt_at = ? WHERE id = ? AND status = ? AND attempts = ?"),
+		attempts, sqldb.Micros(next), id, int(status), attempts-1)
+	if err != nil {
+		return false, fmt.Errorf("reschedule order %s: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// CountUnsettled implements order.Store, in one statement.
+func (s *Orders) CountUnsettled(ctx context.Context, statuses []order.Status, createdBefore []time.Time) ([]int64, error) {
+	var sums []string
+	var args []any
+	for _, t := range createdBefore {
+		sums, args = append(sums, "COALESCE(SUM(CASE WHEN create_time < ? THEN 1 ELSE 0 END), 0)"), append(args, sqldb.Micros(t))
+	}
+	counts := make([]int64, len(createdBefore))
+	dest := make([]any, len(counts))
+	for i := range counts {
+		dest[i] = &counts[i]
+	}
+	err := s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+strings.Join(sums, ", ")+" FROM orders WHERE status IN ("+
+		placeholders(len(statuses))+")"), append(args, statusArgs(statuses)...)...).Scan(dest...)
+	if err != nil {
+		return nil, fmt.Errorf("count unsettled orders: %w", err)
+	}
+	return counts, nil
 }
 
 // List implements order.Store.
@@ -235,9 +271,10 @@ func scan(r scanner) (order.Order, error) {
 		items                   string
 		status                  int
 		lease, created, updated int64
+		nextAttempt             int64
 	)
 	err := r.Scan(&o.ID, &o.UserID, &items, &o.Currency, &o.TotalMinor, &status, &o.PaymentID, &o.FailureReason,
-		&o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.Revision, &lease, &created, &updated)
+		&o.IdempotencyKey, &o.Fingerprint, &o.PaymentToken, &o.Revision, &lease, &created, &updated, &o.Attempts, &nextAttempt)
 	if err != nil {
 		return order.Order{}, err
 	}
@@ -246,5 +283,6 @@ func scan(r scanner) (order.Order, error) {
 	}
 	o.Status = order.Status(status)
 	o.LeaseUntil, o.CreateTime, o.UpdateTime = sqldb.FromMicros(lease), sqldb.FromMicros(created), sqldb.FromMicros(updated)
+	o.NextAttemptAt = sqldb.FromMicros(nextAttempt)
 	return o, nil
 }

@@ -77,13 +77,13 @@ func suite(t *testing.T, dsn string) {
 	if won != 1 {
 		t.Fatalf("%d of 8 concurrent claims won, want 1", won)
 	}
-	if due, err := s.Due(ctx, []order.Status{order.StatusPending}, now, now, 10); err != nil || len(due) != 0 {
+	if due, err := s.Due(ctx, order.DueQuery{Statuses: []order.Status{order.StatusPending}, ChangedBefore: now, Now: now, PerUser: 10, Limit: 10}); err != nil || len(due) != 0 {
 		t.Fatalf("a claimed order is due: %v, %v", due, err)
 	}
 	if err := s.Release(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	if due, err := s.Due(ctx, []order.Status{order.StatusPending}, now, now, 10); err != nil || len(due) != 1 {
+	if due, err := s.Due(ctx, order.DueQuery{Statuses: []order.Status{order.StatusPending}, ChangedBefore: now, Now: now, PerUser: 10, Limit: 10}); err != nil || len(due) != 1 {
 		t.Fatalf("a released old pending order is not due: %v, %v", due, err)
 	}
 

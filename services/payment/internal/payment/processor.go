@@ -42,6 +42,10 @@ const (
 	// lost the answer, and approves every later attempt, as a real processor does when it
 	// captured the first one and replays it for the repeated key.
 	TokenTimeout = "tok_timeout"
+	// TokenNoAnswer hangs on every attempt until the caller gives up, as an issuer that never
+	// answers (or a challenge the card holder never completes): the payment stays PENDING for
+	// good. Whoever holds such a payment method can make every charge of their orders fail.
+	TokenNoAnswer = "tok_no_answer"
 )
 
 // Simulator is a deterministic processor driven by the payment method token; any token not
@@ -77,6 +81,9 @@ func (s Simulator) Charge(ctx context.Context, req ChargeRequest) (Outcome, erro
 			return Outcome{}, ctx.Err()
 		}
 		return Outcome{Approved: true}, nil
+	case TokenNoAnswer:
+		<-ctx.Done()
+		return Outcome{}, ctx.Err()
 	}
 	return Outcome{Reason: DeclineInvalidPaymentMethod, Message: "unknown payment method token"}, nil
 }

@@ -25,6 +25,8 @@ func TestSimulator(t *testing.T) {
 		{"tok_unknown", 1, payment.Outcome{Reason: payment.DeclineInvalidPaymentMethod}, false},
 		{payment.TokenTimeout, 1, payment.Outcome{}, true},
 		{payment.TokenTimeout, 2, payment.Outcome{Approved: true}, false},
+		{payment.TokenNoAnswer, 1, payment.Outcome{}, true},
+		{payment.TokenNoAnswer, 5, payment.Outcome{}, true},
 	}
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
