@@ -1,4 +1,4 @@
-// Command order runs the order service: orders paid through the payment service, found with the
+// Command order runs the order service: a product catalog (CatalogService), orders priced from it and paid through the payment service, found with the
 // user and payment services through Consul, settled by a reconciler when a failure leaves them
 // unknown, cancelled with refunds, and tracked as they change.
 //
@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
@@ -36,6 +37,7 @@ type settings struct {
 	ReconcileGrace time.Duration `flag:"reconcile-grace" env:"MESHMART_RECONCILE_GRACE" usage:"how long an order may stay unsettled before the reconciler takes it"`
 	TrackInterval  time.Duration `flag:"track-interval" env:"MESHMART_TRACK_INTERVAL" usage:"how often TrackOrders streams look for updates"`
 	Lease          time.Duration `flag:"settle-lease" env:"MESHMART_SETTLE_LEASE" usage:"how long one replica may hold an order while settling it"`
+	CatalogSeed    string        `flag:"catalog-seed" env:"MESHMART_CATALOG_SEED" usage:"JSON file of products added to the catalog at start-up when their SKU is missing (services/order/catalog.json is the demo catalog); empty adds none"`
 }
 
 func defaults() *settings {
@@ -71,12 +73,21 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
+	catalog := order.NewCatalog(orders, orders.PageKey)
+	if c.CatalogSeed != "" {
+		n, err := seedCatalog(ctx, catalog, c.CatalogSeed)
+		if err != nil {
+			return err
+		}
+		s.Log.Info("catalog seeded", "file", c.CatalogSeed, "added", n)
+	}
 	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
 	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
 	s.Go("reconciler", func(ctx context.Context) error { c.reconcile(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
-	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval))
+	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval),
+		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
 }
 
 // reconcile settles unsettled orders every interval until ctx ends.
