@@ -539,12 +539,12 @@ var File_meshmart_order_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_meshmart_order_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmeshmart/order/v1/catalog.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xe2\x03\n" +
+	"\x1fmeshmart/order/v1/catalog.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xdf\x03\n" +
 	"\aProduct\x12:\n" +
 	"\x03sku\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$R\x03sku\x12\x1f\n" +
-	"\x04name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\x04name\x12\xca\x01\n" +
-	"\x05price\x18\x03 \x01(\v2\x18.meshmart.money.v1.MoneyB\x99\x01\xbaH\x95\x01\xba\x01\x8e\x01\n" +
-	"\x16product.price_positive\x12:price must be above 0 and at most 100000000000 minor units\x1a8this.minor_units > 0 && this.minor_units <= 100000000000\xd8\x01\x01R\x05price\x12\x16\n" +
+	"\x04name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\x04name\x12\xc7\x01\n" +
+	"\x05price\x18\x03 \x01(\v2\x18.meshmart.money.v1.MoneyB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x16product.price_positive\x12:price must be above 0 and at most 100000000000 minor units\x1a8this.minor_units > 0 && this.minor_units <= 100000000000R\x05price\x12\x16\n" +
 	"\x06active\x18\x04 \x01(\bR\x06active\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
