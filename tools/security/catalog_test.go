@@ -4,11 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	"github.com/meshmart/meshmart/tools/loadkit"
@@ -41,14 +40,7 @@ func TestCustomerCannotSetThePrice(t *testing.T) {
 		cheap.Items[0].UnitPriceMinor = 1
 		_, err = r.Orders.CreateOrder(a.In(callCtx(t)), cheap)
 		wantCode(t, "CreateOrder at 0.01 USD a book", err, codes.FailedPrecondition)
-		var violations []string
-		for _, d := range status.Convert(err).Details() {
-			if pf, ok := d.(*errdetails.PreconditionFailure); ok {
-				for _, v := range pf.GetViolations() {
-					violations = append(violations, v.GetType()+" "+v.GetSubject()+": "+v.GetDescription())
-				}
-			}
-		}
+		violations := testkit.PreconditionViolations(err)
 		if len(violations) != 1 || !strings.HasPrefix(violations[0], "PRICE BOOK-1: ") || !strings.Contains(violations[0], "1999") {
 			t.Errorf("the refusal's PreconditionFailure = %q, want one PRICE violation naming BOOK-1 and its price", violations)
 		}
@@ -120,7 +112,7 @@ func TestCustomerCannotSetThePrice(t *testing.T) {
 		} {
 			_, err := r.Orders.CreateOrder(a.In(callCtx(t)), tt.req)
 			wantCode(t, tt.name, err, codes.InvalidArgument)
-			if got := badRequestFields(err); len(got) != 1 || got[0] != tt.field {
+			if got := testkit.InvalidFields(err); len(got) != 1 || got[0] != tt.field {
 				t.Errorf("%s: field violations %v, want %s", tt.name, got, tt.field)
 			}
 		}
@@ -128,17 +120,4 @@ func TestCustomerCannotSetThePrice(t *testing.T) {
 			t.Errorf("the user has %d payments, want 2 (the fair order and the new product)", len(paid))
 		}
 	})
-}
-
-// badRequestFields lists the fields a status' BadRequest names.
-func badRequestFields(err error) []string {
-	var fields []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
-	}
-	return fields
 }

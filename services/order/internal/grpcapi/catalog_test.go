@@ -5,27 +5,13 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 )
-
-// fieldViolations lists the fields a status' BadRequest names.
-func fieldViolations(err error) []string {
-	var fields []string
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
-	}
-	return fields
-}
 
 func TestCatalogService(t *testing.T) {
 	t.Parallel()
@@ -77,8 +63,8 @@ func TestCatalogService(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := c.CreateProduct(tt.ctx, &orderv1.CreateProductRequest{Product: tt.p})
 			code(t, err, tt.want)
-			if tt.field != "" && !strings.Contains(strings.Join(fieldViolations(err), " "), tt.field) {
-				t.Errorf("field violations %v, want %s", fieldViolations(err), tt.field)
+			if tt.field != "" && !strings.Contains(strings.Join(testkit.InvalidFields(err), " "), tt.field) {
+				t.Errorf("field violations %v, want %s", testkit.InvalidFields(err), tt.field)
 			}
 		})
 	}
@@ -120,15 +106,9 @@ func TestCreateOrderPricesFromTheCatalog(t *testing.T) {
 	cheap.Items[1].UnitPriceMinor = 1
 	_, err := c.CreateOrder(as["alice"], cheap)
 	code(t, err, codes.FailedPrecondition)
-	var violations []*errdetails.PreconditionFailure_Violation
-	for _, d := range status.Convert(err).Details() {
-		if pf, ok := d.(*errdetails.PreconditionFailure); ok {
-			violations = append(violations, pf.GetViolations()...)
-		}
-	}
-	if len(violations) != 1 || violations[0].GetType() != "PRICE" || violations[0].GetSubject() != "PEN-7" ||
-		!strings.Contains(violations[0].GetDescription(), "250") {
-		t.Fatalf("violations = %v, want one PRICE violation naming PEN-7 and its catalog price", violations)
+	violations := testkit.PreconditionViolations(err)
+	if len(violations) != 1 || !strings.HasPrefix(violations[0], "PRICE PEN-7: ") || !strings.Contains(violations[0], "250") {
+		t.Fatalf("violations = %q, want one PRICE violation naming PEN-7 and its catalog price", violations)
 	}
 	if _, err := orders.GetByKey(context.Background(), alice, "cheap"); err == nil {
 		t.Error("the refused order was stored")
@@ -145,7 +125,7 @@ func TestCreateOrderPricesFromTheCatalog(t *testing.T) {
 		req.Items = tt.items
 		_, err := c.CreateOrder(as["alice"], req)
 		code(t, err, codes.InvalidArgument)
-		if got := fieldViolations(err); len(got) != 1 || got[0] != tt.field {
+		if got := testkit.InvalidFields(err); len(got) != 1 || got[0] != tt.field {
 			t.Errorf("%s: field violations %v, want %s", tt.name, got, tt.field)
 		}
 	}
