@@ -70,7 +70,6 @@ require (
 	golang.org/x/net v0.61.0 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	modernc.org/libc v1.79.0 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
@@ -82,6 +81,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/meshmart/meshmart/proto v0.0.0
 	github.com/spiffe/go-spiffe/v2 v2.9.0
+	golang.org/x/text v0.43.0
 	modernc.org/sqlite v1.61.1
 )
 

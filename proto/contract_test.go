@@ -24,6 +24,7 @@ var (
 	_ userv1.UserServiceServer       = userv1.UnimplementedUserServiceServer{}
 	_ paymentv1.PaymentServiceServer = paymentv1.UnimplementedPaymentServiceServer{}
 	_ orderv1.OrderServiceServer     = orderv1.UnimplementedOrderServiceServer{}
+	_ orderv1.CatalogServiceServer   = orderv1.UnimplementedCatalogServiceServer{}
 
 	_ func(userv1.UserServiceClient)               = nil
 	_ userv1.UserService_ExportUsersClient         // server streaming
@@ -85,6 +86,12 @@ func TestServiceShapes(t *testing.T) {
 			"ListOrders":  {unary, noSideEffect},
 			"CancelOrder": {unary, idempotent},
 			"TrackOrders": {bidiStream, unknown},
+		}},
+		{orderv1.File_meshmart_order_v1_catalog_proto.Services().Get(0), map[string]method{
+			"ListProducts":  {unary, noSideEffect},
+			"GetProduct":    {unary, noSideEffect},
+			"CreateProduct": {unary, unknown},
+			"UpdateProduct": {unary, idempotent},
 		}},
 	}
 	for _, tt := range tests {
@@ -151,12 +158,18 @@ func TestPolicies(t *testing.T) {
 		"meshmart.order.v1.OrderService.ListOrders":  users,
 		"meshmart.order.v1.OrderService.CancelOrder": users,
 		"meshmart.order.v1.OrderService.TrackOrders": users,
+
+		"meshmart.order.v1.CatalogService.ListProducts":  public,
+		"meshmart.order.v1.CatalogService.GetProduct":    public,
+		"meshmart.order.v1.CatalogService.CreateProduct": admins,
+		"meshmart.order.v1.CatalogService.UpdateProduct": admins,
 	}
 	got := map[string]access{}
 	for _, file := range []protoreflect.FileDescriptor{
 		userv1.File_meshmart_user_v1_user_proto,
 		paymentv1.File_meshmart_payment_v1_payment_proto,
 		orderv1.File_meshmart_order_v1_order_proto,
+		orderv1.File_meshmart_order_v1_catalog_proto,
 	} {
 		for i := range file.Services().Len() {
 			methods := file.Services().Get(i).Methods()
@@ -229,6 +242,13 @@ func TestValidationRules(t *testing.T) {
 		}
 		return r
 	}
+	product := func(edit func(*orderv1.Product)) *orderv1.Product {
+		p := &orderv1.Product{Sku: "BOOK-1", Name: "Book", Price: usd(1999), Active: true}
+		if edit != nil {
+			edit(p)
+		}
+		return p
+	}
 	charge := func(edit func(*paymentv1.CreatePaymentRequest)) *paymentv1.CreatePaymentRequest {
 		r := &paymentv1.CreatePaymentRequest{OrderId: id, Amount: usd(4248), PaymentMethodToken: "tok_approve", IdempotencyKey: "order:" + id}
 		if edit != nil {
@@ -286,10 +306,27 @@ func TestValidationRules(t *testing.T) {
 		{"order ok", order(nil), nil},
 		{"order without items", order(func(r *orderv1.CreateOrderRequest) { r.Items = nil }), []string{"items"}},
 		{"order zero quantity", order(func(r *orderv1.CreateOrderRequest) { r.Items[1].Quantity = 0 }), []string{"items[1].quantity"}},
-		{"order free item", order(func(r *orderv1.CreateOrderRequest) { r.Items[0].UnitPriceMinor = 0 }), []string{"items[0].unit_price_minor"}},
+		{"order without prices or currency", order(func(r *orderv1.CreateOrderRequest) {
+			r.Items[0].UnitPriceMinor, r.Items[1].UnitPriceMinor, r.CurrencyCode = 0, 0, ""
+		}), nil},
+		{"order negative price", order(func(r *orderv1.CreateOrderRequest) { r.Items[0].UnitPriceMinor = -1 }), []string{"items[0].unit_price_minor"}},
 		{"order repeated sku", order(func(r *orderv1.CreateOrderRequest) { r.Items[1].Sku = r.Items[0].Sku }), []string{"items"}},
 		{"order bad currency", order(func(r *orderv1.CreateOrderRequest) { r.CurrencyCode = "DOLLARS" }), []string{"currency_code"}},
 		{"order without token", order(func(r *orderv1.CreateOrderRequest) { r.PaymentMethodToken = "" }), []string{"payment_method_token"}},
+		{"product ok", &orderv1.CreateProductRequest{Product: product(nil)}, nil},
+		{"product bad sku", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Sku = "a b" })}, []string{"product.sku"}},
+		{"product long name", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Name = strings.Repeat("x", 201) })}, []string{"product.name"}},
+		{"product without name", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Name = "" })}, []string{"product"}},
+		{"product without price", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Price = nil })}, []string{"product"}},
+		{"product free", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Price.MinorUnits = 0 })}, []string{"product.price"}},
+		{"product bad currency", &orderv1.CreateProductRequest{Product: product(func(p *orderv1.Product) { p.Price.CurrencyCode = "usd" })}, []string{"product.price.currency_code"}},
+		{"product deactivation ok", &orderv1.UpdateProductRequest{Product: &orderv1.Product{Sku: "BOOK-1"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"active"}}}, nil},
+		{"product update clears the name", &orderv1.UpdateProductRequest{Product: &orderv1.Product{Sku: "BOOK-1"},
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"name"}}}, []string{"update_product.name_cleared"}},
+		{"product update of the sku", &orderv1.UpdateProductRequest{Product: product(nil),
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"sku"}}}, []string{"update_mask"}},
+		{"product list ok", &orderv1.ListProductsRequest{IncludeInactive: true}, nil},
 		{"track needs an action", &orderv1.TrackOrdersRequest{}, []string{"action"}},
 		{"track subscribe ok", &orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: id}}, nil},
 	}

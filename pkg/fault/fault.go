@@ -11,6 +11,7 @@ package fault
 import (
 	"errors"
 	"maps"
+	"slices"
 	"strconv"
 )
 
@@ -57,6 +58,9 @@ type Error struct {
 	// Domain and Metadata qualify Reason (an ErrorInfo's domain and metadata).
 	Domain   string
 	Metadata map[string]string
+	// Violations, with FailedPrecondition, are the preconditions that failed (a
+	// PreconditionFailure), so a client can tell which and fix them; see WithViolations.
+	Violations []Violation
 
 	cause error
 	kind  *Error // the sentinel this error derives from; nil for a sentinel
@@ -118,6 +122,17 @@ func (e *Error) WithInfo(domain, reason string, keyValues ...string) *Error {
 	for i := 0; i+1 < len(keyValues); i += 2 {
 		c.Metadata[keyValues[i]] = keyValues[i+1]
 	}
+	return c
+}
+
+// Violation is one failed precondition: its Type ("PRICE"), its Subject (what it is about, e.g. a
+// SKU) and a Description for people.
+type Violation struct{ Type, Subject, Description string }
+
+// WithViolations returns a copy of e listing the preconditions that failed.
+func (e *Error) WithViolations(v ...Violation) *Error {
+	c := e.derive()
+	c.Violations = append(slices.Clone(e.Violations), v...)
 	return c
 }
 

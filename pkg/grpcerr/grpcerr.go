@@ -59,6 +59,13 @@ func ToStatus(ctx context.Context, log *slog.Logger, what string, err error) err
 	} else if f.Reason != "" {
 		details = append(details, &errdetails.ErrorInfo{Reason: f.Reason, Domain: f.Domain, Metadata: f.Metadata})
 	}
+	if len(f.Violations) > 0 {
+		pf := &errdetails.PreconditionFailure{}
+		for _, v := range f.Violations {
+			pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{Type: v.Type, Subject: v.Subject, Description: v.Description})
+		}
+		details = append(details, pf)
+	}
 	if len(details) > 0 {
 		if d, derr := st.WithDetails(details...); derr == nil {
 			st = d

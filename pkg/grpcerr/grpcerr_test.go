@@ -110,6 +110,21 @@ func TestToStatusDetails(t *testing.T) {
 	if !ok || info.GetReason() != "PAYMENT_PENDING" || info.GetDomain() != "order.meshmart" || info.GetMetadata()["order_id"] != "o-1" {
 		t.Errorf("ErrorInfo = %v", st.Details()[0])
 	}
+
+	mismatch := fault.New(fault.FailedPrecondition, "the prices differ")
+	err = mismatch.WithViolations(fault.Violation{Type: "PRICE", Subject: "BOOK-1", Description: "sent 1, catalog 1999 USD"})
+	if mismatch.Violations != nil || !errors.Is(err, mismatch) {
+		t.Fatalf("WithViolations changed the sentinel or lost it: %v", mismatch.Violations)
+	}
+	st = status.Convert(grpcerr.ToStatus(ctx, log, "the database", err))
+	if st.Code() != codes.FailedPrecondition || st.Message() != "the prices differ" || len(st.Details()) != 1 {
+		t.Fatalf("mismatch = %v", st)
+	}
+	pf, ok := st.Details()[0].(*errdetails.PreconditionFailure)
+	if !ok || len(pf.GetViolations()) != 1 || pf.GetViolations()[0].GetType() != "PRICE" || pf.GetViolations()[0].GetSubject() != "BOOK-1" ||
+		pf.GetViolations()[0].GetDescription() != "sent 1, catalog 1999 USD" {
+		t.Errorf("PreconditionFailure = %v", st.Details()[0])
+	}
 }
 
 // TestToStatusHidesCauses checks that a cause's text is logged and never sent, whatever it is.

@@ -72,6 +72,12 @@ type options struct {
 	extra          []interceptors.Server
 	verifier       *auth.Verifier
 	identity       identity.Source
+	services       []service
+}
+
+type service struct {
+	desc *grpc.ServiceDesc
+	impl any
 }
 
 type optionFunc func(*options)
@@ -118,6 +124,13 @@ func WithRegistry(r *prometheus.Registry) Option {
 // handler.
 func WithInterceptors(s ...interceptors.Server) Option {
 	return optionFunc(func(o *options) { o.extra = append(o.extra, s...) })
+}
+
+// WithService registers one more service implementation in New, as RegisterService would: a
+// process that serves two contracts (the order service's OrderService and CatalogService) passes
+// the second this way through pkg/app's Setup.Serve. New fails as RegisterService does.
+func WithService(desc *grpc.ServiceDesc, impl any) Option {
+	return optionFunc(func(o *options) { o.services = append(o.services, service{desc, impl}) })
 }
 
 // New builds the server for the service called name (its Consul service name, e.g. "user").
@@ -217,6 +230,11 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	// Not serving until SetServing: grpc's health server starts out SERVING.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	for _, svc := range o.services {
+		if err := s.RegisterService(svc.desc, svc.impl); err != nil {
+			return nil, err
+		}
+	}
 	reflection.Register(s.grpc) // v1 and v1alpha, so every grpcurl works
 	metrics.InitializeMetrics(s.grpc)
 	return s, nil

@@ -491,6 +491,11 @@ func TestRegisterServiceRefusesAnUndeclaredMethod(t *testing.T) {
 			if err := srv.RegisterService(tt.desc, struct{}{}); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("RegisterService = %v, want an error naming %s", err, tt.want)
 			}
+			// The same service passed to New as a second contract is refused the same way.
+			if _, err := server.New("example", testkit.TestConfig(), testkit.Logger(t), server.WithService(tt.desc, struct{}{})); err == nil ||
+				!strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New with WithService = %v, want an error naming %s", err, tt.want)
+			}
 		})
 	}
 }

@@ -27,6 +27,25 @@ func InvalidFields(err error) []string {
 	return fields
 }
 
+// PreconditionViolations returns the violations in the PreconditionFailure details of err when it
+// is a FailedPrecondition status, each as "TYPE SUBJECT: description", in order; none for any
+// other error.
+func PreconditionViolations(err error) []string {
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition {
+		return nil
+	}
+	var out []string
+	for _, d := range st.Details() {
+		if pf, ok := d.(*errdetails.PreconditionFailure); ok {
+			for _, v := range pf.GetViolations() {
+				out = append(out, v.GetType()+" "+v.GetSubject()+": "+v.GetDescription())
+			}
+		}
+	}
+	return out
+}
+
 // TamperedTokens returns page tokens made from a valid one (see pkg/paging) by editing it, each
 // of which a List method must refuse: an edited position with the original signature, the
 // original position with an edited signature, and one that is no token at all.

@@ -61,6 +61,8 @@ type Rig struct {
 	Users    userv1.UserServiceClient
 	Payments paymentv1.PaymentServiceClient
 	Orders   orderv1.OrderServiceClient
+	// Catalog is the order service's CatalogService, on the same connection as Orders.
+	Catalog orderv1.CatalogServiceClient
 	// Sent counts the calls sent to each instance, as the clients saw them.
 	Sent *Sent
 	// Log holds every process's output.
@@ -142,6 +144,7 @@ func Launch(ctx context.Context, root, dir string, opts Options) (_ *Rig, err er
 	r.Users = userv1.NewUserServiceClient(users)
 	r.Payments = paymentv1.NewPaymentServiceClient(payments)
 	r.Orders = orderv1.NewOrderServiceClient(orders)
+	r.Catalog = orderv1.NewCatalogServiceClient(orders)
 	return r, nil
 }
 
@@ -216,19 +219,17 @@ func (r *Rig) LogInAdmin(t testing.TB) Account {
 	return Account{ID: login.GetUser().GetId(), Token: login.GetAccessToken()}
 }
 
-// OrderRequest is the order every rig places: 2 × 19.99 + 3 × 2.50 USD, paid by an approving
-// card.
+// OrderRequest is the order every rig places: 2 BOOK-1 and 3 PEN-7 of the demo catalog
+// (services/order/catalog.json, which the platform seeds), 2 × 19.99 + 3 × 2.50 USD priced by the
+// server, paid by an approving card.
 func OrderRequest(key string) *orderv1.CreateOrderRequest {
 	return &orderv1.CreateOrderRequest{
-		Items: []*orderv1.LineItem{
-			{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999},
-			{Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250},
-		},
-		CurrencyCode: "USD", PaymentMethodToken: "tok_approve", IdempotencyKey: key,
+		Items:              []*orderv1.LineItem{{Sku: "BOOK-1", Quantity: 2}, {Sku: "PEN-7", Quantity: 3}},
+		PaymentMethodToken: "tok_approve", IdempotencyKey: key,
 	}
 }
 
-// OrderTotal is OrderRequest's total in cents.
+// OrderTotal is OrderRequest's total in cents, at the demo catalog's prices.
 const OrderTotal = 2*1999 + 3*250
 
 // Sent is a gRPC client stats handler that counts the calls (every attempt, retries included)

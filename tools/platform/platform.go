@@ -181,8 +181,10 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 		case "payment":
 			env = append(env, keysTarget)
 		case "order":
+			// The demo catalog, so that orders of its SKUs (loadkit.OrderRequest) can be priced.
 			env = append(env, keysTarget, "MESHMART_USER_TARGET=consul://"+p.ConsulAddr+"/user",
-				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment")
+				"MESHMART_PAYMENT_TARGET=consul://"+p.ConsulAddr+"/payment",
+				"MESHMART_CATALOG_SEED="+filepath.Join(p.opts.Root, "services", "order", "catalog.json"))
 		}
 		db := opts.Databases[svc]
 		if db == "" {

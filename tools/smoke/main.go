@@ -75,6 +75,9 @@ type config struct {
 	instances                 map[string][]string // service -> gRPC addresses
 }
 
+// catalogService is the order service's second gRPC service.
+const catalogService = "meshmart.order.v1.CatalogService"
+
 // fullNames are the gRPC services the platform's services serve.
 var fullNames = map[string]string{
 	"user":    "meshmart.user.v1.UserService",
@@ -248,8 +251,21 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 	if err := r.fails(ctx, "Unauthenticated", "", map[string]any{}, order1, fullNames["order"]+"/ListOrders"); err != nil {
 		return err
 	}
-	item := map[string]any{"sku": "BOOK-1", "quantity": 2, "unit_price_minor": 1999}
-	paidReq := map[string]any{"items": []any{item}, "currency_code": "USD", "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"}
+	r.step("browse the catalog on %s with no token; a lower price is refused", order1)
+	book, err := r.ok(ctx, "", map[string]any{"sku": "BOOK-1"}, order1, catalogService+"/GetProduct")
+	if err != nil {
+		return err
+	}
+	if err := expect("BOOK-1's price", book, "1999", "product", "price", "minorUnits"); err != nil {
+		return err
+	}
+	if err := r.fails(ctx, "FailedPrecondition", token, map[string]any{"items": []any{map[string]any{"sku": "BOOK-1", "quantity": 2, "unit_price_minor": 1}},
+		"payment_method_token": "tok_approve", "idempotency_key": name + "-cheap"}, order1, fullNames["order"]+"/CreateOrder"); err != nil {
+		return err
+	}
+	// No price and no currency: the order is priced from the catalog.
+	item := map[string]any{"sku": "BOOK-1", "quantity": 2}
+	paidReq := map[string]any{"items": []any{item}, "payment_method_token": "tok_approve", "idempotency_key": name + "-paid"}
 	paid, err := r.ok(ctx, token, paidReq, order1, fullNames["order"]+"/CreateOrder")
 	if err != nil {
 		return err
@@ -273,8 +289,8 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 	}
 
 	r.step("create a declined order on %s", order2)
-	declined, err := r.ok(ctx, token, map[string]any{"items": []any{map[string]any{"sku": "PEN-7", "quantity": 1, "unit_price_minor": 250}},
-		"currency_code": "USD", "payment_method_token": "tok_decline", "idempotency_key": name + "-declined"},
+	declined, err := r.ok(ctx, token, map[string]any{"items": []any{map[string]any{"sku": "PEN-7", "quantity": 1}},
+		"payment_method_token": "tok_decline", "idempotency_key": name + "-declined"},
 		order2, fullNames["order"]+"/CreateOrder")
 	if err != nil {
 		return err

@@ -283,7 +283,8 @@ func (x *Order) GetRevision() int64 {
 	return 0
 }
 
-// LineItem is a quantity of one product at a unit price, in the order's currency.
+// LineItem is a quantity of one product of the catalog (CatalogService) at its unit price, in the
+// order's currency.
 //
 // The bounds keep every order total far below the int64 limit: 100 items of at most 10,000 units
 // of at most 10^11 minor units each sum to at most 10^17.
@@ -293,7 +294,12 @@ type LineItem struct {
 	Sku string `protobuf:"bytes,1,opt,name=sku,proto3" json:"sku,omitempty"`
 	// How many units.
 	Quantity int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// The price of one unit in minor units of the order's currency.
+	// The price of one unit in minor units of the order's currency. In an Order it is the catalog's
+	// price the order was charged at. In a CreateOrderRequest it is deprecated: the server prices
+	// every line from the catalog (CatalogService), so leave it 0; a price that differs from the
+	// catalog's fails with FAILED_PRECONDITION (a PreconditionFailure naming the SKU).
+	//
+	// Deprecated: Marked as deprecated in meshmart/order/v1/order.proto.
 	UnitPriceMinor int64 `protobuf:"varint,3,opt,name=unit_price_minor,json=unitPriceMinor,proto3" json:"unit_price_minor,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -343,6 +349,7 @@ func (x *LineItem) GetQuantity() int32 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in meshmart/order/v1/order.proto.
 func (x *LineItem) GetUnitPriceMinor() int64 {
 	if x != nil {
 		return x.UnitPriceMinor
@@ -355,7 +362,10 @@ type CreateOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The items to buy: 1 to 100, each sku at most once.
 	Items []*LineItem `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
-	// The ISO 4217 currency of every price, e.g. "USD".
+	// Deprecated: the order's currency is its products' (the catalog's), so leave it empty. When set
+	// it must be that currency (else FAILED_PRECONDITION).
+	//
+	// Deprecated: Marked as deprecated in meshmart/order/v1/order.proto.
 	CurrencyCode string `protobuf:"bytes,2,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// The payment processor's token for the card or account to charge.
 	PaymentMethodToken string `protobuf:"bytes,3,opt,name=payment_method_token,json=paymentMethodToken,proto3" json:"payment_method_token,omitempty"`
@@ -404,6 +414,7 @@ func (x *CreateOrderRequest) GetItems() []*LineItem {
 	return nil
 }
 
+// Deprecated: Marked as deprecated in meshmart/order/v1/order.proto.
 func (x *CreateOrderRequest) GetCurrencyCode() string {
 	if x != nil {
 		return x.CurrencyCode
@@ -1010,17 +1021,17 @@ const file_meshmart_order_v1_order_proto_rawDesc = "" +
 	"\vupdate_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12\x1a\n" +
 	"\brevision\x18\n" +
-	" \x01(\x03R\brevision\"\xa8\x01\n" +
+	" \x01(\x03R\brevision\"\xad\x01\n" +
 	"\bLineItem\x12:\n" +
 	"\x03sku\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$R\x03sku\x12&\n" +
 	"\bquantity\x18\x02 \x01(\x05B\n" +
-	"\xbaH\a\x1a\x05\x18\x90N \x00R\bquantity\x128\n" +
-	"\x10unit_price_minor\x18\x03 \x01(\x03B\x0e\xbaH\v\"\t\x18\x80\xd0\xdb\xc3\xf4\x02 \x00R\x0eunitPriceMinor\"\xe8\x02\n" +
+	"\xbaH\a\x1a\x05\x18\x90N \x00R\bquantity\x12=\n" +
+	"\x10unit_price_minor\x18\x03 \x01(\x03B\x13\xbaH\x0e\xd8\x01\x01\"\t\x18\x80\xd0\xdb\xc3\xf4\x02 \x00\x18\x01R\x0eunitPriceMinor\"\xed\x02\n" +
 	"\x12CreateOrderRequest\x12\x8e\x01\n" +
 	"\x05items\x18\x01 \x03(\v2\x1b.meshmart.order.v1.LineItemB[\xbaHX\xba\x01N\n" +
-	"\x10items.unique_sku\x12\x1deach sku may appear only once\x1a\x1bthis.map(i, i.sku).unique()\x92\x01\x04\b\x01\x10dR\x05items\x126\n" +
-	"\rcurrency_code\x18\x02 \x01(\tB\x11\xbaH\x0er\f2\n" +
-	"^[A-Z]{3}$R\fcurrencyCode\x12?\n" +
+	"\x10items.unique_sku\x12\x1deach sku may appear only once\x1a\x1bthis.map(i, i.sku).unique()\x92\x01\x04\b\x01\x10dR\x05items\x12;\n" +
+	"\rcurrency_code\x18\x02 \x01(\tB\x16\xbaH\x11\xd8\x01\x01r\f2\n" +
+	"^[A-Z]{3}$\x18\x01R\fcurrencyCode\x12?\n" +
 	"\x14payment_method_token\x18\x03 \x01(\tB\r\xbaH\ar\x05\x10\x01\x18\x80\x02\x80\x01\x01R\x12paymentMethodToken\x12H\n" +
 	"\x0fidempotency_key\x18\x04 \x01(\tB\x1f\xbaH\x1cr\x1a2\x18^[A-Za-z0-9_.:-]{1,128}$R\x0eidempotencyKey\"E\n" +
 	"\x13CreateOrderResponse\x12.\n" +

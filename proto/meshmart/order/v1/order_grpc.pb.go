@@ -37,7 +37,11 @@ const (
 // chassis before the method runs: every method is for signed-in users, with a bearer access token.
 // A user sees and acts on only their own orders; an admin on every order.
 type OrderServiceClient interface {
-	// CreateOrder checks the caller's account, stores the order as PENDING, charges it and answers
+	// CreateOrder prices every line from the catalog (CatalogService): an unknown or inactive SKU
+	// is INVALID_ARGUMENT naming items[i].sku, products in more than one currency are
+	// INVALID_ARGUMENT, and a client-sent unit_price_minor that differs from the catalog's is
+	// FAILED_PRECONDITION with a PreconditionFailure (type PRICE, subject the SKU). It then
+	// checks the caller's account, stores the order as PENDING, charges it and answers
 	// with it PAID or PAYMENT_FAILED. When the payment's outcome is unknown the order stays PENDING
 	// and is settled later by the server; the call then fails with UNAVAILABLE, and repeating it
 	// with the same idempotency key returns the same order, never a second one.
@@ -129,7 +133,11 @@ type OrderService_TrackOrdersClient = grpc.BidiStreamingClient[TrackOrdersReques
 // chassis before the method runs: every method is for signed-in users, with a bearer access token.
 // A user sees and acts on only their own orders; an admin on every order.
 type OrderServiceServer interface {
-	// CreateOrder checks the caller's account, stores the order as PENDING, charges it and answers
+	// CreateOrder prices every line from the catalog (CatalogService): an unknown or inactive SKU
+	// is INVALID_ARGUMENT naming items[i].sku, products in more than one currency are
+	// INVALID_ARGUMENT, and a client-sent unit_price_minor that differs from the catalog's is
+	// FAILED_PRECONDITION with a PreconditionFailure (type PRICE, subject the SKU). It then
+	// checks the caller's account, stores the order as PENDING, charges it and answers
 	// with it PAID or PAYMENT_FAILED. When the payment's outcome is unknown the order stays PENDING
 	// and is settled later by the server; the call then fails with UNAVAILABLE, and repeating it
 	// with the same idempotency key returns the same order, never a second one.

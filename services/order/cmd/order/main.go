@@ -1,4 +1,4 @@
-// Command order runs the order service: orders paid through the payment service, found with the
+// Command order runs the order service: a product catalog (CatalogService), orders priced from it and paid through the payment service, found with the
 // user and payment services through Consul, settled by a reconciler when a failure leaves them
 // unknown, cancelled with refunds, and tracked as they change.
 //
@@ -49,6 +49,7 @@ type settings struct {
 	ReconcileMaxBackoff  time.Duration `flag:"reconcile-max-backoff" env:"MESHMART_RECONCILE_MAX_BACKOFF" usage:"the cap on the reconciler's backoff"`
 	ReconcileMaxAttempts int           `flag:"reconcile-max-attempts" env:"MESHMART_RECONCILE_MAX_ATTEMPTS" usage:"failed attempts after which a pending order is given up (PAYMENT_FAILED)"`
 	ReconcileMaxAge      time.Duration `flag:"reconcile-max-age" env:"MESHMART_RECONCILE_MAX_AGE" usage:"age after which a pending order that fails an attempt is given up (PAYMENT_FAILED)"`
+	CatalogSeed          string        `flag:"catalog-seed" env:"MESHMART_CATALOG_SEED" usage:"JSON file of products added to the catalog at start-up when their SKU is missing (services/order/catalog.json is the demo catalog); empty adds none"`
 }
 
 // reconcilePolicy is the reconciler's policy the settings describe.
@@ -109,6 +110,14 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
+	catalog := order.NewCatalog(orders, orders.PageKey)
+	if c.CatalogSeed != "" {
+		n, err := seedCatalog(ctx, catalog, c.CatalogSeed)
+		if err != nil {
+			return err
+		}
+		s.Log.Info("catalog seeded", "file", c.CatalogSeed, "added", n)
+	}
 	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
 	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
 	reconciler, err := order.NewReconciler(svc, c.reconcilePolicy(), s.Log, metrics)
@@ -118,5 +127,6 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	s.Go("reconciler", func(ctx context.Context) error { reconciler.Run(ctx, c.ReconcileEvery); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
-	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval), server.WithRegistry(registry))
+	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval), server.WithRegistry(registry),
+		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
 }

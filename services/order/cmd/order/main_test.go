@@ -123,7 +123,7 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 	s.payment = s.startPayment()
 	for range orderReplicas {
 		s.start("order", "-reconcile-interval", "200ms", "-reconcile-grace", "300ms",
-			"-track-interval", "50ms", "-settle-lease", "5s",
+			"-track-interval", "50ms", "-settle-lease", "5s", "-catalog-seed", "../../catalog.json",
 			"-user-target", "consul://"+s.agent.Addr+"/user", "-payment-target", "consul://"+s.agent.Addr+"/payment")
 	}
 	s.waitPassing(t, "user", 1)
@@ -241,11 +241,8 @@ func (s *stack) signUp(t testing.TB, name string) (string, context.Context) {
 
 func orderReq(token, key string) *orderv1.CreateOrderRequest {
 	return &orderv1.CreateOrderRequest{
-		Items: []*orderv1.LineItem{
-			{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999},
-			{Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250},
-		},
-		CurrencyCode: "USD", PaymentMethodToken: token, IdempotencyKey: key,
+		Items:              []*orderv1.LineItem{{Sku: "BOOK-1", Quantity: 2}, {Sku: "PEN-7", Quantity: 3}},
+		PaymentMethodToken: token, IdempotencyKey: key,
 	}
 }
 

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	"github.com/meshmart/meshmart/services/order/internal/grpcapi"
@@ -69,21 +71,43 @@ func (p *payments) ForOrder(_ context.Context, orderID, _ string) (order.Payment
 // carol's and an admin's tokens, and the store (to drive orders where no RPC can).
 func newClient(t *testing.T) (orderv1.OrderServiceClient, map[string]context.Context, *store.Orders) {
 	t.Helper()
+	cc, as, orders := newConn(t)
+	return orderv1.NewOrderServiceClient(cc), as, orders
+}
+
+// newConn is newClient's connection, which serves the CatalogService too, seeded with
+// testCatalog.
+func newConn(t *testing.T) (*grpc.ClientConn, map[string]context.Context, *store.Orders) {
+	t.Helper()
 	keys := testkit.NewKeys(t)
 	orders := testkit.OpenSQLite(t, store.Open)
 	svc := order.NewService(orders, users{}, &payments{byOrder: map[string]order.Payment{}}, time.Minute)
+	catalog := order.NewCatalog(orders, orders.PageKey)
+	if _, err := catalog.Seed(context.Background(), testCatalog()); err != nil {
+		t.Fatal(err)
+	}
 	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond)
-	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, api)
-	return orderv1.NewOrderServiceClient(cc), map[string]context.Context{
+	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, api,
+		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, testkit.Logger(t))))
+	return cc, map[string]context.Context{
 		"alice": keys.Context(t, alice, auth.RoleUser), "bob": keys.Context(t, bob, auth.RoleUser),
 		"carol": keys.Context(t, carol, auth.RoleUser), "admin": keys.Context(t, "00000000-0000-4000-8000-0000000ad111", auth.RoleAdmin),
 	}, orders
 }
 
+// testCatalog is the catalog of every test server.
+func testCatalog() []order.Product {
+	return []order.Product{
+		{SKU: "BOOK-1", Name: "Book", Currency: "USD", PriceMinor: 1999, Active: true},
+		{SKU: "PEN-7", Name: "Pen", Currency: "USD", PriceMinor: 250, Active: true},
+		{SKU: "OLD-LAMP", Name: "Lamp", Currency: "USD", PriceMinor: 3500},
+	}
+}
+
 func orderReq(token, key string) *orderv1.CreateOrderRequest {
 	return &orderv1.CreateOrderRequest{
-		Items:        []*orderv1.LineItem{{Sku: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999}, {Sku: "PEN-7", Quantity: 3, UnitPriceMinor: 250}},
-		CurrencyCode: "USD", PaymentMethodToken: token, IdempotencyKey: key,
+		Items:              []*orderv1.LineItem{{Sku: "BOOK-1", Quantity: 2}, {Sku: "PEN-7", Quantity: 3}},
+		PaymentMethodToken: token, IdempotencyKey: key,
 	}
 }
 

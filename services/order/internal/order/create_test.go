@@ -69,8 +69,8 @@ func TestCreateRefusesInvalidItems(t *testing.T) {
 		field string
 	}{
 		{"no items", nil, "items"},
-		{"zero quantity", []order.Item{{SKU: "A", Quantity: 1, UnitPriceMinor: 1}, {SKU: "B", Quantity: 0, UnitPriceMinor: 1}}, "items[1]"},
-		{"overflow", []order.Item{{SKU: "A", Quantity: 1 << 40, UnitPriceMinor: 1 << 40}}, "items"},
+		{"zero quantity", []order.Item{{SKU: "BOOK-1", Quantity: 1}, {SKU: "PEN-7", Quantity: 0}}, "items[1]"},
+		{"overflow", []order.Item{{SKU: "GOLD", Quantity: 1 << 40}}, "items"},
 	}
 	for _, tt := range tests {
 		in := input(tokApprove, tt.name)

@@ -29,6 +29,7 @@ type env struct {
 	users    *fakeUsers
 	payments *fakePayments
 	clock    *clock
+	catalog  *order.Catalog
 }
 
 func newEnv(t *testing.T) *env {
@@ -38,13 +39,28 @@ func newEnv(t *testing.T) *env {
 		clock: &clock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}
 	e.svc = order.NewService(s, e.users, e.payments, lease)
 	order.SetClock(e.svc, e.clock.now)
+	e.catalog = order.NewCatalog(s, s.PageKey)
+	if _, err := e.catalog.Seed(context.Background(), testCatalog()); err != nil {
+		t.Fatal(err)
+	}
 	return e
+}
+
+// testCatalog is the catalog every env starts with.
+func testCatalog() []order.Product {
+	return []order.Product{
+		{SKU: "BOOK-1", Name: "Book", Currency: "USD", PriceMinor: 1999, Active: true},
+		{SKU: "PEN-7", Name: "Pen", Currency: "USD", PriceMinor: 250, Active: true},
+		{SKU: "GOLD", Name: "Gold bar", Currency: "USD", PriceMinor: order.MaxPriceMinor, Active: true},
+		{SKU: "BOOK-1-EU", Name: "Book", Currency: "EUR", PriceMinor: 1899, Active: true},
+		{SKU: "OLD-LAMP", Name: "Lamp", Currency: "USD", PriceMinor: 3500, Active: false},
+	}
 }
 
 func input(token, key string) order.CreateInput {
 	return order.CreateInput{
-		Items:    []order.Item{{SKU: "BOOK-1", Quantity: 2, UnitPriceMinor: 1999}, {SKU: "PEN-7", Quantity: 3, UnitPriceMinor: 250}},
-		Currency: "USD", Token: token, IdempotencyKey: key,
+		Items: []order.Item{{SKU: "BOOK-1", Quantity: 2}, {SKU: "PEN-7", Quantity: 3}},
+		Token: token, IdempotencyKey: key,
 	}
 }
 

@@ -150,9 +150,10 @@ type Users interface {
 	Active(ctx context.Context, userID string) (bool, error)
 }
 
-// Store keeps orders and their update log. It must be safe for several replicas sharing one
-// database.
+// Store keeps orders and their update log, and the catalog they are priced from. It must be safe
+// for several replicas sharing one database.
 type Store interface {
+	ProductStore
 	// Create stores o and its first update, failing with ErrDuplicateKey when its user already
 	// used its idempotency key.
 	Create(ctx context.Context, o Order) error

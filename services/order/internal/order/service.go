@@ -1,6 +1,7 @@
 package order
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,7 +35,8 @@ func NewService(store Store, users Users, payments Payments, lease time.Duration
 		now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
 }
 
-// CreateInput is a request to place an order.
+// CreateInput is a request to place an order. Items carry no price unless the client sent one
+// (deprecated), which must then be the catalog's; Currency likewise.
 type CreateInput struct {
 	Items          []Item
 	Currency       string
@@ -62,24 +64,34 @@ func total(items []Item) (int64, error) {
 	return int64(sum), nil
 }
 
-// Create places an order for the caller and pays for it. The same caller and key return the same
-// order, never a second one; the same key with other items is ErrKeyReused. When the payment's
-// outcome is unknown the order is returned with an ErrPaymentPending: it stays PENDING and the
-// reconciler settles it.
-func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
-	sum, err := total(in.Items)
-	if err != nil {
-		return Order{}, err
+// fingerprint identifies an order's request: its currency, payment token and priced items.
+// price gives each item's unit price (the catalog's for a new order, the stored order's for a
+// retry), so a retry that sends no price matches an order placed with prices, and the
+// fingerprints of orders placed before the catalog (from client-sent prices) stay the same.
+func fingerprint(currency, token string, items []Item, price func(Item) int64) string {
+	parts := []string{currency, idempotency.Fingerprint(token)}
+	for _, it := range items {
+		parts = append(parts, fmt.Sprintf("%s|%d|%d", it.SKU, it.Quantity, price(it)))
 	}
-	parts := []string{in.Currency, idempotency.Fingerprint(in.Token)}
-	for _, it := range in.Items {
-		parts = append(parts, fmt.Sprintf("%s|%d|%d", it.SKU, it.Quantity, it.UnitPriceMinor))
-	}
-	fp := idempotency.Fingerprint(parts...)
+	return idempotency.Fingerprint(parts...)
+}
 
+// Create places an order for the caller and pays for it, every line priced from the catalog (see
+// price). The same caller and key return the same order, never a second one; the same key with
+// other items is ErrKeyReused. When the payment's outcome is unknown the order is returned with
+// an ErrPaymentPending: it stays PENDING and the reconciler settles it.
+func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
 	existing, err := s.store.GetByKey(ctx, caller.Subject, in.IdempotencyKey)
 	switch {
 	case err == nil:
+		// A retry is answered from the order it placed, at the prices it was placed at, even
+		// when the catalog changed since.
+		stored := map[string]int64{}
+		for _, it := range existing.Items {
+			stored[it.SKU] = it.UnitPriceMinor
+		}
+		currency := cmp.Or(in.Currency, existing.Currency)
+		fp := fingerprint(currency, in.Token, in.Items, func(it Item) int64 { return cmp.Or(it.UnitPriceMinor, stored[it.SKU]) })
 		if existing.Fingerprint != fp {
 			return Order{}, ErrKeyReused
 		}
@@ -87,6 +99,15 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 	case !errors.Is(err, ErrNotFound):
 		return Order{}, err
 	}
+	items, currency, err := price(ctx, s.store, in)
+	if err != nil {
+		return Order{}, err
+	}
+	sum, err := total(items)
+	if err != nil {
+		return Order{}, err
+	}
+	fp := fingerprint(currency, in.Token, items, func(it Item) int64 { return it.UnitPriceMinor })
 	// Nothing is written unless the user service says the account may order.
 	active, err := s.users.Active(ctx, caller.Subject)
 	if err != nil {
@@ -97,7 +118,7 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 	}
 	now := s.now()
 	o := Order{
-		ID: uuid.NewString(), UserID: caller.Subject, Items: in.Items, Currency: in.Currency, TotalMinor: sum,
+		ID: uuid.NewString(), UserID: caller.Subject, Items: items, Currency: currency, TotalMinor: sum,
 		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, Fingerprint: fp, PaymentToken: in.Token,
 		Revision: 1, CreateTime: now, UpdateTime: now,
 	}

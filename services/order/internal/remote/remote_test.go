@@ -86,6 +86,10 @@ func newOrderClient(t *testing.T, users userv1.UserServiceClient, payments payme
 	logged := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logged, nil))
 	svc := order.NewService(orders, remote.NewUsers(users), remote.NewPayments(payments), time.Second)
+	if _, err := order.NewCatalog(orders, orders.PageKey).Seed(context.Background(), []order.Product{
+		{SKU: "A", Name: "A", Currency: "USD", PriceMinor: 100, Active: true}}); err != nil {
+		t.Fatal(err)
+	}
 	// The transport logs to logged, where the causes it keeps from the client must show.
 	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, grpcapi.New(svc, log, 20*time.Millisecond))
 	return orderv1.NewOrderServiceClient(cc), keys.Context(t, alice, auth.RoleUser), logged
@@ -114,8 +118,8 @@ func TestDownstreamTextIsNotSent(t *testing.T) {
 			t.Parallel()
 			c, ctx, logged := newOrderClient(t, fakeUsers{err: tt.users}, fakePayments{err: tt.payments})
 			_, err := c.CreateOrder(ctx, &orderv1.CreateOrderRequest{
-				Items:        []*orderv1.LineItem{{Sku: "A", Quantity: 1, UnitPriceMinor: 100}},
-				CurrencyCode: "USD", PaymentMethodToken: "tok_approve", IdempotencyKey: "k1",
+				Items:              []*orderv1.LineItem{{Sku: "A", Quantity: 1}},
+				PaymentMethodToken: "tok_approve", IdempotencyKey: "k1",
 			})
 			st := status.Convert(err)
 			if st.Code() != tt.want {

@@ -11,6 +11,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/idempotency"
+	"github.com/meshmart/meshmart/pkg/money"
 	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/poll"
 )
@@ -71,6 +72,9 @@ func payerOf(caller auth.Identity, userID string) (string, error) {
 func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInput) (Payment, error) {
 	if in.Amount.Minor <= 0 {
 		return Payment{}, fault.Invalid("amount", "must be positive")
+	}
+	if err := money.CheckCurrency("amount.currency_code", in.Amount.Currency); err != nil {
+		return Payment{}, err
 	}
 	payer, err := payerOf(caller, in.UserID)
 	if err != nil {

@@ -72,6 +72,13 @@ func TestChargeOutcomes(t *testing.T) {
 	if _, err := svc.Charge(context.Background(), alice, payment.ChargeInput{OrderID: orderID, Amount: usd(0), Token: payment.TokenApprove, IdempotencyKey: "zero"}); invalidField(err) != "amount" {
 		t.Errorf("charging nothing = %v, want invalid amount", err)
 	}
+	// Currency codes are checked against ISO 4217, beyond the contract's pattern.
+	for _, cur := range []string{"XTS", "XXX", "DEM", "ABC"} {
+		in := payment.ChargeInput{OrderID: orderID, Amount: payment.Money{Currency: cur, Minor: 100}, Token: payment.TokenApprove, IdempotencyKey: "cur-" + cur}
+		if _, err := svc.Charge(context.Background(), alice, in); invalidField(err) != "amount.currency_code" {
+			t.Errorf("charging in %s = %v, want invalid amount.currency_code", cur, err)
+		}
+	}
 }
 
 func TestChargeIdempotency(t *testing.T) {
