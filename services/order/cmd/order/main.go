@@ -36,6 +36,7 @@ type settings struct {
 	ReconcileGrace time.Duration `flag:"reconcile-grace" env:"MESHMART_RECONCILE_GRACE" usage:"how long an order may stay unsettled before the reconciler takes it"`
 	TrackInterval  time.Duration `flag:"track-interval" env:"MESHMART_TRACK_INTERVAL" usage:"how often TrackOrders streams look for updates"`
 	Lease          time.Duration `flag:"settle-lease" env:"MESHMART_SETTLE_LEASE" usage:"how long one replica may hold an order while settling it"`
+	FollowEvery    time.Duration `flag:"payment-follow-interval" env:"MESHMART_PAYMENT_FOLLOW_INTERVAL" usage:"how often the order service reads the payment service's events, to follow refunds made there"`
 }
 
 func defaults() *settings {
@@ -47,6 +48,7 @@ func defaults() *settings {
 		ReconcileGrace: 5 * time.Second,
 		TrackInterval:  200 * time.Millisecond,
 		Lease:          30 * time.Second,
+		FollowEvery:    time.Second,
 	}
 }
 
@@ -74,6 +76,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
 	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
 	s.Go("reconciler", func(ctx context.Context) error { c.reconcile(ctx, svc, s.Log); return nil })
+	s.Go("payment follower", func(ctx context.Context) error { c.followPayments(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
 	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval))
@@ -95,6 +98,31 @@ func (c *settings) reconcile(ctx context.Context, svc *order.Service, log *slog.
 		}
 		if n > 0 {
 			log.Info("reconciled orders", "settled", n)
+		}
+	}
+}
+
+// followPayments follows the payment service's event log every interval until ctx ends, reading
+// on at once while it finds full pages, so that an order whose payment was refunded at the
+// payment service (an admin's RefundPayment) is cancelled within about one interval.
+func (c *settings) followPayments(ctx context.Context, svc *order.Service, log *slog.Logger) {
+	const page = 200
+	t := time.NewTicker(c.FollowEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := svc.FollowPayments(ctx, page)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("following payment events failed", "error", err)
+			}
+			if err != nil || n < page {
+				break
+			}
 		}
 	}
 }
