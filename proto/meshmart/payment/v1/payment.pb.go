@@ -446,7 +446,8 @@ type CreatePaymentRequest struct {
 	// The user to charge. Empty means the user whose token the call carries; only admins and
 	// services, such as the order service settling an order in the background, may name another
 	// user, and a service calling with no user's token must (else INVALID_ARGUMENT). Idempotency
-	// keys are scoped to the payer, so the user's call and the service's retry share one key.
+	// keys are scoped to the caller and the payer, so the order service's call while serving the
+	// user and its retry as itself share one key, and nobody else's key matches them.
 	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
