@@ -374,24 +374,11 @@ func TestClientCertificateFromAnotherCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	victim := r.SignUp(t, "victim-"+suffix())
 	// The attacker verifies the real payment service with the real bundle: only their own
 	// certificate is forged.
-	bundle, err := identity.LoadBundle(td, r.PKI.BundleFile(), testkit.DiscardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := r.SignUp(t, "victim-"+suffix())
 	asOrder := func(t *testing.T, src identity.Source, addr string) paymentv1.PaymentServiceClient {
-		cfg, err := identity.ClientConfig(src, bundle, td, "payment")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return paymentv1.NewPaymentServiceClient(cc)
+		return paymentClientAs(t, r, src, addr)
 	}
 	handled := func() float64 {
 		var n float64

@@ -446,7 +446,8 @@ type CreatePaymentRequest struct {
 	// The user to charge. Empty means the user whose token the call carries; only admins and
 	// services, such as the order service settling an order in the background, may name another
 	// user, and a service calling with no user's token must (else INVALID_ARGUMENT). Idempotency
-	// keys are scoped to the payer, so the user's call and the service's retry share one key.
+	// keys are scoped to the caller and the payer, so the order service's call while serving the
+	// user and its retry as itself share one key, and nobody else's key matches them.
 	UserId        string `protobuf:"bytes,5,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -796,9 +797,13 @@ type ListPaymentsRequest struct {
 	OrderId string `protobuf:"bytes,3,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// Only the payments of this user. Users who are not admins always see only their own; a service
 	// calling with no user's token must set this or order_id.
-	UserId        string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UserId string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Only the payment the caller itself created with this idempotency key (keys are scoped to the
+	// caller, see PaymentService): the order service finds an order's own charge this way, never
+	// another caller's payment for the same order.
+	IdempotencyKey string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListPaymentsRequest) Reset() {
@@ -855,6 +860,13 @@ func (x *ListPaymentsRequest) GetOrderId() string {
 func (x *ListPaymentsRequest) GetUserId() string {
 	if x != nil {
 		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListPaymentsRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -1029,7 +1041,10 @@ type PaymentEvent struct {
 	// The payment as it stood right after the event.
 	Payment *Payment `protobuf:"bytes,4,opt,name=payment,proto3" json:"payment,omitempty"`
 	// When the event happened.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// The event's position in the log of all payment events: it grows in commit order, so a
+	// follower that keeps the last seq it handled misses nothing (ListPaymentEvents).
+	Seq           int64 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1099,6 +1114,116 @@ func (x *PaymentEvent) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PaymentEvent) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ListPaymentEventsRequest asks for the events after a position.
+type ListPaymentEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The seq of the last event the caller handled; 0 reads from the first event.
+	AfterSeq int64 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// The most events to return. 0 means the server's default (100); larger values than the
+	// server's maximum (500) are lowered to it.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaymentEventsRequest) Reset() {
+	*x = ListPaymentEventsRequest{}
+	mi := &file_meshmart_payment_v1_payment_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaymentEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaymentEventsRequest) ProtoMessage() {}
+
+func (x *ListPaymentEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_payment_v1_payment_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaymentEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListPaymentEventsRequest) Descriptor() ([]byte, []int) {
+	return file_meshmart_payment_v1_payment_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListPaymentEventsRequest) GetAfterSeq() int64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *ListPaymentEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+// ListPaymentEventsResponse holds the events after the position, oldest first; fewer than
+// page_size means there are no more for now.
+type ListPaymentEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in seq order.
+	Events        []*PaymentEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPaymentEventsResponse) Reset() {
+	*x = ListPaymentEventsResponse{}
+	mi := &file_meshmart_payment_v1_payment_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPaymentEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPaymentEventsResponse) ProtoMessage() {}
+
+func (x *ListPaymentEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_payment_v1_payment_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPaymentEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListPaymentEventsResponse) Descriptor() ([]byte, []int) {
+	return file_meshmart_payment_v1_payment_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListPaymentEventsResponse) GetEvents() []*PaymentEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 var File_meshmart_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
@@ -1147,13 +1272,14 @@ const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
 	"\x11GetPaymentRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"L\n" +
 	"\x12GetPaymentResponse\x126\n" +
-	"\apayment\x18\x01 \x01(\v2\x1c.meshmart.payment.v1.PaymentR\apayment\"\xb2\x01\n" +
+	"\apayment\x18\x01 \x01(\v2\x1c.meshmart.payment.v1.PaymentR\apayment\"\xff\x01\n" +
 	"\x13ListPaymentsRequest\x12$\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\x12&\n" +
 	"\border_id\x18\x03 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12$\n" +
-	"\auser_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x06userId\"x\n" +
+	"\auser_id\x18\x04 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x06userId\x12K\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tB\"\xbaH\x1f\xd8\x01\x01r\x1a2\x18^[A-Za-z0-9_.:-]{1,128}$R\x0eidempotencyKey\"x\n" +
 	"\x14ListPaymentsResponse\x128\n" +
 	"\bpayments\x18\x01 \x03(\v2\x1c.meshmart.payment.v1.PaymentR\bpayments\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"d\n" +
@@ -1161,14 +1287,20 @@ const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
 	"\border_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\aorderId\x12$\n" +
 	"\auser_id\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x06userId\"P\n" +
 	"\x15WatchPaymentsResponse\x127\n" +
-	"\x05event\x18\x01 \x01(\v2!.meshmart.payment.v1.PaymentEventR\x05event\"\x80\x02\n" +
+	"\x05event\x18\x01 \x01(\v2!.meshmart.payment.v1.PaymentEventR\x05event\"\x92\x02\n" +
 	"\fPaymentEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
 	"\x04type\x18\x02 \x01(\x0e2%.meshmart.payment.v1.PaymentEventTypeR\x04type\x120\n" +
 	"\x06amount\x18\x03 \x01(\v2\x18.meshmart.money.v1.MoneyR\x06amount\x126\n" +
 	"\apayment\x18\x04 \x01(\v2\x1c.meshmart.payment.v1.PaymentR\apayment\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*\xe4\x01\n" +
+	"createTime\x12\x10\n" +
+	"\x03seq\x18\x06 \x01(\x03R\x03seq\"f\n" +
+	"\x18ListPaymentEventsRequest\x12$\n" +
+	"\tafter_seq\x18\x01 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\bafterSeq\x12$\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\bpageSize\"V\n" +
+	"\x19ListPaymentEventsResponse\x129\n" +
+	"\x06events\x18\x01 \x03(\v2!.meshmart.payment.v1.PaymentEventR\x06events*\xe4\x01\n" +
 	"\rPaymentStatus\x12\x1e\n" +
 	"\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1b\n" +
@@ -1189,14 +1321,15 @@ const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
 	"\x1bPAYMENT_EVENT_TYPE_CAPTURED\x10\x02\x12\x1f\n" +
 	"\x1bPAYMENT_EVENT_TYPE_DECLINED\x10\x03\x12\x1d\n" +
 	"\x19PAYMENT_EVENT_TYPE_FAILED\x10\x04\x12\x1f\n" +
-	"\x1bPAYMENT_EVENT_TYPE_REFUNDED\x10\x052\xdf\x04\n" +
+	"\x1bPAYMENT_EVENT_TYPE_REFUNDED\x10\x052\xe4\x05\n" +
 	"\x0ePaymentService\x12v\n" +
 	"\rCreatePayment\x12).meshmart.payment.v1.CreatePaymentRequest\x1a*.meshmart.payment.v1.CreatePaymentResponse\"\x0e\x92\x82\x19\a\"\x05order\x90\x02\x02\x12x\n" +
 	"\rRefundPayment\x12).meshmart.payment.v1.RefundPaymentRequest\x1a*.meshmart.payment.v1.RefundPaymentResponse\"\x10\x92\x82\x19\t\x18\x01\"\x05order\x90\x02\x02\x12o\n" +
 	"\n" +
 	"GetPayment\x12&.meshmart.payment.v1.GetPaymentRequest\x1a'.meshmart.payment.v1.GetPaymentResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12u\n" +
 	"\fListPayments\x12(.meshmart.payment.v1.ListPaymentsRequest\x1a).meshmart.payment.v1.ListPaymentsResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12s\n" +
-	"\rWatchPayments\x12).meshmart.payment.v1.WatchPaymentsRequest\x1a*.meshmart.payment.v1.WatchPaymentsResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x010\x01B\xd7\x01\n" +
+	"\rWatchPayments\x12).meshmart.payment.v1.WatchPaymentsRequest\x1a*.meshmart.payment.v1.WatchPaymentsResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x010\x01\x12\x82\x01\n" +
+	"\x11ListPaymentEvents\x12-.meshmart.payment.v1.ListPaymentEventsRequest\x1a..meshmart.payment.v1.ListPaymentEventsResponse\"\x0e\x92\x82\x19\a\"\x05order\x90\x02\x01B\xd7\x01\n" +
 	"\x17com.meshmart.payment.v1B\fPaymentProtoP\x01Z@github.com/meshmart/meshmart/proto/meshmart/payment/v1;paymentv1\xa2\x02\x03MPX\xaa\x02\x13Meshmart.Payment.V1\xca\x02\x13Meshmart\\Payment\\V1\xe2\x02\x1fMeshmart\\Payment\\V1\\GPBMetadata\xea\x02\x15Meshmart::Payment::V1b\x06proto3"
 
 var (
@@ -1212,64 +1345,69 @@ func file_meshmart_payment_v1_payment_proto_rawDescGZIP() []byte {
 }
 
 var file_meshmart_payment_v1_payment_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_meshmart_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_meshmart_payment_v1_payment_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_meshmart_payment_v1_payment_proto_goTypes = []any{
-	(PaymentStatus)(0),            // 0: meshmart.payment.v1.PaymentStatus
-	(DeclineReason)(0),            // 1: meshmart.payment.v1.DeclineReason
-	(PaymentEventType)(0),         // 2: meshmart.payment.v1.PaymentEventType
-	(*Payment)(nil),               // 3: meshmart.payment.v1.Payment
-	(*Refund)(nil),                // 4: meshmart.payment.v1.Refund
-	(*CreatePaymentRequest)(nil),  // 5: meshmart.payment.v1.CreatePaymentRequest
-	(*CreatePaymentResponse)(nil), // 6: meshmart.payment.v1.CreatePaymentResponse
-	(*RefundPaymentRequest)(nil),  // 7: meshmart.payment.v1.RefundPaymentRequest
-	(*RefundPaymentResponse)(nil), // 8: meshmart.payment.v1.RefundPaymentResponse
-	(*GetPaymentRequest)(nil),     // 9: meshmart.payment.v1.GetPaymentRequest
-	(*GetPaymentResponse)(nil),    // 10: meshmart.payment.v1.GetPaymentResponse
-	(*ListPaymentsRequest)(nil),   // 11: meshmart.payment.v1.ListPaymentsRequest
-	(*ListPaymentsResponse)(nil),  // 12: meshmart.payment.v1.ListPaymentsResponse
-	(*WatchPaymentsRequest)(nil),  // 13: meshmart.payment.v1.WatchPaymentsRequest
-	(*WatchPaymentsResponse)(nil), // 14: meshmart.payment.v1.WatchPaymentsResponse
-	(*PaymentEvent)(nil),          // 15: meshmart.payment.v1.PaymentEvent
-	(*v1.Money)(nil),              // 16: meshmart.money.v1.Money
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(PaymentStatus)(0),                // 0: meshmart.payment.v1.PaymentStatus
+	(DeclineReason)(0),                // 1: meshmart.payment.v1.DeclineReason
+	(PaymentEventType)(0),             // 2: meshmart.payment.v1.PaymentEventType
+	(*Payment)(nil),                   // 3: meshmart.payment.v1.Payment
+	(*Refund)(nil),                    // 4: meshmart.payment.v1.Refund
+	(*CreatePaymentRequest)(nil),      // 5: meshmart.payment.v1.CreatePaymentRequest
+	(*CreatePaymentResponse)(nil),     // 6: meshmart.payment.v1.CreatePaymentResponse
+	(*RefundPaymentRequest)(nil),      // 7: meshmart.payment.v1.RefundPaymentRequest
+	(*RefundPaymentResponse)(nil),     // 8: meshmart.payment.v1.RefundPaymentResponse
+	(*GetPaymentRequest)(nil),         // 9: meshmart.payment.v1.GetPaymentRequest
+	(*GetPaymentResponse)(nil),        // 10: meshmart.payment.v1.GetPaymentResponse
+	(*ListPaymentsRequest)(nil),       // 11: meshmart.payment.v1.ListPaymentsRequest
+	(*ListPaymentsResponse)(nil),      // 12: meshmart.payment.v1.ListPaymentsResponse
+	(*WatchPaymentsRequest)(nil),      // 13: meshmart.payment.v1.WatchPaymentsRequest
+	(*WatchPaymentsResponse)(nil),     // 14: meshmart.payment.v1.WatchPaymentsResponse
+	(*PaymentEvent)(nil),              // 15: meshmart.payment.v1.PaymentEvent
+	(*ListPaymentEventsRequest)(nil),  // 16: meshmart.payment.v1.ListPaymentEventsRequest
+	(*ListPaymentEventsResponse)(nil), // 17: meshmart.payment.v1.ListPaymentEventsResponse
+	(*v1.Money)(nil),                  // 18: meshmart.money.v1.Money
+	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
 }
 var file_meshmart_payment_v1_payment_proto_depIdxs = []int32{
-	16, // 0: meshmart.payment.v1.Payment.amount:type_name -> meshmart.money.v1.Money
-	16, // 1: meshmart.payment.v1.Payment.refunded_amount:type_name -> meshmart.money.v1.Money
+	18, // 0: meshmart.payment.v1.Payment.amount:type_name -> meshmart.money.v1.Money
+	18, // 1: meshmart.payment.v1.Payment.refunded_amount:type_name -> meshmart.money.v1.Money
 	0,  // 2: meshmart.payment.v1.Payment.status:type_name -> meshmart.payment.v1.PaymentStatus
 	1,  // 3: meshmart.payment.v1.Payment.decline_reason:type_name -> meshmart.payment.v1.DeclineReason
 	4,  // 4: meshmart.payment.v1.Payment.refunds:type_name -> meshmart.payment.v1.Refund
-	17, // 5: meshmart.payment.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
-	17, // 6: meshmart.payment.v1.Payment.update_time:type_name -> google.protobuf.Timestamp
-	16, // 7: meshmart.payment.v1.Refund.amount:type_name -> meshmart.money.v1.Money
-	17, // 8: meshmart.payment.v1.Refund.create_time:type_name -> google.protobuf.Timestamp
-	16, // 9: meshmart.payment.v1.CreatePaymentRequest.amount:type_name -> meshmart.money.v1.Money
+	19, // 5: meshmart.payment.v1.Payment.create_time:type_name -> google.protobuf.Timestamp
+	19, // 6: meshmart.payment.v1.Payment.update_time:type_name -> google.protobuf.Timestamp
+	18, // 7: meshmart.payment.v1.Refund.amount:type_name -> meshmart.money.v1.Money
+	19, // 8: meshmart.payment.v1.Refund.create_time:type_name -> google.protobuf.Timestamp
+	18, // 9: meshmart.payment.v1.CreatePaymentRequest.amount:type_name -> meshmart.money.v1.Money
 	3,  // 10: meshmart.payment.v1.CreatePaymentResponse.payment:type_name -> meshmart.payment.v1.Payment
-	16, // 11: meshmart.payment.v1.RefundPaymentRequest.amount:type_name -> meshmart.money.v1.Money
+	18, // 11: meshmart.payment.v1.RefundPaymentRequest.amount:type_name -> meshmart.money.v1.Money
 	3,  // 12: meshmart.payment.v1.RefundPaymentResponse.payment:type_name -> meshmart.payment.v1.Payment
 	4,  // 13: meshmart.payment.v1.RefundPaymentResponse.refund:type_name -> meshmart.payment.v1.Refund
 	3,  // 14: meshmart.payment.v1.GetPaymentResponse.payment:type_name -> meshmart.payment.v1.Payment
 	3,  // 15: meshmart.payment.v1.ListPaymentsResponse.payments:type_name -> meshmart.payment.v1.Payment
 	15, // 16: meshmart.payment.v1.WatchPaymentsResponse.event:type_name -> meshmart.payment.v1.PaymentEvent
 	2,  // 17: meshmart.payment.v1.PaymentEvent.type:type_name -> meshmart.payment.v1.PaymentEventType
-	16, // 18: meshmart.payment.v1.PaymentEvent.amount:type_name -> meshmart.money.v1.Money
+	18, // 18: meshmart.payment.v1.PaymentEvent.amount:type_name -> meshmart.money.v1.Money
 	3,  // 19: meshmart.payment.v1.PaymentEvent.payment:type_name -> meshmart.payment.v1.Payment
-	17, // 20: meshmart.payment.v1.PaymentEvent.create_time:type_name -> google.protobuf.Timestamp
-	5,  // 21: meshmart.payment.v1.PaymentService.CreatePayment:input_type -> meshmart.payment.v1.CreatePaymentRequest
-	7,  // 22: meshmart.payment.v1.PaymentService.RefundPayment:input_type -> meshmart.payment.v1.RefundPaymentRequest
-	9,  // 23: meshmart.payment.v1.PaymentService.GetPayment:input_type -> meshmart.payment.v1.GetPaymentRequest
-	11, // 24: meshmart.payment.v1.PaymentService.ListPayments:input_type -> meshmart.payment.v1.ListPaymentsRequest
-	13, // 25: meshmart.payment.v1.PaymentService.WatchPayments:input_type -> meshmart.payment.v1.WatchPaymentsRequest
-	6,  // 26: meshmart.payment.v1.PaymentService.CreatePayment:output_type -> meshmart.payment.v1.CreatePaymentResponse
-	8,  // 27: meshmart.payment.v1.PaymentService.RefundPayment:output_type -> meshmart.payment.v1.RefundPaymentResponse
-	10, // 28: meshmart.payment.v1.PaymentService.GetPayment:output_type -> meshmart.payment.v1.GetPaymentResponse
-	12, // 29: meshmart.payment.v1.PaymentService.ListPayments:output_type -> meshmart.payment.v1.ListPaymentsResponse
-	14, // 30: meshmart.payment.v1.PaymentService.WatchPayments:output_type -> meshmart.payment.v1.WatchPaymentsResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	19, // 20: meshmart.payment.v1.PaymentEvent.create_time:type_name -> google.protobuf.Timestamp
+	15, // 21: meshmart.payment.v1.ListPaymentEventsResponse.events:type_name -> meshmart.payment.v1.PaymentEvent
+	5,  // 22: meshmart.payment.v1.PaymentService.CreatePayment:input_type -> meshmart.payment.v1.CreatePaymentRequest
+	7,  // 23: meshmart.payment.v1.PaymentService.RefundPayment:input_type -> meshmart.payment.v1.RefundPaymentRequest
+	9,  // 24: meshmart.payment.v1.PaymentService.GetPayment:input_type -> meshmart.payment.v1.GetPaymentRequest
+	11, // 25: meshmart.payment.v1.PaymentService.ListPayments:input_type -> meshmart.payment.v1.ListPaymentsRequest
+	13, // 26: meshmart.payment.v1.PaymentService.WatchPayments:input_type -> meshmart.payment.v1.WatchPaymentsRequest
+	16, // 27: meshmart.payment.v1.PaymentService.ListPaymentEvents:input_type -> meshmart.payment.v1.ListPaymentEventsRequest
+	6,  // 28: meshmart.payment.v1.PaymentService.CreatePayment:output_type -> meshmart.payment.v1.CreatePaymentResponse
+	8,  // 29: meshmart.payment.v1.PaymentService.RefundPayment:output_type -> meshmart.payment.v1.RefundPaymentResponse
+	10, // 30: meshmart.payment.v1.PaymentService.GetPayment:output_type -> meshmart.payment.v1.GetPaymentResponse
+	12, // 31: meshmart.payment.v1.PaymentService.ListPayments:output_type -> meshmart.payment.v1.ListPaymentsResponse
+	14, // 32: meshmart.payment.v1.PaymentService.WatchPayments:output_type -> meshmart.payment.v1.WatchPaymentsResponse
+	17, // 33: meshmart.payment.v1.PaymentService.ListPaymentEvents:output_type -> meshmart.payment.v1.ListPaymentEventsResponse
+	28, // [28:34] is the sub-list for method output_type
+	22, // [22:28] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_meshmart_payment_v1_payment_proto_init() }
@@ -1283,7 +1421,7 @@ func file_meshmart_payment_v1_payment_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshmart_payment_v1_payment_proto_rawDesc), len(file_meshmart_payment_v1_payment_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

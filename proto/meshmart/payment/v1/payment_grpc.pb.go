@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PaymentService_CreatePayment_FullMethodName = "/meshmart.payment.v1.PaymentService/CreatePayment"
-	PaymentService_RefundPayment_FullMethodName = "/meshmart.payment.v1.PaymentService/RefundPayment"
-	PaymentService_GetPayment_FullMethodName    = "/meshmart.payment.v1.PaymentService/GetPayment"
-	PaymentService_ListPayments_FullMethodName  = "/meshmart.payment.v1.PaymentService/ListPayments"
-	PaymentService_WatchPayments_FullMethodName = "/meshmart.payment.v1.PaymentService/WatchPayments"
+	PaymentService_CreatePayment_FullMethodName     = "/meshmart.payment.v1.PaymentService/CreatePayment"
+	PaymentService_RefundPayment_FullMethodName     = "/meshmart.payment.v1.PaymentService/RefundPayment"
+	PaymentService_GetPayment_FullMethodName        = "/meshmart.payment.v1.PaymentService/GetPayment"
+	PaymentService_ListPayments_FullMethodName      = "/meshmart.payment.v1.PaymentService/ListPayments"
+	PaymentService_WatchPayments_FullMethodName     = "/meshmart.payment.v1.PaymentService/WatchPayments"
+	PaymentService_ListPaymentEvents_FullMethodName = "/meshmart.payment.v1.PaymentService/ListPaymentEvents"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -40,9 +41,12 @@ const (
 // only their own payments; the order service forwards the token of the user it acts for, and acts
 // on every payment on its own behalf (its reconciler); an admin sees every payment.
 //
-// Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
-// and the same parameters returns the first result and never charges or refunds twice; the same
-// key with different parameters fails with FAILED_PRECONDITION.
+// Writes carry an idempotency key, scoped to the caller that made the write and to the paying user:
+// a service's keys live in that service's namespace (whether or not it forwards a user's token),
+// a user's or an admin's in their own, so a key one caller used never matches another caller's
+// payment or refund. Repeating a write with the same key and the same parameters returns the first
+// result and never charges or refunds twice; the same key with different parameters fails with
+// FAILED_PRECONDITION.
 type PaymentServiceClient interface {
 	// CreatePayment authorises and captures an amount for an order. A declined or failed charge is
 	// not an RPC error: it returns the payment in status DECLINED or FAILED with the reason. When
@@ -59,6 +63,11 @@ type PaymentServiceClient interface {
 	// WatchPayments streams payment events as they happen, on whichever replica wrote them, until
 	// the client cancels or the server shuts down.
 	WatchPayments(ctx context.Context, in *WatchPaymentsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPaymentsResponse], error)
+	// ListPaymentEvents reads the log of every payment's events in order, after a position, for a
+	// service that follows all payments: the order service moves an order whose payment was
+	// refunded in full at the payment service. The follower keeps the seq of the last event it
+	// handled and asks for the events after it, so it resumes where it left off after a restart.
+	ListPaymentEvents(ctx context.Context, in *ListPaymentEventsRequest, opts ...grpc.CallOption) (*ListPaymentEventsResponse, error)
 }
 
 type paymentServiceClient struct {
@@ -128,6 +137,16 @@ func (c *paymentServiceClient) WatchPayments(ctx context.Context, in *WatchPayme
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PaymentService_WatchPaymentsClient = grpc.ServerStreamingClient[WatchPaymentsResponse]
 
+func (c *paymentServiceClient) ListPaymentEvents(ctx context.Context, in *ListPaymentEventsRequest, opts ...grpc.CallOption) (*ListPaymentEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPaymentEventsResponse)
+	err := c.cc.Invoke(ctx, PaymentService_ListPaymentEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentServiceServer is the server API for PaymentService service.
 // All implementations must embed UnimplementedPaymentServiceServer
 // for forward compatibility.
@@ -142,9 +161,12 @@ type PaymentService_WatchPaymentsClient = grpc.ServerStreamingClient[WatchPaymen
 // only their own payments; the order service forwards the token of the user it acts for, and acts
 // on every payment on its own behalf (its reconciler); an admin sees every payment.
 //
-// Writes carry an idempotency key, scoped to the paying user: repeating a write with the same key
-// and the same parameters returns the first result and never charges or refunds twice; the same
-// key with different parameters fails with FAILED_PRECONDITION.
+// Writes carry an idempotency key, scoped to the caller that made the write and to the paying user:
+// a service's keys live in that service's namespace (whether or not it forwards a user's token),
+// a user's or an admin's in their own, so a key one caller used never matches another caller's
+// payment or refund. Repeating a write with the same key and the same parameters returns the first
+// result and never charges or refunds twice; the same key with different parameters fails with
+// FAILED_PRECONDITION.
 type PaymentServiceServer interface {
 	// CreatePayment authorises and captures an amount for an order. A declined or failed charge is
 	// not an RPC error: it returns the payment in status DECLINED or FAILED with the reason. When
@@ -161,6 +183,11 @@ type PaymentServiceServer interface {
 	// WatchPayments streams payment events as they happen, on whichever replica wrote them, until
 	// the client cancels or the server shuts down.
 	WatchPayments(*WatchPaymentsRequest, grpc.ServerStreamingServer[WatchPaymentsResponse]) error
+	// ListPaymentEvents reads the log of every payment's events in order, after a position, for a
+	// service that follows all payments: the order service moves an order whose payment was
+	// refunded in full at the payment service. The follower keeps the seq of the last event it
+	// handled and asks for the events after it, so it resumes where it left off after a restart.
+	ListPaymentEvents(context.Context, *ListPaymentEventsRequest) (*ListPaymentEventsResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
 
@@ -185,6 +212,9 @@ func (UnimplementedPaymentServiceServer) ListPayments(context.Context, *ListPaym
 }
 func (UnimplementedPaymentServiceServer) WatchPayments(*WatchPaymentsRequest, grpc.ServerStreamingServer[WatchPaymentsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchPayments not implemented")
+}
+func (UnimplementedPaymentServiceServer) ListPaymentEvents(context.Context, *ListPaymentEventsRequest) (*ListPaymentEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPaymentEvents not implemented")
 }
 func (UnimplementedPaymentServiceServer) mustEmbedUnimplementedPaymentServiceServer() {}
 func (UnimplementedPaymentServiceServer) testEmbeddedByValue()                        {}
@@ -290,6 +320,24 @@ func _PaymentService_WatchPayments_Handler(srv interface{}, stream grpc.ServerSt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PaymentService_WatchPaymentsServer = grpc.ServerStreamingServer[WatchPaymentsResponse]
 
+func _PaymentService_ListPaymentEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPaymentEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).ListPaymentEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_ListPaymentEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).ListPaymentEvents(ctx, req.(*ListPaymentEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PaymentService_ServiceDesc is the grpc.ServiceDesc for PaymentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -312,6 +360,10 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPayments",
 			Handler:    _PaymentService_ListPayments_Handler,
+		},
+		{
+			MethodName: "ListPaymentEvents",
+			Handler:    _PaymentService_ListPaymentEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"time"
 
@@ -49,6 +50,7 @@ type settings struct {
 	ReconcileMaxBackoff  time.Duration `flag:"reconcile-max-backoff" env:"MESHMART_RECONCILE_MAX_BACKOFF" usage:"the cap on the reconciler's backoff"`
 	ReconcileMaxAttempts int           `flag:"reconcile-max-attempts" env:"MESHMART_RECONCILE_MAX_ATTEMPTS" usage:"failed attempts after which a pending order is given up (PAYMENT_FAILED)"`
 	ReconcileMaxAge      time.Duration `flag:"reconcile-max-age" env:"MESHMART_RECONCILE_MAX_AGE" usage:"age after which a pending order that fails an attempt is given up (PAYMENT_FAILED)"`
+	FollowEvery          time.Duration `flag:"payment-follow-interval" env:"MESHMART_PAYMENT_FOLLOW_INTERVAL" usage:"how often the order service reads the payment service's events, to follow refunds made there"`
 	CatalogSeed          string        `flag:"catalog-seed" env:"MESHMART_CATALOG_SEED" usage:"JSON file of products added to the catalog at start-up when their SKU is missing (services/order/catalog.json is the demo catalog); empty adds none"`
 }
 
@@ -76,6 +78,7 @@ func defaults() *settings {
 		ReconcileGrace:       p.Grace,
 		TrackInterval:        200 * time.Millisecond,
 		Lease:                30 * time.Second,
+		FollowEvery:          time.Second,
 	}
 }
 
@@ -125,8 +128,34 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Go("reconciler", func(ctx context.Context) error { reconciler.Run(ctx, c.ReconcileEvery); return nil })
+	s.Go("payment follower", func(ctx context.Context) error { c.followPayments(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
 	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval), server.WithRegistry(registry),
 		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
+}
+
+// followPayments follows the payment service's event log every interval until ctx ends, reading
+// on at once while it finds full pages, so that an order whose payment was refunded at the
+// payment service (an admin's RefundPayment) is cancelled within about one interval.
+func (c *settings) followPayments(ctx context.Context, svc *order.Service, log *slog.Logger) {
+	const page = 200
+	t := time.NewTicker(c.FollowEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := svc.FollowPayments(ctx, page)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("following payment events failed", "error", err)
+			}
+			if err != nil || n < page {
+				break
+			}
+		}
+	}
 }

@@ -3,6 +3,7 @@ package grpcapi_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,13 +58,28 @@ func (p *payments) Charge(_ context.Context, req order.ChargeRequest) (order.Pay
 	return pay, nil
 }
 
-func (p *payments) Refund(_ context.Context, paymentID, _, _, _ string) error { return nil }
+func (p *payments) Refund(context.Context, string, string, string) error { return nil }
 
-func (p *payments) ForOrder(_ context.Context, orderID, _ string) (order.Payment, bool, error) {
+func (p *payments) Get(_ context.Context, paymentID string) (order.Payment, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pay, ok := p.byOrder[orderID]
+	for _, pay := range p.byOrder {
+		if pay.ID == paymentID {
+			return pay, nil
+		}
+	}
+	return order.Payment{}, fmt.Errorf("payment %s not found", paymentID)
+}
+
+func (p *payments) ByKey(_ context.Context, _, key string) (order.Payment, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pay, ok := p.byOrder[strings.TrimPrefix(key, "order:")]
 	return pay, ok, nil
+}
+
+func (p *payments) EventsAfter(context.Context, int64, int) ([]order.PaymentEvent, error) {
+	return nil, nil
 }
 
 // newClient runs the order service over bufconn behind the real chassis, on a fresh SQLite

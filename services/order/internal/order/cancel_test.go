@@ -39,7 +39,7 @@ func TestCancel(t *testing.T) {
 			if err != nil || got.Status != order.StatusCancelled || got.PaymentToken != "" {
 				t.Fatalf("Cancel = %+v, %v; want CANCELLED", got, err)
 			}
-			payment, charged, _ := e.payments.ForOrder(ctx, o.ID, o.UserID)
+			payment, charged, _ := e.payments.ByKey(ctx, o.UserID, "order:"+o.ID)
 			if charged && (got.PaymentID != payment.ID || e.payments.refundCalls(payment.ID) != tt.refunds) {
 				t.Errorf("payment %s with %d refunds; want %d refunds of the order's payment %s", got.PaymentID,
 					e.payments.refundCalls(payment.ID), tt.refunds, payment.ID)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -43,14 +44,16 @@ func (u *fakeUsers) setDown(down bool) {
 }
 
 // fakePayments is the payment service: one payment per payer and idempotency key, settled by the
-// token, refunds counted per payment. Like the real one called by the order service acting as
-// itself (no user's token), it refuses a charge that names no payer. While down every call fails with order.ErrUnavailable and
-// nothing is recorded, as when the service cannot be reached.
+// token, refunds counted per payment, every change in an event log. Like the real one called by
+// the order service acting as itself (no user's token), it refuses a charge that names no payer.
+// While down every call fails with order.ErrUnavailable and nothing is recorded, as when the
+// service cannot be reached.
 type fakePayments struct {
 	mu       sync.Mutex
 	down     bool
 	byKey    map[string]*order.Payment // payer and charge idempotency key -> payment
-	byOrder  map[string]*order.Payment
+	byID     map[string]*order.Payment
+	events   []order.PaymentEvent
 	charges  int            // Charge calls that reached the service
 	refunds  map[string]int // payment id -> Refund calls
 	onCharge func()         // called, unlocked, at the start of every Charge that reaches the service
@@ -59,7 +62,7 @@ type fakePayments struct {
 }
 
 func newFakePayments() *fakePayments {
-	return &fakePayments{byKey: map[string]*order.Payment{}, byOrder: map[string]*order.Payment{}, refunds: map[string]int{}}
+	return &fakePayments{byKey: map[string]*order.Payment{}, byID: map[string]*order.Payment{}, refunds: map[string]int{}}
 }
 
 var (
@@ -71,6 +74,11 @@ func (p *fakePayments) setDown(down bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.down = down
+}
+
+// logEvent appends pay's state to the event log; p.mu is held.
+func (p *fakePayments) logEvent(pay *order.Payment) {
+	p.events = append(p.events, order.PaymentEvent{Seq: int64(len(p.events) + 1), Payment: *pay})
 }
 
 func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order.Payment, error) {
@@ -93,10 +101,11 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	if pay, ok := p.byKey[key]; ok {
 		if pay.Status == order.PaymentPending && req.Token != tokNoAnswer {
 			pay.Status = order.PaymentCaptured
+			p.logEvent(pay)
 		}
 		return *pay, nil
 	}
-	pay := &order.Payment{ID: fmt.Sprintf("pay-%d", len(p.byKey)+1)}
+	pay := &order.Payment{ID: fmt.Sprintf("pay-%d", len(p.byKey)+1), OrderID: req.OrderID}
 	switch req.Token {
 	case tokApprove:
 		pay.Status = order.PaymentCaptured
@@ -105,36 +114,72 @@ func (p *fakePayments) Charge(_ context.Context, req order.ChargeRequest) (order
 	default:
 		pay.Status, pay.Reason = order.PaymentDeclined, "card declined"
 	}
-	p.byKey[key], p.byOrder[req.OrderID] = pay, pay
+	p.byKey[key], p.byID[pay.ID] = pay, pay
+	p.logEvent(pay)
 	return *pay, nil
 }
 
-func (p *fakePayments) Refund(_ context.Context, paymentID, _, _, _ string) error {
+func (p *fakePayments) Refund(_ context.Context, paymentID, _, _ string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
 		return fmt.Errorf("refund: %w: %w", order.ErrUnavailable, errRefused)
 	}
 	p.refunds[paymentID]++
-	for _, pay := range p.byKey {
-		if pay.ID == paymentID {
-			pay.Status = order.PaymentRefunded
-		}
+	if pay, ok := p.byID[paymentID]; ok && pay.Status != order.PaymentRefunded {
+		pay.Status = order.PaymentRefunded
+		p.logEvent(pay)
 	}
 	return nil
 }
 
-func (p *fakePayments) ForOrder(_ context.Context, orderID, _ string) (order.Payment, bool, error) {
+// refundElsewhere refunds a payment in full, or in part, as an admin's RefundPayment does: not
+// through the order service.
+func (p *fakePayments) refundElsewhere(paymentID string, full bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pay := p.byID[paymentID]
+	pay.Status = order.PaymentPartiallyRefunded
+	if full {
+		pay.Status = order.PaymentRefunded
+	}
+	p.logEvent(pay)
+}
+
+func (p *fakePayments) Get(_ context.Context, paymentID string) (order.Payment, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
-		return order.Payment{}, false, fmt.Errorf("payments of order: %w: %w", order.ErrUnavailable, errRefused)
+		return order.Payment{}, fmt.Errorf("get payment: %w: %w", order.ErrUnavailable, errRefused)
 	}
-	pay, ok := p.byOrder[orderID]
+	pay, ok := p.byID[paymentID]
+	if !ok {
+		return order.Payment{}, errors.New("rpc error: code = NotFound desc = payment not found")
+	}
+	return *pay, nil
+}
+
+func (p *fakePayments) ByKey(_ context.Context, userID, key string) (order.Payment, bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return order.Payment{}, false, fmt.Errorf("payment by key: %w: %w", order.ErrUnavailable, errRefused)
+	}
+	pay, ok := p.byKey[userID+"/"+key]
 	if !ok {
 		return order.Payment{}, false, nil
 	}
 	return *pay, true, nil
+}
+
+func (p *fakePayments) EventsAfter(_ context.Context, seq int64, limit int) ([]order.PaymentEvent, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("payment events: %w: %w", order.ErrUnavailable, errRefused)
+	}
+	rest := p.events[min(int(seq), len(p.events)):]
+	return slices.Clone(rest[:min(limit, len(rest))]), nil
 }
 
 func (p *fakePayments) chargeCalls() int {

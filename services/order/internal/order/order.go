@@ -117,14 +117,25 @@ const (
 	PaymentPending PaymentStatus = iota
 	PaymentCaptured
 	PaymentDeclined
+	// PaymentRefunded: all of the capture was refunded.
 	PaymentRefunded
+	// PaymentPartiallyRefunded: some of the capture was refunded, the rest is still captured.
+	PaymentPartiallyRefunded
 )
 
 // Payment is what the order service knows of a charge.
 type Payment struct {
-	ID     string
-	Status PaymentStatus
-	Reason string
+	ID, OrderID string
+	Status      PaymentStatus
+	Reason      string
+}
+
+// PaymentEvent is one entry of the payment service's log of every payment's changes, with the
+// payment as it stood right after the change.
+type PaymentEvent struct {
+	// Seq is the event's position in the log, growing in commit order.
+	Seq     int64
+	Payment Payment
 }
 
 // ChargeRequest asks the payment service to charge an order.
@@ -133,15 +144,26 @@ type ChargeRequest struct {
 	AmountMinor                                      int64
 }
 
+// chargeKey is the idempotency key of order id's charge. The payment service scopes keys to the
+// caller, so it names the order service's own charge, whoever else used the same string.
+func chargeKey(id string) string { return "order:" + id }
+
 // Payments is what the order service needs of the payment service. Errors it returns that are
-// not about the request itself must wrap ErrUnavailable.
+// not about the request itself must wrap ErrUnavailable. Refund, Get, ByKey and EventsAfter are
+// made as the order service itself, never with a user's token.
 type Payments interface {
 	// Charge charges the order; repeating it with the same key returns the same payment.
 	Charge(ctx context.Context, req ChargeRequest) (Payment, error)
-	// Refund refunds all that is left of a payment; repeating it with the same key is harmless.
-	Refund(ctx context.Context, paymentID, userID, key, reason string) error
-	// ForOrder returns the payment made for an order, if any (ok false).
-	ForOrder(ctx context.Context, orderID, userID string) (p Payment, ok bool, err error)
+	// Refund refunds all that is left of a payment; repeating it with the same key is harmless,
+	// and so is refunding a payment with nothing left to refund.
+	Refund(ctx context.Context, paymentID, key, reason string) error
+	// Get returns a payment by its id.
+	Get(ctx context.Context, paymentID string) (Payment, error)
+	// ByKey returns the payment of userID the order service itself created with key, if any (ok
+	// false): never another caller's payment.
+	ByKey(ctx context.Context, userID, key string) (p Payment, ok bool, err error)
+	// EventsAfter returns up to limit payment events after seq, in order.
+	EventsAfter(ctx context.Context, seq int64, limit int) ([]PaymentEvent, error)
 }
 
 // Users is what the order service needs of the user service.
@@ -188,4 +210,10 @@ type Store interface {
 	// PageKey returns the key page tokens are signed with, the same for every replica sharing
 	// the store (see paging.NewCodec).
 	PageKey(ctx context.Context) ([]byte, error)
+	// PaymentFeedSeq returns the seq of the last payment event the order service handled, 0
+	// before the first.
+	PaymentFeedSeq(ctx context.Context) (int64, error)
+	// AdvancePaymentFeed records that the payment events up to seq were handled. It never moves
+	// the position back, so replicas following the feed together cannot undo each other.
+	AdvancePaymentFeed(ctx context.Context, seq int64) error
 }

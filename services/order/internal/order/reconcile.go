@@ -288,7 +288,7 @@ func (r *Reconciler) giveUp(ctx context.Context, o Order, reason string) (Order,
 	if !held {
 		return Order{}, ErrBusy
 	}
-	p, found, err := r.svc.payments.ForOrder(ctx, o.ID, o.UserID)
+	p, found, err := r.svc.ownPayment(ctx, o)
 	if err != nil {
 		r.svc.release(ctx, o.ID)
 		return Order{}, err

@@ -411,7 +411,7 @@ func TestReconcileGivesUpOldOrdersAndRefundsWhatWasCaptured(t *testing.T) {
 	// The charge went through after all, though no answer ever came back.
 	e.payments.mu.Lock()
 	captured := &order.Payment{ID: "pay-captured", Status: order.PaymentCaptured}
-	e.payments.byKey[alice.Subject+"/order:"+o.ID], e.payments.byOrder[o.ID] = captured, captured
+	e.payments.byKey[alice.Subject+"/order:"+o.ID], e.payments.byID[captured.ID] = captured, captured
 	e.payments.mu.Unlock()
 	e.clock.advance(time.Hour)
 	if res, err := r.Pass(ctx); err != nil || res.GivenUp != 1 {

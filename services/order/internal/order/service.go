@@ -167,7 +167,7 @@ func (s *Service) release(ctx context.Context, id string) {
 func (s *Service) charge(ctx context.Context, o Order) (Order, error) {
 	p, err := s.payments.Charge(ctx, ChargeRequest{
 		OrderID: o.ID, UserID: o.UserID, Currency: o.Currency, AmountMinor: o.TotalMinor,
-		Token: o.PaymentToken, IdempotencyKey: "order:" + o.ID,
+		Token: o.PaymentToken, IdempotencyKey: chargeKey(o.ID),
 	})
 	if err == nil && p.Status == PaymentPending {
 		err = errors.New("the payment's outcome is not known yet")
@@ -178,9 +178,14 @@ func (s *Service) charge(ctx context.Context, o Order) (Order, error) {
 	}
 	next := o
 	next.PaymentID, next.PaymentToken = p.ID, ""
-	if p.Status == PaymentDeclined {
+	switch p.Status {
+	case PaymentDeclined:
 		next.Status, next.FailureReason = StatusPaymentFailed, p.Reason
-	} else {
+	case PaymentRefunded:
+		// Captured, then refunded in full at the payment service before the order heard of
+		// the capture: the money is back, so the order ends as FollowPayments would end it.
+		next.Status = StatusCancelled
+	default:
 		next.Status = StatusPaid
 	}
 	return s.transition(ctx, o, next)
@@ -261,25 +266,26 @@ func (s *Service) Cancel(ctx context.Context, caller auth.Identity, id, reason s
 }
 
 // compensate settles and refunds the payment of cancelling order o, then marks it CANCELLED. It
-// leaves o CANCELLING when the payment service cannot finish now.
+// leaves o CANCELLING when the payment service cannot finish now. The payment is the order's own
+// (ownPayment), never another payment made for the same order id.
 func (s *Service) compensate(ctx context.Context, o Order, reason string) (Order, error) {
 	ok, err := s.claim(ctx, o.ID, StatusCancelling)
 	if err != nil || !ok {
 		return o, err // somebody else is on it
 	}
-	p, found, err := s.payments.ForOrder(ctx, o.ID, o.UserID)
+	p, found, err := s.ownPayment(ctx, o)
 	if err == nil && found && p.Status == PaymentPending {
 		// A charge whose outcome is unknown: settle it first (the same key never charges twice).
 		p, err = s.payments.Charge(ctx, ChargeRequest{
 			OrderID: o.ID, UserID: o.UserID, Currency: o.Currency, AmountMinor: o.TotalMinor,
-			Token: o.PaymentToken, IdempotencyKey: "order:" + o.ID,
+			Token: o.PaymentToken, IdempotencyKey: chargeKey(o.ID),
 		})
 		if err == nil && p.Status == PaymentPending {
 			err = errors.New("the payment's outcome is not known yet")
 		}
 	}
-	if err == nil && found && (p.Status == PaymentCaptured || p.Status == PaymentRefunded) {
-		err = s.payments.Refund(ctx, p.ID, o.UserID, "cancel:"+o.ID, reason)
+	if err == nil && found && (p.Status == PaymentCaptured || p.Status == PaymentPartiallyRefunded) {
+		err = s.payments.Refund(ctx, p.ID, "cancel:"+o.ID, reason)
 	}
 	if err != nil {
 		s.release(ctx, o.ID)
@@ -291,6 +297,96 @@ func (s *Service) compensate(ctx context.Context, o Order, reason string) (Order
 		next.PaymentID = p.ID
 	}
 	return s.transition(ctx, o, next)
+}
+
+// ownPayment returns order o's own payment: the one it recorded when its charge settled or,
+// before that, the one the order service created under the order's charge key, if any. Another
+// payment made for the same order id is never it.
+func (s *Service) ownPayment(ctx context.Context, o Order) (Payment, bool, error) {
+	if o.PaymentID != "" {
+		p, err := s.payments.Get(ctx, o.PaymentID)
+		return p, err == nil, err
+	}
+	return s.payments.ByKey(ctx, o.UserID, chargeKey(o.ID))
+}
+
+// FollowPayments handles, once, up to limit payment events after the position the store keeps,
+// moves the position past them and reports how many it read. An order whose own payment was
+// refunded in full at the payment service (an admin's RefundPayment, not the order's
+// cancellation) becomes CANCELLED, with its update in the log TrackOrders streams, so that order
+// and payment never disagree; a partial refund leaves the order as it is. Any replica may run it,
+// and handling an event twice changes nothing. On an error the position stops before the event
+// that failed, so the next pass tries it again.
+func (s *Service) FollowPayments(ctx context.Context, limit int) (int, error) {
+	seq, err := s.store.PaymentFeedSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	events, err := s.payments.EventsAfter(ctx, seq, limit)
+	if err != nil {
+		return 0, err
+	}
+	handled := 0
+	for _, e := range events {
+		if err = s.followPayment(ctx, e.Payment); err != nil {
+			break
+		}
+		handled++
+	}
+	if handled > 0 {
+		dctx, cancel := detached(ctx)
+		defer cancel()
+		if aerr := s.store.AdvancePaymentFeed(dctx, events[handled-1].Seq); aerr != nil {
+			return handled, errors.Join(err, aerr)
+		}
+	}
+	return handled, err
+}
+
+// followPayment brings the order of payment p in line with it: see FollowPayments.
+func (s *Service) followPayment(ctx context.Context, p Payment) error {
+	if p.Status != PaymentRefunded || p.OrderID == "" {
+		return nil
+	}
+	// A conditional write, retried on a lost race: a charge or a cancellation changing the order
+	// meanwhile makes it read the order again and decide anew.
+	for range 3 {
+		o, err := s.store.Get(ctx, p.OrderID)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case o.Status == StatusPaid && o.PaymentID == p.ID:
+		case o.Status == StatusPending && o.PaymentID == "":
+			// Its charge captured, and was refunded, before the order recorded it: only the
+			// payment made under the order's own key is the order's.
+			own, found, err := s.payments.ByKey(ctx, o.UserID, chargeKey(o.ID))
+			if err != nil {
+				return err
+			}
+			if !found || own.ID != p.ID {
+				return nil
+			}
+		default:
+			// Another payment than the order's; an order already being cancelled (its
+			// compensation finds the payment refunded and ends it CANCELLED), cancelled, or
+			// failed; or one that has shipped, which a refund does not unship.
+			return nil
+		}
+		next := o
+		next.Status, next.PaymentID, next.PaymentToken = StatusCancelled, p.ID, ""
+		next.Revision, next.UpdateTime = o.Revision+1, s.now()
+		dctx, cancel := detached(ctx)
+		err = s.store.Transition(dctx, next, o.Status)
+		cancel()
+		if !errors.Is(err, ErrAlreadyChanged) {
+			return err
+		}
+	}
+	return ErrBusy
 }
 
 // LastUpdateSeq returns the position of the newest update, where a new watch starts.

@@ -186,3 +186,29 @@ func TestBackgroundChargeActsAsTheService(t *testing.T) {
 		t.Errorf("a background charge carried authorization %q", auth)
 	}
 }
+
+// refundRecorder records the identity the context of the last RefundPayment carried, which is
+// what the chassis client's Propagate interceptor would forward as a token.
+type refundRecorder struct {
+	paymentv1.PaymentServiceClient
+	who auth.Identity
+}
+
+func (r *refundRecorder) RefundPayment(ctx context.Context, _ *paymentv1.RefundPaymentRequest, _ ...grpc.CallOption) (*paymentv1.RefundPaymentResponse, error) {
+	r.who, _ = auth.FromContext(ctx)
+	return &paymentv1.RefundPaymentResponse{}, nil
+}
+
+// TestRefundActsAsTheService: a refund made while serving a user's CancelOrder goes as the order
+// service, with no user's token to forward (RefundPayment admits only it and admins).
+func TestRefundActsAsTheService(t *testing.T) {
+	t.Parallel()
+	rec := &refundRecorder{}
+	ctx := auth.NewContext(context.Background(), auth.Identity{Subject: alice, Roles: []string{auth.RoleUser}, Token: "alices-token"})
+	if err := remote.NewPayments(rec).Refund(ctx, "0b3f8a52-4c1e-4f7e-9a51-2f6c8d3e1a90", "cancel:1", "changed my mind"); err != nil {
+		t.Fatal(err)
+	}
+	if rec.who.Token != "" || rec.who.Subject != "" {
+		t.Errorf("the refund went out with the user's identity %+v, want none", rec.who)
+	}
+}

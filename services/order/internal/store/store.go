@@ -263,6 +263,24 @@ func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64,
 	return out, rows.Err()
 }
 
+// PaymentFeedSeq implements order.Store.
+func (s *Orders) PaymentFeedSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := s.DB.QueryRowContext(ctx, "SELECT seq FROM payment_feed WHERE id = 1").Scan(&seq); err != nil {
+		return 0, fmt.Errorf("payment feed position: %w", err)
+	}
+	return seq, nil
+}
+
+// AdvancePaymentFeed implements order.Store: a conditional update, so a replica that handled
+// fewer events never moves the position back.
+func (s *Orders) AdvancePaymentFeed(ctx context.Context, seq int64) error {
+	if _, err := s.DB.ExecContext(ctx, s.DB.Rebind("UPDATE payment_feed SET seq = ? WHERE id = 1 AND seq < ?"), seq, seq); err != nil {
+		return fmt.Errorf("advance the payment feed to %d: %w", seq, err)
+	}
+	return nil
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
 func scan(r scanner) (order.Order, error) {

@@ -190,3 +190,34 @@ func TestPageTokens(t *testing.T) {
 		}
 	})
 }
+
+// TestPaymentFeedPosition: the position in the payment event log survives a reopen (a restart
+// resumes from it) and never moves back, whichever replica writes last.
+func TestPaymentFeedPosition(t *testing.T) {
+	t.Parallel()
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
+		ctx := context.Background()
+		dsn := db.New(t)
+		s, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seq, err := s.PaymentFeedSeq(ctx); err != nil || seq != 0 {
+			t.Fatalf("the position of a new store = %d, %v; want 0", seq, err)
+		}
+		for _, seq := range []int64{7, 42, 19} { // 19: a slower replica, behind
+			if err := s.AdvancePaymentFeed(ctx, seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		again, err := store.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if seq, err := again.PaymentFeedSeq(ctx); err != nil || seq != 42 {
+			t.Errorf("the position after a reopen = %d, %v; want 42", seq, err)
+		}
+	})
+}

@@ -88,7 +88,7 @@ func (s *Server) ListPayments(ctx context.Context, req *paymentv1.ListPaymentsRe
 	if err != nil {
 		return nil, err
 	}
-	f := payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}
+	f := payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId(), IdempotencyKey: req.GetIdempotencyKey()}
 	ps, next, err := s.svc.List(ctx, who, f, int(req.GetPageSize()), req.GetPageToken())
 	if err != nil {
 		return nil, s.errs.Status(ctx, err)
@@ -105,15 +105,32 @@ func (s *Server) WatchPayments(req *paymentv1.WatchPaymentsRequest, stream grpc.
 		return err
 	}
 	err = s.svc.Watch(ctx, who, payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}, s.watchInterval, func(e payment.Event) error {
-		return stream.Send(&paymentv1.WatchPaymentsResponse{Event: &paymentv1.PaymentEvent{
-			Id: e.ID, Type: paymentv1.PaymentEventType(e.Type), Amount: moneyProto(e.Amount),
-			Payment: toProto(e.Payment), CreateTime: timestamppb.New(e.CreateTime),
-		}})
+		return stream.Send(&paymentv1.WatchPaymentsResponse{Event: eventProto(e)})
 	})
 	if _, isStatus := status.FromError(err); isStatus {
 		return err // nil, or a status from Send
 	}
 	return s.errs.Status(ctx, err)
+}
+
+// ListPaymentEvents implements payment.v1.PaymentService.
+func (s *Server) ListPaymentEvents(ctx context.Context, req *paymentv1.ListPaymentEventsRequest) (*paymentv1.ListPaymentEventsResponse, error) {
+	who, err := interceptors.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	events, err := s.svc.Events(ctx, who, req.GetAfterSeq(), int(req.GetPageSize()))
+	if err != nil {
+		return nil, s.errs.Status(ctx, err)
+	}
+	return &paymentv1.ListPaymentEventsResponse{Events: paging.Map(events, eventProto)}, nil
+}
+
+func eventProto(e payment.Event) *paymentv1.PaymentEvent {
+	return &paymentv1.PaymentEvent{
+		Id: e.ID, Type: paymentv1.PaymentEventType(e.Type), Amount: moneyProto(e.Amount),
+		Payment: toProto(e.Payment), CreateTime: timestamppb.New(e.CreateTime), Seq: e.Seq,
+	}
 }
 
 func money(m *moneyv1.Money) payment.Money {

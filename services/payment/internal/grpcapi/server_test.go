@@ -199,6 +199,26 @@ func TestCallerPolicies(t *testing.T) {
 			_, err := c.GetPayment(as["alice"], &paymentv1.GetPaymentRequest{Id: refund.GetPaymentId()})
 			return err
 		}, codes.OK},
+		{"a user reading the event log", func() error {
+			_, err := c.ListPaymentEvents(as["alice"], &paymentv1.ListPaymentEventsRequest{})
+			return err
+		}, codes.PermissionDenied},
+		{"an admin reading the event log", func() error {
+			_, err := c.ListPaymentEvents(as["admin"], &paymentv1.ListPaymentEventsRequest{})
+			return err
+		}, codes.PermissionDenied},
+		{"the order service reading the event log from a negative seq", func() error {
+			_, err := c.ListPaymentEvents(viaService(context.Background(), "order"), &paymentv1.ListPaymentEventsRequest{AfterSeq: -1})
+			return err
+		}, codes.InvalidArgument},
+		{"the order service reading the event log", func() error {
+			resp, err := c.ListPaymentEvents(viaService(context.Background(), "order"), &paymentv1.ListPaymentEventsRequest{PageSize: 2})
+			if err == nil && (len(resp.GetEvents()) != 2 || resp.GetEvents()[0].GetSeq() >= resp.GetEvents()[1].GetSeq() ||
+				resp.GetEvents()[0].GetPayment().GetId() != paid.GetPayment().GetId()) {
+				return status.Errorf(codes.Unknown, "events = %v; want the first two, in seq order", resp.GetEvents())
+			}
+			return err
+		}, codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

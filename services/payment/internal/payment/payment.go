@@ -7,6 +7,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
@@ -65,6 +66,7 @@ type Payment struct {
 	DeclineReason       DeclineReason
 	FailureMessage      string
 	IdempotencyKey      string
+	KeyOwner            string // the namespace of IdempotencyKey: the caller that wrote it (see KeyOwner)
 	Fingerprint         string // of the request's parameters, to tell a repeat from a reuse of the key
 	Attempts            int    // processor calls started
 	LeaseUntil          time.Time
@@ -79,6 +81,7 @@ type Refund struct {
 	AmountMinor           int64 // in the payment's currency
 	Reason                string
 	IdempotencyKey        string
+	KeyOwner              string // the namespace of IdempotencyKey, as for Payment
 	Fingerprint           string
 	CreateTime            time.Time
 }
@@ -96,6 +99,21 @@ type Event struct {
 // Filter selects payments or events; empty fields select everything.
 type Filter struct {
 	OrderID, UserID string
+	// IdempotencyKey selects the payment created with this key in the namespace KeyOwner (the
+	// caller's own: see scope); payments only.
+	IdempotencyKey, KeyOwner string
+}
+
+// KeyOwner is the namespace of the idempotency keys caller writes with: a service's own
+// ("service:order"), whether or not it forwards a user's token, so that the order service's call
+// while serving a user and its reconciler's retry share their keys; otherwise the user's
+// ("user:<id>", admins included). A key one caller used therefore never matches another caller's
+// payment or refund, and no caller can claim the keys the order service will use (order:<id>).
+func KeyOwner(caller auth.Identity) string {
+	if caller.IsService() {
+		return "service:" + caller.Service
+	}
+	return "user:" + caller.Subject
 }
 
 // Cursor is p's position in the newest-first order of payments.
@@ -122,8 +140,8 @@ var (
 	// ErrInProgress: another call with the same key is still talking to the processor. It is
 	// Unavailable so that the chassis client retries CreatePayment, which is idempotent.
 	ErrInProgress = fault.New(fault.Unavailable, "a charge with this idempotency key is in progress; retry with the same key")
-	// ErrDuplicateKey: an insert hit an existing payment or refund with the same payer and
-	// idempotency key.
+	// ErrDuplicateKey: an insert hit an existing payment or refund with the same payer, key owner
+	// and idempotency key.
 	ErrDuplicateKey = fault.New(fault.AlreadyExists, "a payment or refund with this idempotency key already exists")
 )
 
@@ -133,8 +151,8 @@ type Store interface {
 	// CreatePending stores p, failing with ErrDuplicateKey when its payer already used its
 	// idempotency key.
 	CreatePending(ctx context.Context, p Payment) error
-	// GetByKey returns the payment userID created with key, or ErrNotFound.
-	GetByKey(ctx context.Context, userID, key string) (Payment, error)
+	// GetByKey returns the payment of userID that owner created with key, or ErrNotFound.
+	GetByKey(ctx context.Context, owner, userID, key string) (Payment, error)
 	// Get returns the payment with its refunds, or ErrNotFound.
 	Get(ctx context.Context, id string) (Payment, error)
 	// Claim takes the right to call the processor for pending payment id until leaseUntil,
@@ -146,11 +164,12 @@ type Store interface {
 	// no longer pending it changes nothing and returns ErrAlreadySettled.
 	Settle(ctx context.Context, p Payment, events []Event) error
 	// Refund records r against its payment and the event, atomically, unless the refunds would
-	// then exceed the capture (ErrRefundExceeds) or the user already used r's key
-	// (ErrDuplicateKey). It returns the payment after the refund.
+	// then exceed the capture (ErrRefundExceeds) or r's key owner already used r's key for the
+	// user (ErrDuplicateKey). It returns the payment after the refund.
 	Refund(ctx context.Context, r Refund, event Event) (Payment, error)
-	// GetRefundByKey returns the refund userID made with key, or ErrNotFound.
-	GetRefundByKey(ctx context.Context, userID, key string) (Refund, error)
+	// GetRefundByKey returns the refund of userID's payments that owner made with key, or
+	// ErrNotFound.
+	GetRefundByKey(ctx context.Context, owner, userID, key string) (Refund, error)
 	// List returns up to limit payments matching f after the cursor, newest first.
 	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]Payment, error)
 	// LastEventSeq returns the newest event's sequence number, 0 when there is none.

@@ -64,7 +64,8 @@ func payerOf(caller auth.Identity, userID string) (string, error) {
 	return userID, nil
 }
 
-// Charge charges in.Amount to the payer. The same payer and key with the same parameters
+// Charge charges in.Amount to the payer. The same caller (see KeyOwner), payer and key with the
+// same parameters
 // returns the first call's payment and never charges again, whichever replica answers and however
 // many calls race; with other parameters it is ErrKeyReused. A declined or failed charge is a
 // payment, not an error. When the processor's answer is unknown the payment is returned PENDING,
@@ -83,14 +84,14 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 	now := s.now()
 	p := Payment{
 		ID: uuid.NewString(), OrderID: in.OrderID, UserID: payer, Amount: in.Amount,
-		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, CreateTime: now, UpdateTime: now,
+		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, KeyOwner: KeyOwner(caller), CreateTime: now, UpdateTime: now,
 		// The token is part of the fingerprint only as a hash: card data is never stored.
 		Fingerprint: idempotency.Fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), idempotency.Fingerprint(in.Token)),
 	}
 	err = s.store.CreatePending(ctx, p)
 	switch {
 	case errors.Is(err, ErrDuplicateKey):
-		existing, err := s.store.GetByKey(ctx, payer, in.IdempotencyKey)
+		existing, err := s.store.GetByKey(ctx, p.KeyOwner, payer, in.IdempotencyKey)
 		if err != nil {
 			return Payment{}, err
 		}
@@ -192,7 +193,7 @@ type RefundInput struct {
 
 // Refund returns money from a captured payment the caller may act on. The refunds of a payment
 // never add up to more than its capture, however many race; keys work as in Charge, scoped to the
-// payer.
+// caller and the payer.
 func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInput) (Payment, Refund, error) {
 	p, err := s.Get(ctx, caller, in.PaymentID)
 	if err != nil {
@@ -204,8 +205,9 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 	}
 	fp := idempotency.Fingerprint(in.PaymentID, amountPart, in.Reason)
 	// A repeated request returns the refund it made, whatever the payment's state now. Keys are
-	// scoped to the payer, like charge keys.
-	if prev, err := s.store.GetRefundByKey(ctx, p.UserID, in.IdempotencyKey); err == nil {
+	// scoped to the caller and the payer, like charge keys.
+	owner := KeyOwner(caller)
+	if prev, err := s.store.GetRefundByKey(ctx, owner, p.UserID, in.IdempotencyKey); err == nil {
 		if prev.Fingerprint != fp {
 			return Payment{}, Refund{}, ErrKeyReused
 		}
@@ -231,7 +233,7 @@ func (s *Service) Refund(ctx context.Context, caller auth.Identity, in RefundInp
 		return Payment{}, Refund{}, ErrRefundExceeds
 	}
 	r := Refund{ID: uuid.NewString(), PaymentID: p.ID, UserID: p.UserID, AmountMinor: amount, Reason: in.Reason,
-		IdempotencyKey: in.IdempotencyKey, Fingerprint: fp, CreateTime: s.now()}
+		IdempotencyKey: in.IdempotencyKey, KeyOwner: owner, Fingerprint: fp, CreateTime: s.now()}
 	after := p
 	after.RefundedMinor += amount
 	after.Status = StatusPartiallyRefunded
@@ -265,8 +267,13 @@ func (s *Service) Get(ctx context.Context, caller auth.Identity, id string) (Pay
 // scope narrows f to what the caller may see: an admin anything; a user their own payments; a
 // service (which may act for anyone) the payments of the user or order it names, else those of
 // the user whose token it forwards. A service with neither a user's token nor a user or order
-// filter is ErrFilterRequired, never every payment there is.
+// filter is ErrFilterRequired, never every payment there is. A key filter matches only the
+// caller's own keys.
 func scope(caller auth.Identity, f Filter) (Filter, error) {
+	f.KeyOwner = ""
+	if f.IdempotencyKey != "" {
+		f.KeyOwner = KeyOwner(caller)
+	}
 	switch {
 	case caller.IsAdmin():
 		return f, nil
@@ -325,4 +332,17 @@ func (s *Service) Watch(ctx context.Context, caller auth.Identity, f Filter, int
 			return err
 		}
 	}
+}
+
+// Events returns up to limit payment events of every payment after seq, in order, for a service
+// that follows all payments (ListPaymentEvents): a limit of zero or less means 100, more than
+// paging.MaxSize means that. Only services and admins may read them.
+func (s *Service) Events(ctx context.Context, caller auth.Identity, seq int64, limit int) ([]Event, error) {
+	if !caller.IsService() && !caller.IsAdmin() {
+		return nil, ErrPermissionDenied
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	return s.store.EventsAfter(ctx, Filter{}, seq, min(limit, paging.MaxSize))
 }

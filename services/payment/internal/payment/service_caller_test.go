@@ -47,18 +47,23 @@ func TestServiceCallers(t *testing.T) {
 		if err != nil || p.UserID != alice.Subject || p.Status != payment.StatusCaptured {
 			t.Fatalf("the service charging alice = %+v, %v", p, err)
 		}
-		// Alice's own call with the key finds the same payment: keys are scoped to the payer.
-		again, err := svc.Charge(ctx, alice, charge(payment.TokenApprove, "order:1"))
+		// The service's call while serving alice (her token forwarded) finds the same payment:
+		// keys are scoped to the caller, the order service in both.
+		again, err := svc.Charge(ctx, orderForAlice, charge(payment.TokenApprove, "order:1"))
 		if err != nil || again.ID != p.ID || proc.Calls(p.ID) != 1 {
-			t.Errorf("alice's retry = %+v, %v (%d processor calls); want the service's payment, one call", again, err, proc.Calls(p.ID))
+			t.Errorf("the service's retry with alice's token = %+v, %v (%d processor calls); want the same payment, one call", again, err, proc.Calls(p.ID))
+		}
+		// Alice's own call with the key is hers alone: it never matches the service's payment.
+		if hers, err := svc.Charge(ctx, alice, charge(payment.TokenApprove, "order:1")); err != nil || hers.ID == p.ID {
+			t.Errorf("alice's call with the service's key = %+v, %v; want a payment of her own", hers, err)
 		}
 		if got, err := svc.Get(ctx, orderService, p.ID); err != nil || got.ID != p.ID {
 			t.Errorf("the service's Get = %+v, %v", got, err)
 		}
 		for name, f := range map[string]payment.Filter{"by order": {OrderID: orderID}, "by user": {UserID: alice.Subject}} {
 			got, _, err := svc.List(ctx, orderService, f, 10, "")
-			if err != nil || len(got) != 1 || got[0].ID != p.ID {
-				t.Errorf("the service listing %s = %v, %v; want alice's payment", name, got, err)
+			if err != nil || len(got) != 2 {
+				t.Errorf("the service listing %s = %v, %v; want alice's two payments", name, got, err)
 			}
 		}
 		if _, _, err := svc.List(ctx, orderService, payment.Filter{}, 10, ""); !errors.Is(err, payment.ErrFilterRequired) || invalidField(err) != "user_id" {

@@ -112,11 +112,12 @@ func TestChargeIdempotency(t *testing.T) {
 		}
 	}
 
-	// Keys are scoped per payer: an admin acting for alice shares her scope, bob has his own.
+	// Keys are scoped per caller and payer: an admin acting for alice with her key makes a payment
+	// of the admin's own (issue 15: no caller can take another's key), bob has his own.
 	onBehalf := charge(payment.TokenApprove, "k")
 	onBehalf.UserID = alice.Subject
-	if p, err := svc.Charge(ctx, admin, onBehalf); err != nil || p.ID != first.ID {
-		t.Errorf("an admin's retry for alice = %+v, %v; want alice's payment", p, err)
+	if p, err := svc.Charge(ctx, admin, onBehalf); err != nil || p.ID == first.ID || p.UserID != alice.Subject {
+		t.Errorf("an admin's charge for alice with her key = %+v, %v; want another payment of alice's", p, err)
 	}
 	if p, err := svc.Charge(ctx, bob, charge(payment.TokenApprove, "k")); err != nil || p.ID == first.ID || p.UserID != bob.Subject {
 		t.Errorf("bob's charge with alice's key = %+v, %v; want his own payment", p, err)

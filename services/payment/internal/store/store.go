@@ -31,14 +31,14 @@ func Open(ctx context.Context, dsn string) (*Payments, error) {
 }
 
 const paymentColumns = `id, order_id, user_id, currency, amount, refunded, status, decline_reason, failure_message,
-	idempotency_key, fingerprint, attempts, lease_until, create_time, update_time`
+	idempotency_key, key_owner, fingerprint, attempts, lease_until, create_time, update_time`
 
 // CreatePending implements payment.Store.
 func (s *Payments) CreatePending(ctx context.Context, p payment.Payment) error {
 	_, err := s.DB.ExecContext(ctx, s.DB.Rebind(`INSERT INTO payments (`+paymentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		p.ID, p.OrderID, p.UserID, p.Amount.Currency, p.Amount.Minor, p.RefundedMinor, int(p.Status), int(p.DeclineReason),
-		p.FailureMessage, p.IdempotencyKey, p.Fingerprint, p.Attempts, sqldb.Micros(p.LeaseUntil), sqldb.Micros(p.CreateTime), sqldb.Micros(p.UpdateTime))
+		p.FailureMessage, p.IdempotencyKey, p.KeyOwner, p.Fingerprint, p.Attempts, sqldb.Micros(p.LeaseUntil), sqldb.Micros(p.CreateTime), sqldb.Micros(p.UpdateTime))
 	if _, ok := sqldb.UniqueViolation(err); ok {
 		return payment.ErrDuplicateKey
 	}
@@ -49,8 +49,8 @@ func (s *Payments) CreatePending(ctx context.Context, p payment.Payment) error {
 }
 
 // GetByKey implements payment.Store.
-func (s *Payments) GetByKey(ctx context.Context, userID, key string) (payment.Payment, error) {
-	return s.getWhere(ctx, "user_id = ? AND idempotency_key = ?", userID, key)
+func (s *Payments) GetByKey(ctx context.Context, owner, userID, key string) (payment.Payment, error) {
+	return s.getWhere(ctx, "user_id = ? AND key_owner = ? AND idempotency_key = ?", userID, owner, key)
 }
 
 // Get implements payment.Store.
@@ -131,9 +131,8 @@ var errExceeds = errors.New("refund exceeds")
 // the refunds stay within the capture, and the event, in one transaction.
 func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event) (payment.Payment, error) {
 	err := s.eventTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO refunds (id, payment_id, user_id, amount, reason, idempotency_key,
-			fingerprint, create_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.Fingerprint, sqldb.Micros(r.CreateTime))
+		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO refunds (`+refundColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.KeyOwner, r.Fingerprint, sqldb.Micros(r.CreateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
 			return payment.ErrDuplicateKey
 		}
@@ -171,8 +170,9 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 }
 
 // GetRefundByKey implements payment.Store.
-func (s *Payments) GetRefundByKey(ctx context.Context, userID, key string) (payment.Refund, error) {
-	r, err := scanRefund(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+refundColumns+" FROM refunds WHERE user_id = ? AND idempotency_key = ?"), userID, key))
+func (s *Payments) GetRefundByKey(ctx context.Context, owner, userID, key string) (payment.Refund, error) {
+	r, err := scanRefund(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+refundColumns+
+		" FROM refunds WHERE user_id = ? AND key_owner = ? AND idempotency_key = ?"), userID, owner, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Refund{}, payment.ErrNotFound
 	}
@@ -185,6 +185,9 @@ func (s *Payments) GetRefundByKey(ctx context.Context, userID, key string) (paym
 // List implements payment.Store.
 func (s *Payments) List(ctx context.Context, f payment.Filter, after *paging.Cursor, limit int) ([]payment.Payment, error) {
 	where, args := filter(f)
+	if f.IdempotencyKey != "" {
+		where, args = append(where, "key_owner = ?", "idempotency_key = ?"), append(args, f.KeyOwner, f.IdempotencyKey)
+	}
 	if after != nil {
 		where = append(where, "(create_time, id) < (?, ?)")
 		args = append(args, sqldb.Micros(after.CreateTime), after.ID)
@@ -228,7 +231,7 @@ func filter(f payment.Filter) ([]string, []any) {
 	return where, args
 }
 
-const refundColumns = "id, payment_id, user_id, amount, reason, idempotency_key, fingerprint, create_time"
+const refundColumns = "id, payment_id, user_id, amount, reason, idempotency_key, key_owner, fingerprint, create_time"
 
 // loadRefunds fills in the refunds of ps with one query.
 func (s *Payments) loadRefunds(ctx context.Context, ps []payment.Payment) error {
@@ -324,7 +327,7 @@ func scanPayment(r scanner) (payment.Payment, error) {
 		lease, created, updated int64
 	)
 	err := r.Scan(&p.ID, &p.OrderID, &p.UserID, &p.Amount.Currency, &p.Amount.Minor, &p.RefundedMinor, &status, &decline,
-		&p.FailureMessage, &p.IdempotencyKey, &p.Fingerprint, &p.Attempts, &lease, &created, &updated)
+		&p.FailureMessage, &p.IdempotencyKey, &p.KeyOwner, &p.Fingerprint, &p.Attempts, &lease, &created, &updated)
 	if err != nil {
 		return payment.Payment{}, err
 	}
@@ -336,7 +339,7 @@ func scanPayment(r scanner) (payment.Payment, error) {
 func scanRefund(r scanner) (payment.Refund, error) {
 	var rf payment.Refund
 	var created int64
-	if err := r.Scan(&rf.ID, &rf.PaymentID, &rf.UserID, &rf.AmountMinor, &rf.Reason, &rf.IdempotencyKey, &rf.Fingerprint, &created); err != nil {
+	if err := r.Scan(&rf.ID, &rf.PaymentID, &rf.UserID, &rf.AmountMinor, &rf.Reason, &rf.IdempotencyKey, &rf.KeyOwner, &rf.Fingerprint, &created); err != nil {
 		return payment.Refund{}, err
 	}
 	rf.CreateTime = sqldb.FromMicros(created)

@@ -275,3 +275,92 @@ func TestClaimOfADeadReplicaExpires(t *testing.T) {
 		}
 	})
 }
+
+// TestKeysAreScopedToTheCaller replays the key claim of issue 15 on both databases: alice takes
+// the order service's key for her order (order:<id>) with a 1-cent charge, and an admin takes its
+// refund key (cancel:<id>) with a 1-cent refund. The order service's charge and refund under
+// those keys must still be its own: a charge of the full amount, and a refund of all that is left.
+// With keys scoped to the payer alone, the charge was ErrKeyReused and the refund found the
+// admin's.
+func TestKeysAreScopedToTheCaller(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		svc := payment.NewService(open(t, dsn), payment.Simulator{}, time.Second)
+		orderSvc := auth.Identity{Service: "order"}
+		orderForAlice := auth.Identity{Service: "order", Subject: alice, Roles: asAlice.Roles}
+		key := "order:" + orderID
+
+		squat := charge(payment.TokenApprove, key)
+		squat.Amount = usd(1)
+		claimed, err := svc.Charge(ctx, asAlice, squat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := charge(payment.TokenApprove, key)
+		in.UserID = alice
+		own, err := svc.Charge(ctx, orderSvc, in)
+		if err != nil || own.ID == claimed.ID || own.Status != payment.StatusCaptured || own.Amount.Minor != 1000 {
+			t.Fatalf("the order service's charge under alice's key = %+v, %v; want its own payment of 1000, captured", own, err)
+		}
+		// The service's call while serving alice (her token forwarded) shares the service's keys.
+		if again, err := svc.Charge(ctx, orderForAlice, charge(payment.TokenApprove, key)); err != nil || again.ID != own.ID {
+			t.Errorf("the order service's call with alice's token = %+v, %v; want payment %s", again, err, own.ID)
+		}
+		// A key filter finds only the caller's own payment.
+		for who, want := range map[string]struct {
+			id     auth.Identity
+			paymID string
+		}{"order": {orderSvc, own.ID}, "alice": {asAlice, claimed.ID}} {
+			got, _, err := svc.List(ctx, want.id, payment.Filter{UserID: alice, IdempotencyKey: key}, 10, "")
+			if err != nil || len(got) != 1 || got[0].ID != want.paymID {
+				t.Errorf("%s listing by key = %v, %v; want only %s", who, got, err, want.paymID)
+			}
+		}
+
+		cent := usd(1)
+		refundKey := "cancel:" + orderID
+		if _, _, err := svc.Refund(ctx, asAdmin, payment.RefundInput{PaymentID: own.ID, Amount: &cent, Reason: "goodwill", IdempotencyKey: refundKey}); err != nil {
+			t.Fatal(err)
+		}
+		after, r, err := svc.Refund(ctx, orderSvc, payment.RefundInput{PaymentID: own.ID, Reason: "cancelled", IdempotencyKey: refundKey})
+		if err != nil || r.AmountMinor != 999 || after.Status != payment.StatusRefunded {
+			t.Fatalf("the order service's refund under the admin's key = %+v, %+v, %v; want the 999 left refunded", after, r, err)
+		}
+	})
+}
+
+// TestEventsInOrder: ListPaymentEvents' domain call reads every payment's events after a position,
+// in seq order, for services and admins only.
+func TestEventsInOrder(t *testing.T) {
+	t.Parallel()
+	forEachDB(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		svc := payment.NewService(open(t, dsn), payment.Simulator{}, time.Second)
+		for i, who := range []auth.Identity{asAlice, asBob} {
+			if _, err := svc.Charge(ctx, who, charge(payment.TokenApprove, fmt.Sprint("e", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		orderSvc := auth.Identity{Service: "order"}
+		all, err := svc.Events(ctx, orderSvc, 0, 0)
+		if err != nil || len(all) != 4 {
+			t.Fatalf("events = %d, %v; want 4", len(all), err)
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].Seq <= all[i-1].Seq {
+				t.Errorf("event %d has seq %d after %d", i, all[i].Seq, all[i-1].Seq)
+			}
+		}
+		rest, err := svc.Events(ctx, orderSvc, all[1].Seq, 1)
+		if err != nil || len(rest) != 1 || rest[0].Seq != all[2].Seq {
+			t.Errorf("events after %d, limit 1 = %+v, %v; want the third", all[1].Seq, rest, err)
+		}
+		if none, err := svc.Events(ctx, asAdmin, all[3].Seq, 10); err != nil || len(none) != 0 {
+			t.Errorf("events after the last = %+v, %v", none, err)
+		}
+		if _, err := svc.Events(ctx, asAlice, 0, 10); !errors.Is(err, payment.ErrPermissionDenied) {
+			t.Errorf("a user reading the event log = %v, want ErrPermissionDenied", err)
+		}
+	})
+}
