@@ -113,7 +113,9 @@ func launch(root, db string) (*loadkit.Rig, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	opts := loadkit.Options{Replicas: 2}
+	// Access tokens of 20 s (accessTTL), so that TestDeletedAccountLosesAccessWithinATokenLifetime
+	// can wait one out; rig accounts renew theirs (loadkit.Account.In), so longer tests still run.
+	opts := loadkit.Options{Replicas: 2, Env: []string{"MESHMART_TOKEN_TTL=" + accessTTL.String()}}
 	if db == "postgres" {
 		if sharedPG == nil {
 			if sharedPG, err = testkit.LaunchPostgres(); err != nil {
