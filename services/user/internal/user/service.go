@@ -231,9 +231,14 @@ func (s *Service) writable(ctx context.Context, caller auth.Identity, id, etag s
 }
 
 func (s *Service) save(ctx context.Context, u User) (User, error) {
+	return s.write(ctx, u, s.store.Update)
+}
+
+// write stores u as its next version with update (Store.Update or UpdateEndingSessions).
+func (s *Service) write(ctx context.Context, u User, update func(context.Context, User) error) (User, error) {
 	u.Version++
 	u.UpdateTime = s.now().Truncate(time.Microsecond)
-	if err := s.store.Update(ctx, u); err != nil {
+	if err := update(ctx, u); err != nil {
 		return User{}, err
 	}
 	return u, nil

@@ -218,10 +218,5 @@ func (s *Service) ChangePassword(ctx context.Context, caller auth.Identity, curr
 // saveEndingSessions is save that also ends every session of the account: after it, no refresh
 // token issued before works, so the account's access ends within one access-token lifetime.
 func (s *Service) saveEndingSessions(ctx context.Context, u User) (User, error) {
-	u.Version++
-	u.UpdateTime = s.now().Truncate(time.Microsecond)
-	if err := s.store.UpdateEndingSessions(ctx, u); err != nil {
-		return User{}, err
-	}
-	return u, nil
+	return s.write(ctx, u, s.store.UpdateEndingSessions)
 }
