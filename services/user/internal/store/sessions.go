@@ -11,9 +11,19 @@ import (
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
 
-// CreateSession implements user.SessionStore.
+// CreateSession implements user.SessionStore. It also sweeps the account's expired refresh tokens
+// and the sessions left without any, so that an account logging in again and again (and never
+// refreshing, whose sessions RotateRefreshToken never prunes) keeps one lifetime's worth of rows.
 func (s *Users) CreateSession(ctx context.Context, sess user.Session, first user.RefreshToken) error {
 	return sqldb.InTx(ctx, s.DB, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.DB.Rebind(`DELETE FROM refresh_tokens WHERE expire_time < ?
+			AND session_id IN (SELECT id FROM refresh_sessions WHERE user_id = ?)`), sqldb.Micros(sess.CreateTime), sess.UserID); err != nil {
+			return fmt.Errorf("drop expired refresh tokens: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, s.DB.Rebind(`DELETE FROM refresh_sessions WHERE user_id = ?
+			AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.session_id = refresh_sessions.id)`), sess.UserID); err != nil {
+			return fmt.Errorf("drop spent sessions: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, s.DB.Rebind("INSERT INTO refresh_sessions (id, user_id, create_time, revoke_time) VALUES (?, ?, ?, 0)"),
 			sess.ID, sess.UserID, sqldb.Micros(sess.CreateTime)); err != nil {
 			return fmt.Errorf("create session: %w", err)

@@ -148,4 +148,20 @@ func sessionSuite(t *testing.T, dsn string) {
 	if _, _, err := s.GetRefreshToken(ctx, "h4"); !errors.Is(err, user.ErrBadRefreshToken) {
 		t.Errorf("an expired token outlived its session's rotation: %v", err)
 	}
+	// A new login sweeps the account's expired tokens, and the sessions left without one; a
+	// live token, and another account's expired one, stay.
+	if err := s.CreateSession(ctx, user.Session{ID: "s5", UserID: bob.ID, CreateTime: now.Add(90 * time.Minute)},
+		token("s5", "h5", "", now.Add(90*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	for hash, live := range map[string]bool{"h3": false, "h4b": true, "h5": true, "h1b": true} {
+		_, _, err := s.GetRefreshToken(ctx, hash)
+		if live != (err == nil) {
+			t.Errorf("after a login of bob 90 minutes later, %s: %v (want it kept: %v)", hash, err, live)
+		}
+	}
+	var sessions int
+	if err := s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT COUNT(*) FROM refresh_sessions WHERE user_id = ?"), bob.ID).Scan(&sessions); err != nil || sessions != 2 {
+		t.Errorf("bob has %d sessions (%v), want 2 (s4 and s5; s3 swept)", sessions, err)
+	}
 }
