@@ -72,6 +72,10 @@ func TestServiceShapes(t *testing.T) {
 			"ExportUsers":   {serverStream, noSideEffect},
 			"ImportUsers":   {clientStream, unknown},
 			"ListTokenKeys": {unary, noSideEffect},
+			// A refresh spends its token, so a retry of it is a replay: not idempotent.
+			"RefreshToken":   {unary, unknown},
+			"Logout":         {unary, idempotent},
+			"ChangePassword": {unary, unknown},
 		}},
 		{paymentv1.File_meshmart_payment_v1_payment_proto.Services().Get(0), map[string]method{
 			"CreatePayment":     {unary, idempotent},
@@ -147,6 +151,10 @@ func TestPolicies(t *testing.T) {
 		"meshmart.user.v1.UserService.ListUsers":     admins,
 		"meshmart.user.v1.UserService.ExportUsers":   admins,
 		"meshmart.user.v1.UserService.ImportUsers":   admins,
+		// The refresh token is the credential.
+		"meshmart.user.v1.UserService.RefreshToken":   public,
+		"meshmart.user.v1.UserService.Logout":         users,
+		"meshmart.user.v1.UserService.ChangePassword": users,
 
 		"meshmart.payment.v1.PaymentService.CreatePayment":     orderOnly,
 		"meshmart.payment.v1.PaymentService.RefundPayment":     {admins: true, services: "order"},
@@ -367,6 +375,13 @@ func TestRedaction(t *testing.T) {
 		"meshmart.user.v1.CreateUserRequest.password":                   true,
 		"meshmart.user.v1.LoginRequest.password":                        true,
 		"meshmart.user.v1.LoginResponse.access_token":                   true,
+		"meshmart.user.v1.LoginResponse.refresh_token":                  true,
+		"meshmart.user.v1.RefreshTokenRequest.refresh_token":            true,
+		"meshmart.user.v1.RefreshTokenResponse.access_token":            true,
+		"meshmart.user.v1.RefreshTokenResponse.refresh_token":           true,
+		"meshmart.user.v1.LogoutRequest.refresh_token":                  true,
+		"meshmart.user.v1.ChangePasswordRequest.current_password":       true,
+		"meshmart.user.v1.ChangePasswordRequest.new_password":           true,
 		"meshmart.payment.v1.CreatePaymentRequest.payment_method_token": true,
 		"meshmart.order.v1.CreateOrderRequest.payment_method_token":     true,
 	}

@@ -52,7 +52,7 @@ type call struct {
 	method string
 	target string
 	data   any
-	token  string
+	token  func() string // the access token of each round (renewed as it nears its expiry); nil: none
 	opts   []runner.Option
 }
 
@@ -87,8 +87,8 @@ func alternate(b *testing.B, tlsOpts []runner.Option, calls ...call) []*stat {
 				}),
 			}, tlsOpts...)
 			opts = append(opts, c.opts...)
-			if c.token != "" {
-				opts = append(opts, runner.WithMetadata(map[string]string{"authorization": "Bearer " + c.token}))
+			if c.token != nil {
+				opts = append(opts, runner.WithMetadata(map[string]string{"authorization": "Bearer " + c.token()}))
 			}
 			rep, err := runner.Run(c.method, c.target, opts...)
 			if err != nil {
@@ -148,9 +148,9 @@ func measure(b *testing.B, db string, col *column) {
 	getUser := map[string]any{"id": user.ID}
 	before := handled(b, r, "user", "GetUser")
 	s := alternate(b, tlsOpts,
-		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
-		call{method: "meshmart.user.v1.UserService.GetUser", target: "static-" + db + ":///user", data: getUser, token: user.Token},
-		call{method: "meshmart.user.v1.UserService.GetUser", target: r.Addrs("user")[0], data: getUser, token: user.Token})
+		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.AccessToken},
+		call{method: "meshmart.user.v1.UserService.GetUser", target: "static-" + db + ":///user", data: getUser, token: user.AccessToken},
+		call{method: "meshmart.user.v1.UserService.GetUser", target: r.Addrs("user")[0], data: getUser, token: user.AccessToken})
 	col.set("discovery", fmt.Sprintf("%.2f× the calls/s of a static list (%.0f vs %.0f); p50 %v vs %v",
 		s[0].Rate()/s[1].Rate(), s[0].Rate(), s[1].Rate(), ms(s[0].Percentile(.5)), ms(s[1].Percentile(.5))))
 	col.set("direct", fmt.Sprintf("%.2f× the calls/s of a direct dial of one replica (%.0f vs %.0f); p50 %v vs %v",
@@ -189,10 +189,10 @@ func measure(b *testing.B, db string, col *column) {
 		"idempotency_key":      "bench-{{newUUID}}",
 	}
 	s = alternate(b, tlsOpts,
-		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.Token},
-		call{method: "meshmart.payment.v1.PaymentService.CreatePayment", target: consulTarget("payment"), data: charge, token: user.Token, opts: asOrder},
-		call{method: "meshmart.order.v1.OrderService.CreateOrder", target: consulTarget("order"), data: order, token: user.Token},
-		call{method: "meshmart.user.v1.UserService.ExportUsers", target: consulTarget("user"), data: map[string]any{}, token: admin.Token})
+		call{method: "meshmart.user.v1.UserService.GetUser", target: consulTarget("user"), data: getUser, token: user.AccessToken},
+		call{method: "meshmart.payment.v1.PaymentService.CreatePayment", target: consulTarget("payment"), data: charge, token: user.AccessToken, opts: asOrder},
+		call{method: "meshmart.order.v1.OrderService.CreateOrder", target: consulTarget("order"), data: order, token: user.AccessToken},
+		call{method: "meshmart.user.v1.UserService.ExportUsers", target: consulTarget("user"), data: map[string]any{}, token: admin.AccessToken})
 	stop()
 	for i, name := range []string{"GetUser", "Charge", "CreateOrder"} {
 		col.set(name, fmt.Sprintf("%.0f/s; p50 %v, p95 %v, p99 %v; %d errors", s[i].Rate(), ms(s[i].Percentile(.5)), ms(s[i].Percentile(.95)), ms(s[i].Percentile(.99)), s[i].Errors))

@@ -70,7 +70,7 @@ func (m *mix) login() loadkit.Op {
 		}
 		m.tokens.Lock()
 		defer m.tokens.Unlock()
-		m.accounts[i].Token = resp.GetAccessToken()
+		m.accounts[i] = m.rig.LoggedIn(resp)
 		m.logins[kidOf(resp.GetAccessToken())]++
 		return nil
 	}}

@@ -178,13 +178,75 @@ func (r *Rig) Instance(name string) *platform.Instance {
 
 // Account is a signed-up user.
 type Account struct {
-	ID    string
+	ID string
+	// Token is the access token Login issued; In sends a renewed one once it nears its expiry.
 	Token string
+	// Refresh is the refresh token Login issued (spent once In renewed the access token).
+	Refresh string
+
+	session *session
 }
 
-// In returns ctx carrying the account's access token.
+// In returns ctx carrying the account's access token. Access tokens live minutes, so In renews
+// the token with RefreshToken once a third of its lifetime is left, as a real client does, and
+// tests and loads may run longer than a token; an account made without SignUp or LogInAdmin (a
+// bare Token) sends that token as it is. When a renewal fails (the account was deleted, its
+// sessions ended) In keeps sending the last token, whose calls then fail as the client's would.
 func (a Account) In(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.Token)
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+a.AccessToken())
+}
+
+// AccessToken is the access token In sends: Token, or the last one renewed from it.
+func (a Account) AccessToken() string {
+	if a.session != nil {
+		return a.session.token()
+	}
+	return a.Token
+}
+
+// LoggedIn is the account a Login answered, renewing its token as SignUp's accounts do.
+func (r *Rig) LoggedIn(login *userv1.LoginResponse) Account {
+	return Account{ID: login.GetUser().GetId(), Token: login.GetAccessToken(), Refresh: login.GetRefreshToken(),
+		session: newSession(r.Users, login)}
+}
+
+// session renews an account's access token. One renewal at a time: refresh tokens rotate, and
+// two renewals with the same one would be a replay that ends the session.
+type session struct {
+	users userv1.UserServiceClient
+
+	mu       sync.Mutex
+	access   string
+	refresh  string
+	issued   time.Time
+	expires  time.Time
+	failedAt time.Time
+}
+
+func newSession(users userv1.UserServiceClient, login *userv1.LoginResponse) *session {
+	return &session{users: users, access: login.GetAccessToken(), refresh: login.GetRefreshToken(), issued: time.Now(),
+		expires: login.GetExpireTime().AsTime()}
+}
+
+// renewGap is how long a session waits after a failed renewal before it tries again.
+const renewGap = time.Second
+
+func (s *session) token() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	if s.refresh == "" || now.Before(s.expires.Add(-s.expires.Sub(s.issued)/3)) || now.Sub(s.failedAt) < renewGap {
+		return s.access
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := s.users.RefreshToken(ctx, &userv1.RefreshTokenRequest{RefreshToken: s.refresh})
+	if err != nil {
+		s.failedAt = now
+		return s.access
+	}
+	s.access, s.refresh, s.issued, s.expires = resp.GetAccessToken(), resp.GetRefreshToken(), now, resp.GetExpireTime().AsTime()
+	return s.access
 }
 
 // Password is every rig account's password.
@@ -195,7 +257,7 @@ func (r *Rig) SignUp(t testing.TB, name string) Account {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	created, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: Password, GivenName: name})
+	_, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: Password, GivenName: name})
 	if err != nil {
 		t.Fatalf("sign up %s: %v", name, err)
 	}
@@ -203,7 +265,7 @@ func (r *Rig) SignUp(t testing.TB, name string) Account {
 	if err != nil {
 		t.Fatalf("log %s in: %v", name, err)
 	}
-	return Account{ID: created.GetUser().GetId(), Token: login.GetAccessToken()}
+	return r.LoggedIn(login)
 }
 
 // LogInAdmin logs in as the platform's administrator (Platform.Admin, which the platform makes
@@ -216,7 +278,7 @@ func (r *Rig) LogInAdmin(t testing.TB) Account {
 	if err != nil {
 		t.Fatalf("log the admin in: %v", err)
 	}
-	return Account{ID: login.GetUser().GetId(), Token: login.GetAccessToken()}
+	return r.LoggedIn(login)
 }
 
 // OrderRequest is the order every rig places: 2 BOOK-1 and 3 PEN-7 of the demo catalog

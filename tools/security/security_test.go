@@ -116,7 +116,10 @@ func launch(root, db string) (*loadkit.Rig, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	opts := loadkit.Options{Replicas: 2, Env: platformEnv}
+	// Access tokens of 20 s (accessTTL), so that TestDeletedAccountLosesAccessWithinATokenLifetime
+	// can wait one out; rig accounts renew theirs (loadkit.Account.In), so longer tests still run.
+	env := append([]string{"MESHMART_TOKEN_TTL=" + accessTTL.String()}, platformEnv...)
+	opts := loadkit.Options{Replicas: 2, Env: env}
 	if db == "postgres" {
 		if sharedPG == nil {
 			if sharedPG, err = testkit.LaunchPostgres(); err != nil {

@@ -1,8 +1,9 @@
 // Command smoke is `make smoke`: the whole user journey against a running platform (`make run` or
 // `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it. It
 // lists and describes every service through reflection on every instance, health-checks every
-// instance, signs up, logs in, creates a paid and a declined order, cancels the paid one (which
-// refunds it), reads the payments, logs in as the platform's admin (made by `user admin`, its
+// instance, signs up, logs in, renews the access token with the refresh token, creates a paid and
+// a declined order, cancels the paid one (which
+// refunds it), reads the payments, logs out (the refresh token is then refused), logs in as the platform's admin (made by `user admin`, its
 // password in -admin-password-file) to list the accounts and finds that no call makes the smoke
 // user an admin, and checks every answer, spreading the calls over the
 // replicas. It stops at the first wrong answer, saying what it expected and what it got.
@@ -235,9 +236,19 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 	if err != nil {
 		return err
 	}
-	token := str(login, "accessToken")
-	if token == "" {
-		return fmt.Errorf("Login: no accessToken in %v", login)
+	if str(login, "accessToken") == "" || str(login, "refreshToken") == "" {
+		return fmt.Errorf("Login: no accessToken or refreshToken in %v", login)
+	}
+	// Access tokens live minutes: renew with the refresh token, as a client does, on the other
+	// replica. The refresh token spent, sending it again is a replay, which ends the session.
+	r.step("renew the access token with RefreshToken on %s", user1)
+	renewed, err := r.ok(ctx, "", map[string]any{"refresh_token": str(login, "refreshToken")}, user1, fullNames["user"]+"/RefreshToken")
+	if err != nil {
+		return err
+	}
+	token := str(renewed, "accessToken")
+	if token == "" || str(renewed, "refreshToken") == "" {
+		return fmt.Errorf("RefreshToken: no accessToken or refreshToken in %v", renewed)
 	}
 	me, err := r.ok(ctx, token, map[string]any{"id": userID}, user1, fullNames["user"]+"/GetUser")
 	if err != nil {
@@ -353,6 +364,13 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 		return err
 	}
 	if err := r.fails(ctx, "PermissionDenied", token, map[string]any{"page_size": 1}, user1, fullNames["user"]+"/ListUsers"); err != nil {
+		return err
+	}
+	r.step("log out on %s: the session's refresh token is refused", user2)
+	if _, err := r.ok(ctx, token, map[string]any{"refresh_token": str(renewed, "refreshToken")}, user2, fullNames["user"]+"/Logout"); err != nil {
+		return err
+	}
+	if err := r.fails(ctx, "Unauthenticated", "", map[string]any{"refresh_token": str(renewed, "refreshToken")}, user1, fullNames["user"]+"/RefreshToken"); err != nil {
 		return err
 	}
 	adminLogin, err := r.ok(ctx, "", map[string]any{"email": cfg.adminEmail, "password": cfg.adminPassword}, user1, fullNames["user"]+"/Login")

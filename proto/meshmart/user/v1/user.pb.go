@@ -509,9 +509,14 @@ type LoginResponse struct {
 	// When access_token stops being accepted.
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// The account that logged in.
-	User          *User `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	User *User `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// An opaque refresh token: send it to RefreshToken for a new access token before
+	// access_token expires, and to Logout to end the session. Keep it secret.
+	RefreshToken string `protobuf:"bytes,5,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	// When refresh_token stops being accepted, unless it is spent or revoked first.
+	RefreshExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=refresh_expire_time,json=refreshExpireTime,proto3" json:"refresh_expire_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *LoginResponse) Reset() {
@@ -568,6 +573,20 @@ func (x *LoginResponse) GetExpireTime() *timestamppb.Timestamp {
 func (x *LoginResponse) GetUser() *User {
 	if x != nil {
 		return x.User
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetRefreshExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpireTime
 	}
 	return nil
 }
@@ -1568,6 +1587,319 @@ func (x *TokenKey) GetPublicKey() []byte {
 	return nil
 }
 
+// RefreshTokenRequest spends a refresh token.
+type RefreshTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The refresh token from Login or the last RefreshToken.
+	RefreshToken  string `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshTokenRequest) Reset() {
+	*x = RefreshTokenRequest{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshTokenRequest) ProtoMessage() {}
+
+func (x *RefreshTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshTokenRequest.ProtoReflect.Descriptor instead.
+func (*RefreshTokenRequest) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RefreshTokenRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+// RefreshTokenResponse carries a new access token and the refresh token that replaces the one
+// spent.
+type RefreshTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A signed access token; send it as "authorization: Bearer <token>" metadata.
+	AccessToken string `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	// Always "Bearer".
+	TokenType string `protobuf:"bytes,2,opt,name=token_type,json=tokenType,proto3" json:"token_type,omitempty"`
+	// When access_token stops being accepted.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The next refresh token of the session; the one sent is spent.
+	RefreshToken string `protobuf:"bytes,4,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	// When refresh_token stops being accepted, unless it is spent or revoked first.
+	RefreshExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=refresh_expire_time,json=refreshExpireTime,proto3" json:"refresh_expire_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *RefreshTokenResponse) Reset() {
+	*x = RefreshTokenResponse{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshTokenResponse) ProtoMessage() {}
+
+func (x *RefreshTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshTokenResponse.ProtoReflect.Descriptor instead.
+func (*RefreshTokenResponse) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RefreshTokenResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *RefreshTokenResponse) GetTokenType() string {
+	if x != nil {
+		return x.TokenType
+	}
+	return ""
+}
+
+func (x *RefreshTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *RefreshTokenResponse) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *RefreshTokenResponse) GetRefreshExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpireTime
+	}
+	return nil
+}
+
+// LogoutRequest names the session to end by one of its refresh tokens.
+type LogoutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A refresh token of the session, spent or not.
+	RefreshToken  string `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogoutRequest) Reset() {
+	*x = LogoutRequest{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogoutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogoutRequest) ProtoMessage() {}
+
+func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
+func (*LogoutRequest) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LogoutRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+// LogoutResponse is empty: the session has ended.
+type LogoutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogoutResponse) Reset() {
+	*x = LogoutResponse{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogoutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogoutResponse) ProtoMessage() {}
+
+func (x *LogoutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogoutResponse.ProtoReflect.Descriptor instead.
+func (*LogoutResponse) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{25}
+}
+
+// ChangePasswordRequest changes the caller's password.
+type ChangePasswordRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account's password now.
+	CurrentPassword string `protobuf:"bytes,1,opt,name=current_password,json=currentPassword,proto3" json:"current_password,omitempty"`
+	// The new password: 8 to 128 characters. Only a hash of it is stored.
+	NewPassword   string `protobuf:"bytes,2,opt,name=new_password,json=newPassword,proto3" json:"new_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordRequest) Reset() {
+	*x = ChangePasswordRequest{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordRequest) ProtoMessage() {}
+
+func (x *ChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*ChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ChangePasswordRequest) GetCurrentPassword() string {
+	if x != nil {
+		return x.CurrentPassword
+	}
+	return ""
+}
+
+func (x *ChangePasswordRequest) GetNewPassword() string {
+	if x != nil {
+		return x.NewPassword
+	}
+	return ""
+}
+
+// ChangePasswordResponse holds the changed account.
+type ChangePasswordResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The account after the change, with a new etag.
+	User          *User `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangePasswordResponse) Reset() {
+	*x = ChangePasswordResponse{}
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangePasswordResponse) ProtoMessage() {}
+
+func (x *ChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshmart_user_v1_user_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*ChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_meshmart_user_v1_user_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ChangePasswordResponse) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
 var File_meshmart_user_v1_user_proto protoreflect.FileDescriptor
 
 const file_meshmart_user_v1_user_proto_rawDesc = "" +
@@ -1609,14 +1941,16 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\busername\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x18 H\x00R\busername\x12*\n" +
 	"\bpassword\x18\x03 \x01(\tB\x0e\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01\x80\x01\x01R\bpasswordB\x13\n" +
 	"\n" +
-	"identifier\x12\x05\xbaH\x02\b\x01\"\xbf\x01\n" +
+	"identifier\x12\x05\xbaH\x02\b\x01\"\xb5\x02\n" +
 	"\rLoginResponse\x12&\n" +
 	"\faccess_token\x18\x01 \x01(\tB\x03\x80\x01\x01R\vaccessToken\x12\x1d\n" +
 	"\n" +
 	"token_type\x18\x02 \x01(\tR\ttokenType\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12*\n" +
-	"\x04user\x18\x04 \x01(\v2\x16.meshmart.user.v1.UserR\x04user\"\x85\x01\n" +
+	"\x04user\x18\x04 \x01(\v2\x16.meshmart.user.v1.UserR\x04user\x12(\n" +
+	"\rrefresh_token\x18\x05 \x01(\tB\x03\x80\x01\x01R\frefreshToken\x12J\n" +
+	"\x13refresh_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11refreshExpireTime\"\x85\x01\n" +
 	"\x0eGetUserRequest\x12\x1a\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01H\x00R\x02id\x12\x1f\n" +
 	"\x05email\x18\x02 \x01(\tB\a\xbaH\x04r\x02`\x01H\x00R\x05email\x12%\n" +
@@ -1675,7 +2009,25 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x10\n" +
 	"\x03alg\x18\x02 \x01(\tR\x03alg\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x03 \x01(\fR\tpublicKey*u\n" +
+	"public_key\x18\x03 \x01(\fR\tpublicKey\"J\n" +
+	"\x13RefreshTokenRequest\x123\n" +
+	"\rrefresh_token\x18\x01 \x01(\tB\x0e\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01\x80\x01\x01R\frefreshToken\"\x90\x02\n" +
+	"\x14RefreshTokenResponse\x12&\n" +
+	"\faccess_token\x18\x01 \x01(\tB\x03\x80\x01\x01R\vaccessToken\x12\x1d\n" +
+	"\n" +
+	"token_type\x18\x02 \x01(\tR\ttokenType\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12(\n" +
+	"\rrefresh_token\x18\x04 \x01(\tB\x03\x80\x01\x01R\frefreshToken\x12J\n" +
+	"\x13refresh_expire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11refreshExpireTime\"D\n" +
+	"\rLogoutRequest\x123\n" +
+	"\rrefresh_token\x18\x01 \x01(\tB\x0e\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01\x80\x01\x01R\frefreshToken\"\x10\n" +
+	"\x0eLogoutResponse\"\x84\x01\n" +
+	"\x15ChangePasswordRequest\x129\n" +
+	"\x10current_password\x18\x01 \x01(\tB\x0e\xbaH\b\xc8\x01\x01r\x03\x18\x80\x01\x80\x01\x01R\x0fcurrentPassword\x120\n" +
+	"\fnew_password\x18\x02 \x01(\tB\r\xbaH\ar\x05\x10\b\x18\x80\x01\x80\x01\x01R\vnewPassword\"D\n" +
+	"\x16ChangePasswordResponse\x12*\n" +
+	"\x04user\x18\x01 \x01(\v2\x16.meshmart.user.v1.UserR\x04user*u\n" +
 	"\n" +
 	"UserStatus\x12\x1b\n" +
 	"\x17USER_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -1686,7 +2038,7 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x022\x8a\a\n" +
+	"ROLE_ADMIN\x10\x022\xb6\t\n" +
 	"\vUserService\x12_\n" +
 	"\n" +
 	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\"\x06\x92\x82\x19\x02\b\x01\x12S\n" +
@@ -1699,7 +2051,10 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x01\x12g\n" +
 	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x010\x01\x12d\n" +
 	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse\"\x06\x92\x82\x19\x02\x18\x01(\x01\x12k\n" +
-	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01B\xbf\x01\n" +
+	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01\x12e\n" +
+	"\fRefreshToken\x12%.meshmart.user.v1.RefreshTokenRequest\x1a&.meshmart.user.v1.RefreshTokenResponse\"\x06\x92\x82\x19\x02\b\x01\x12V\n" +
+	"\x06Logout\x12\x1f.meshmart.user.v1.LogoutRequest\x1a .meshmart.user.v1.LogoutResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12k\n" +
+	"\x0eChangePassword\x12'.meshmart.user.v1.ChangePasswordRequest\x1a(.meshmart.user.v1.ChangePasswordResponse\"\x06\x92\x82\x19\x02\x10\x01B\xbf\x01\n" +
 	"\x14com.meshmart.user.v1B\tUserProtoP\x01Z:github.com/meshmart/meshmart/proto/meshmart/user/v1;userv1\xa2\x02\x03MUX\xaa\x02\x10Meshmart.User.V1\xca\x02\x10Meshmart\\User\\V1\xe2\x02\x1cMeshmart\\User\\V1\\GPBMetadata\xea\x02\x12Meshmart::User::V1b\x06proto3"
 
 var (
@@ -1715,81 +2070,97 @@ func file_meshmart_user_v1_user_proto_rawDescGZIP() []byte {
 }
 
 var file_meshmart_user_v1_user_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshmart_user_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_meshmart_user_v1_user_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_meshmart_user_v1_user_proto_goTypes = []any{
-	(UserStatus)(0),               // 0: meshmart.user.v1.UserStatus
-	(Role)(0),                     // 1: meshmart.user.v1.Role
-	(*User)(nil),                  // 2: meshmart.user.v1.User
-	(*CreateUserRequest)(nil),     // 3: meshmart.user.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),    // 4: meshmart.user.v1.CreateUserResponse
-	(*LoginRequest)(nil),          // 5: meshmart.user.v1.LoginRequest
-	(*LoginResponse)(nil),         // 6: meshmart.user.v1.LoginResponse
-	(*GetUserRequest)(nil),        // 7: meshmart.user.v1.GetUserRequest
-	(*GetUserResponse)(nil),       // 8: meshmart.user.v1.GetUserResponse
-	(*UpdateUserRequest)(nil),     // 9: meshmart.user.v1.UpdateUserRequest
-	(*UpdateUserResponse)(nil),    // 10: meshmart.user.v1.UpdateUserResponse
-	(*DeleteUserRequest)(nil),     // 11: meshmart.user.v1.DeleteUserRequest
-	(*DeleteUserResponse)(nil),    // 12: meshmart.user.v1.DeleteUserResponse
-	(*ListUsersRequest)(nil),      // 13: meshmart.user.v1.ListUsersRequest
-	(*ListUsersResponse)(nil),     // 14: meshmart.user.v1.ListUsersResponse
-	(*ExportUsersRequest)(nil),    // 15: meshmart.user.v1.ExportUsersRequest
-	(*ExportUsersResponse)(nil),   // 16: meshmart.user.v1.ExportUsersResponse
-	(*ImportUsersRequest)(nil),    // 17: meshmart.user.v1.ImportUsersRequest
-	(*ImportUsersResponse)(nil),   // 18: meshmart.user.v1.ImportUsersResponse
-	(*ImportUserResult)(nil),      // 19: meshmart.user.v1.ImportUserResult
-	(*ImportUserError)(nil),       // 20: meshmart.user.v1.ImportUserError
-	(*ListTokenKeysRequest)(nil),  // 21: meshmart.user.v1.ListTokenKeysRequest
-	(*ListTokenKeysResponse)(nil), // 22: meshmart.user.v1.ListTokenKeysResponse
-	(*TokenKey)(nil),              // 23: meshmart.user.v1.TokenKey
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 25: google.protobuf.FieldMask
+	(UserStatus)(0),                // 0: meshmart.user.v1.UserStatus
+	(Role)(0),                      // 1: meshmart.user.v1.Role
+	(*User)(nil),                   // 2: meshmart.user.v1.User
+	(*CreateUserRequest)(nil),      // 3: meshmart.user.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),     // 4: meshmart.user.v1.CreateUserResponse
+	(*LoginRequest)(nil),           // 5: meshmart.user.v1.LoginRequest
+	(*LoginResponse)(nil),          // 6: meshmart.user.v1.LoginResponse
+	(*GetUserRequest)(nil),         // 7: meshmart.user.v1.GetUserRequest
+	(*GetUserResponse)(nil),        // 8: meshmart.user.v1.GetUserResponse
+	(*UpdateUserRequest)(nil),      // 9: meshmart.user.v1.UpdateUserRequest
+	(*UpdateUserResponse)(nil),     // 10: meshmart.user.v1.UpdateUserResponse
+	(*DeleteUserRequest)(nil),      // 11: meshmart.user.v1.DeleteUserRequest
+	(*DeleteUserResponse)(nil),     // 12: meshmart.user.v1.DeleteUserResponse
+	(*ListUsersRequest)(nil),       // 13: meshmart.user.v1.ListUsersRequest
+	(*ListUsersResponse)(nil),      // 14: meshmart.user.v1.ListUsersResponse
+	(*ExportUsersRequest)(nil),     // 15: meshmart.user.v1.ExportUsersRequest
+	(*ExportUsersResponse)(nil),    // 16: meshmart.user.v1.ExportUsersResponse
+	(*ImportUsersRequest)(nil),     // 17: meshmart.user.v1.ImportUsersRequest
+	(*ImportUsersResponse)(nil),    // 18: meshmart.user.v1.ImportUsersResponse
+	(*ImportUserResult)(nil),       // 19: meshmart.user.v1.ImportUserResult
+	(*ImportUserError)(nil),        // 20: meshmart.user.v1.ImportUserError
+	(*ListTokenKeysRequest)(nil),   // 21: meshmart.user.v1.ListTokenKeysRequest
+	(*ListTokenKeysResponse)(nil),  // 22: meshmart.user.v1.ListTokenKeysResponse
+	(*TokenKey)(nil),               // 23: meshmart.user.v1.TokenKey
+	(*RefreshTokenRequest)(nil),    // 24: meshmart.user.v1.RefreshTokenRequest
+	(*RefreshTokenResponse)(nil),   // 25: meshmart.user.v1.RefreshTokenResponse
+	(*LogoutRequest)(nil),          // 26: meshmart.user.v1.LogoutRequest
+	(*LogoutResponse)(nil),         // 27: meshmart.user.v1.LogoutResponse
+	(*ChangePasswordRequest)(nil),  // 28: meshmart.user.v1.ChangePasswordRequest
+	(*ChangePasswordResponse)(nil), // 29: meshmart.user.v1.ChangePasswordResponse
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),  // 31: google.protobuf.FieldMask
 }
 var file_meshmart_user_v1_user_proto_depIdxs = []int32{
 	0,  // 0: meshmart.user.v1.User.status:type_name -> meshmart.user.v1.UserStatus
 	1,  // 1: meshmart.user.v1.User.roles:type_name -> meshmart.user.v1.Role
-	24, // 2: meshmart.user.v1.User.create_time:type_name -> google.protobuf.Timestamp
-	24, // 3: meshmart.user.v1.User.update_time:type_name -> google.protobuf.Timestamp
-	24, // 4: meshmart.user.v1.User.delete_time:type_name -> google.protobuf.Timestamp
+	30, // 2: meshmart.user.v1.User.create_time:type_name -> google.protobuf.Timestamp
+	30, // 3: meshmart.user.v1.User.update_time:type_name -> google.protobuf.Timestamp
+	30, // 4: meshmart.user.v1.User.delete_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: meshmart.user.v1.CreateUserResponse.user:type_name -> meshmart.user.v1.User
-	24, // 6: meshmart.user.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
+	30, // 6: meshmart.user.v1.LoginResponse.expire_time:type_name -> google.protobuf.Timestamp
 	2,  // 7: meshmart.user.v1.LoginResponse.user:type_name -> meshmart.user.v1.User
-	2,  // 8: meshmart.user.v1.GetUserResponse.user:type_name -> meshmart.user.v1.User
-	2,  // 9: meshmart.user.v1.UpdateUserRequest.user:type_name -> meshmart.user.v1.User
-	25, // 10: meshmart.user.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
-	2,  // 11: meshmart.user.v1.UpdateUserResponse.user:type_name -> meshmart.user.v1.User
-	2,  // 12: meshmart.user.v1.DeleteUserResponse.user:type_name -> meshmart.user.v1.User
-	0,  // 13: meshmart.user.v1.ListUsersRequest.status:type_name -> meshmart.user.v1.UserStatus
-	2,  // 14: meshmart.user.v1.ListUsersResponse.users:type_name -> meshmart.user.v1.User
-	0,  // 15: meshmart.user.v1.ExportUsersRequest.status:type_name -> meshmart.user.v1.UserStatus
-	2,  // 16: meshmart.user.v1.ExportUsersResponse.user:type_name -> meshmart.user.v1.User
-	3,  // 17: meshmart.user.v1.ImportUsersRequest.user:type_name -> meshmart.user.v1.CreateUserRequest
-	19, // 18: meshmart.user.v1.ImportUsersResponse.results:type_name -> meshmart.user.v1.ImportUserResult
-	2,  // 19: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
-	20, // 20: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
-	23, // 21: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
-	3,  // 22: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
-	5,  // 23: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
-	7,  // 24: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
-	9,  // 25: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
-	11, // 26: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
-	13, // 27: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
-	15, // 28: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
-	17, // 29: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
-	21, // 30: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
-	4,  // 31: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
-	6,  // 32: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
-	8,  // 33: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
-	10, // 34: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
-	12, // 35: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
-	14, // 36: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
-	16, // 37: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
-	18, // 38: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
-	22, // 39: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	30, // 8: meshmart.user.v1.LoginResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 9: meshmart.user.v1.GetUserResponse.user:type_name -> meshmart.user.v1.User
+	2,  // 10: meshmart.user.v1.UpdateUserRequest.user:type_name -> meshmart.user.v1.User
+	31, // 11: meshmart.user.v1.UpdateUserRequest.update_mask:type_name -> google.protobuf.FieldMask
+	2,  // 12: meshmart.user.v1.UpdateUserResponse.user:type_name -> meshmart.user.v1.User
+	2,  // 13: meshmart.user.v1.DeleteUserResponse.user:type_name -> meshmart.user.v1.User
+	0,  // 14: meshmart.user.v1.ListUsersRequest.status:type_name -> meshmart.user.v1.UserStatus
+	2,  // 15: meshmart.user.v1.ListUsersResponse.users:type_name -> meshmart.user.v1.User
+	0,  // 16: meshmart.user.v1.ExportUsersRequest.status:type_name -> meshmart.user.v1.UserStatus
+	2,  // 17: meshmart.user.v1.ExportUsersResponse.user:type_name -> meshmart.user.v1.User
+	3,  // 18: meshmart.user.v1.ImportUsersRequest.user:type_name -> meshmart.user.v1.CreateUserRequest
+	19, // 19: meshmart.user.v1.ImportUsersResponse.results:type_name -> meshmart.user.v1.ImportUserResult
+	2,  // 20: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
+	20, // 21: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
+	23, // 22: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
+	30, // 23: meshmart.user.v1.RefreshTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	30, // 24: meshmart.user.v1.RefreshTokenResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 25: meshmart.user.v1.ChangePasswordResponse.user:type_name -> meshmart.user.v1.User
+	3,  // 26: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
+	5,  // 27: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
+	7,  // 28: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
+	9,  // 29: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
+	11, // 30: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
+	13, // 31: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
+	15, // 32: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
+	17, // 33: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
+	21, // 34: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
+	24, // 35: meshmart.user.v1.UserService.RefreshToken:input_type -> meshmart.user.v1.RefreshTokenRequest
+	26, // 36: meshmart.user.v1.UserService.Logout:input_type -> meshmart.user.v1.LogoutRequest
+	28, // 37: meshmart.user.v1.UserService.ChangePassword:input_type -> meshmart.user.v1.ChangePasswordRequest
+	4,  // 38: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
+	6,  // 39: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
+	8,  // 40: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
+	10, // 41: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
+	12, // 42: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
+	14, // 43: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
+	16, // 44: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
+	18, // 45: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
+	22, // 46: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
+	25, // 47: meshmart.user.v1.UserService.RefreshToken:output_type -> meshmart.user.v1.RefreshTokenResponse
+	27, // 48: meshmart.user.v1.UserService.Logout:output_type -> meshmart.user.v1.LogoutResponse
+	29, // 49: meshmart.user.v1.UserService.ChangePassword:output_type -> meshmart.user.v1.ChangePasswordResponse
+	38, // [38:50] is the sub-list for method output_type
+	26, // [26:38] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_meshmart_user_v1_user_proto_init() }
@@ -1816,7 +2187,7 @@ func file_meshmart_user_v1_user_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshmart_user_v1_user_proto_rawDesc), len(file_meshmart_user_v1_user_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

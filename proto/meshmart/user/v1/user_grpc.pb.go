@@ -19,15 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	UserService_CreateUser_FullMethodName    = "/meshmart.user.v1.UserService/CreateUser"
-	UserService_Login_FullMethodName         = "/meshmart.user.v1.UserService/Login"
-	UserService_GetUser_FullMethodName       = "/meshmart.user.v1.UserService/GetUser"
-	UserService_UpdateUser_FullMethodName    = "/meshmart.user.v1.UserService/UpdateUser"
-	UserService_DeleteUser_FullMethodName    = "/meshmart.user.v1.UserService/DeleteUser"
-	UserService_ListUsers_FullMethodName     = "/meshmart.user.v1.UserService/ListUsers"
-	UserService_ExportUsers_FullMethodName   = "/meshmart.user.v1.UserService/ExportUsers"
-	UserService_ImportUsers_FullMethodName   = "/meshmart.user.v1.UserService/ImportUsers"
-	UserService_ListTokenKeys_FullMethodName = "/meshmart.user.v1.UserService/ListTokenKeys"
+	UserService_CreateUser_FullMethodName     = "/meshmart.user.v1.UserService/CreateUser"
+	UserService_Login_FullMethodName          = "/meshmart.user.v1.UserService/Login"
+	UserService_GetUser_FullMethodName        = "/meshmart.user.v1.UserService/GetUser"
+	UserService_UpdateUser_FullMethodName     = "/meshmart.user.v1.UserService/UpdateUser"
+	UserService_DeleteUser_FullMethodName     = "/meshmart.user.v1.UserService/DeleteUser"
+	UserService_ListUsers_FullMethodName      = "/meshmart.user.v1.UserService/ListUsers"
+	UserService_ExportUsers_FullMethodName    = "/meshmart.user.v1.UserService/ExportUsers"
+	UserService_ImportUsers_FullMethodName    = "/meshmart.user.v1.UserService/ImportUsers"
+	UserService_ListTokenKeys_FullMethodName  = "/meshmart.user.v1.UserService/ListTokenKeys"
+	UserService_RefreshToken_FullMethodName   = "/meshmart.user.v1.UserService/RefreshToken"
+	UserService_Logout_FullMethodName         = "/meshmart.user.v1.UserService/Logout"
+	UserService_ChangePassword_FullMethodName = "/meshmart.user.v1.UserService/ChangePassword"
 )
 
 // UserServiceClient is the client API for UserService service.
@@ -37,8 +40,9 @@ const (
 // UserService owns accounts: sign-up, login, profile reads and updates, and bulk import and export.
 //
 // Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
-// chassis before the method runs: CreateUser, Login and ListTokenKeys are public; GetUser,
-// UpdateUser and DeleteUser need a bearer access token issued by Login, and GetUser may also be
+// chassis before the method runs: CreateUser, Login, RefreshToken and ListTokenKeys are public;
+// GetUser, UpdateUser, DeleteUser, Logout and ChangePassword need a bearer access token issued by
+// Login or RefreshToken, and GetUser may also be
 // called by the order service, proving itself with its client certificate; ListUsers, ExportUsers
 // and ImportUsers are for admins. A user may read and change only their own account; an admin may
 // read and change any account.
@@ -46,10 +50,13 @@ type UserServiceClient interface {
 	// CreateUser signs a new user up with the USER role. It needs no token. A taken email or
 	// username fails with ALREADY_EXISTS.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
-	// Login exchanges an email or username and a password for a signed access token. It needs no
-	// token. Wrong credentials and unknown or deleted users fail alike with UNAUTHENTICATED.
+	// Login exchanges an email or username and a password for a signed access token, short-lived
+	// (minutes), and a refresh token that renews it (RefreshToken). It needs no token. Wrong
+	// credentials and unknown or deleted users fail alike with UNAUTHENTICATED.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
-	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND.
+	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND. A user who
+	// is not an admin gets NOT_FOUND for any account but their own too, with the same message as for
+	// a missing one, so that lookups do not tell which accounts exist.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// UpdateUser changes the fields named in update_mask. When user.etag is set and no longer
 	// matches, it fails with ABORTED and changes nothing. It never changes roles: asking to is
@@ -71,6 +78,22 @@ type UserServiceClient interface {
 	// fetched from the user service over mutual TLS, so that only the user service holds a
 	// private key.
 	ListTokenKeys(ctx context.Context, in *ListTokenKeysRequest, opts ...grpc.CallOption) (*ListTokenKeysResponse, error)
+	// RefreshToken exchanges a refresh token (from Login or an earlier RefreshToken) for a new
+	// access token and a new refresh token; the one sent is spent. The refresh token is the
+	// credential, so the method is public. Sending a spent refresh token again ends its whole
+	// session (every refresh token descended from the same login), since one of its two holders
+	// must have stolen it. An unknown, expired, spent or revoked refresh token, or one of a deleted
+	// account, fails with UNAUTHENTICATED.
+	RefreshToken(ctx context.Context, in *RefreshTokenRequest, opts ...grpc.CallOption) (*RefreshTokenResponse, error)
+	// Logout ends the session of a refresh token of the caller's: it and every refresh token of the
+	// same login stop working. Access tokens already issued live on until they expire (minutes).
+	// Logging out of a session already ended succeeds; a refresh token the caller does not hold is
+	// NOT_FOUND.
+	Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error)
+	// ChangePassword sets the caller's password, given the current one (a wrong one is
+	// INVALID_ARGUMENT naming current_password), and ends every session of the account: no refresh
+	// token issued before works any more.
+	ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error)
 }
 
 type userServiceClient struct {
@@ -183,6 +206,36 @@ func (c *userServiceClient) ListTokenKeys(ctx context.Context, in *ListTokenKeys
 	return out, nil
 }
 
+func (c *userServiceClient) RefreshToken(ctx context.Context, in *RefreshTokenRequest, opts ...grpc.CallOption) (*RefreshTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefreshTokenResponse)
+	err := c.cc.Invoke(ctx, UserService_RefreshToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *userServiceClient) Logout(ctx context.Context, in *LogoutRequest, opts ...grpc.CallOption) (*LogoutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LogoutResponse)
+	err := c.cc.Invoke(ctx, UserService_Logout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *userServiceClient) ChangePassword(ctx context.Context, in *ChangePasswordRequest, opts ...grpc.CallOption) (*ChangePasswordResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangePasswordResponse)
+	err := c.cc.Invoke(ctx, UserService_ChangePassword_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UserServiceServer is the server API for UserService service.
 // All implementations must embed UnimplementedUserServiceServer
 // for forward compatibility.
@@ -190,8 +243,9 @@ func (c *userServiceClient) ListTokenKeys(ctx context.Context, in *ListTokenKeys
 // UserService owns accounts: sign-up, login, profile reads and updates, and bulk import and export.
 //
 // Who may call each method is declared beside it (meshmart.authz.v1.policy) and enforced by the
-// chassis before the method runs: CreateUser, Login and ListTokenKeys are public; GetUser,
-// UpdateUser and DeleteUser need a bearer access token issued by Login, and GetUser may also be
+// chassis before the method runs: CreateUser, Login, RefreshToken and ListTokenKeys are public;
+// GetUser, UpdateUser, DeleteUser, Logout and ChangePassword need a bearer access token issued by
+// Login or RefreshToken, and GetUser may also be
 // called by the order service, proving itself with its client certificate; ListUsers, ExportUsers
 // and ImportUsers are for admins. A user may read and change only their own account; an admin may
 // read and change any account.
@@ -199,10 +253,13 @@ type UserServiceServer interface {
 	// CreateUser signs a new user up with the USER role. It needs no token. A taken email or
 	// username fails with ALREADY_EXISTS.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
-	// Login exchanges an email or username and a password for a signed access token. It needs no
-	// token. Wrong credentials and unknown or deleted users fail alike with UNAUTHENTICATED.
+	// Login exchanges an email or username and a password for a signed access token, short-lived
+	// (minutes), and a refresh token that renews it (RefreshToken). It needs no token. Wrong
+	// credentials and unknown or deleted users fail alike with UNAUTHENTICATED.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
-	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND.
+	// GetUser reads one account by id, email or username. Deleted users are NOT_FOUND. A user who
+	// is not an admin gets NOT_FOUND for any account but their own too, with the same message as for
+	// a missing one, so that lookups do not tell which accounts exist.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// UpdateUser changes the fields named in update_mask. When user.etag is set and no longer
 	// matches, it fails with ABORTED and changes nothing. It never changes roles: asking to is
@@ -224,6 +281,22 @@ type UserServiceServer interface {
 	// fetched from the user service over mutual TLS, so that only the user service holds a
 	// private key.
 	ListTokenKeys(context.Context, *ListTokenKeysRequest) (*ListTokenKeysResponse, error)
+	// RefreshToken exchanges a refresh token (from Login or an earlier RefreshToken) for a new
+	// access token and a new refresh token; the one sent is spent. The refresh token is the
+	// credential, so the method is public. Sending a spent refresh token again ends its whole
+	// session (every refresh token descended from the same login), since one of its two holders
+	// must have stolen it. An unknown, expired, spent or revoked refresh token, or one of a deleted
+	// account, fails with UNAUTHENTICATED.
+	RefreshToken(context.Context, *RefreshTokenRequest) (*RefreshTokenResponse, error)
+	// Logout ends the session of a refresh token of the caller's: it and every refresh token of the
+	// same login stop working. Access tokens already issued live on until they expire (minutes).
+	// Logging out of a session already ended succeeds; a refresh token the caller does not hold is
+	// NOT_FOUND.
+	Logout(context.Context, *LogoutRequest) (*LogoutResponse, error)
+	// ChangePassword sets the caller's password, given the current one (a wrong one is
+	// INVALID_ARGUMENT naming current_password), and ends every session of the account: no refresh
+	// token issued before works any more.
+	ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error)
 	mustEmbedUnimplementedUserServiceServer()
 }
 
@@ -260,6 +333,15 @@ func (UnimplementedUserServiceServer) ImportUsers(grpc.ClientStreamingServer[Imp
 }
 func (UnimplementedUserServiceServer) ListTokenKeys(context.Context, *ListTokenKeysRequest) (*ListTokenKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTokenKeys not implemented")
+}
+func (UnimplementedUserServiceServer) RefreshToken(context.Context, *RefreshTokenRequest) (*RefreshTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshToken not implemented")
+}
+func (UnimplementedUserServiceServer) Logout(context.Context, *LogoutRequest) (*LogoutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Logout not implemented")
+}
+func (UnimplementedUserServiceServer) ChangePassword(context.Context, *ChangePasswordRequest) (*ChangePasswordResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangePassword not implemented")
 }
 func (UnimplementedUserServiceServer) mustEmbedUnimplementedUserServiceServer() {}
 func (UnimplementedUserServiceServer) testEmbeddedByValue()                     {}
@@ -426,6 +508,60 @@ func _UserService_ListTokenKeys_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UserService_RefreshToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserServiceServer).RefreshToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UserService_RefreshToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserServiceServer).RefreshToken(ctx, req.(*RefreshTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UserService_Logout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LogoutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserServiceServer).Logout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UserService_Logout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserServiceServer).Logout(ctx, req.(*LogoutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UserService_ChangePassword_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangePasswordRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserServiceServer).ChangePassword(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: UserService_ChangePassword_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserServiceServer).ChangePassword(ctx, req.(*ChangePasswordRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // UserService_ServiceDesc is the grpc.ServiceDesc for UserService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -460,6 +596,18 @@ var UserService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTokenKeys",
 			Handler:    _UserService_ListTokenKeys_Handler,
+		},
+		{
+			MethodName: "RefreshToken",
+			Handler:    _UserService_RefreshToken_Handler,
+		},
+		{
+			MethodName: "Logout",
+			Handler:    _UserService_Logout_Handler,
+		},
+		{
+			MethodName: "ChangePassword",
+			Handler:    _UserService_ChangePassword_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

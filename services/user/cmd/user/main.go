@@ -56,11 +56,12 @@ type settings struct {
 	Database   string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
 	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
 	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
-	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
+	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime: the longest a deleted, suspended or logged-out account keeps access, since an access token cannot be recalled"`
+	RefreshTTL time.Duration `flag:"refresh-token-ttl" env:"MESHMART_REFRESH_TOKEN_TTL" usage:"refresh token lifetime; each refresh issues a new one, so a session unused for this long ends"`
 }
 
 func defaults() *settings {
-	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour}
+	return &settings{Database: "data/user.sqlite", TokenTTL: 5 * time.Minute, RefreshTTL: user.DefaultRefreshTTL}
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
@@ -85,7 +86,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", users.Close)
-	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...))
+	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...), user.WithRefreshTTL(c.RefreshTTL))
 	if err != nil {
 		return err
 	}
@@ -101,6 +102,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Log.Info("user service starting", "database", sqldb.Describe(c.Database), "token_ttl", c.TokenTTL.String(),
+		"refresh_token_ttl", c.RefreshTTL.String(),
 		"signing_kid", issuer.KeyID(), "kids", verifier.KeyIDs())
 	return s.Serve(&userv1.UserService_ServiceDesc, api, server.WithVerifier(verifier))
 }

@@ -89,6 +89,18 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// With the default settings an access token lives 5 minutes and a refresh token 30 days; the
+	// refresh token renews the access token once.
+	if left := time.Until(login.GetExpireTime().AsTime()); left > 5*time.Minute || left < 4*time.Minute {
+		t.Errorf("the access token expires in %v, want 5 minutes (the default -token-ttl)", left)
+	}
+	if left := time.Until(login.GetRefreshExpireTime().AsTime()); left > 30*24*time.Hour || left < 29*24*time.Hour {
+		t.Errorf("the refresh token expires in %v, want 30 days (the default -refresh-token-ttl)", left)
+	}
+	renewed, err := users.RefreshToken(ctx, &userv1.RefreshTokenRequest{RefreshToken: login.GetRefreshToken()})
+	if err != nil || renewed.GetAccessToken() == "" || renewed.GetRefreshToken() == login.GetRefreshToken() {
+		t.Fatalf("RefreshToken = %v, %v", renewed, err)
+	}
 	// Sign-up makes a plain user, whatever the email.
 	if _, err := users.CreateUser(ctx, &userv1.CreateUserRequest{Email: "ROOT2@example.com", Username: "root2", Password: "correct horse", GivenName: "R"}); err != nil {
 		t.Fatal(err)

@@ -64,7 +64,47 @@ func (s *Server) Login(ctx context.Context, req *userv1.LoginRequest) (*userv1.L
 	if err != nil {
 		return nil, s.errs.Status(ctx, err)
 	}
-	return &userv1.LoginResponse{AccessToken: token, TokenType: "Bearer", ExpireTime: timestamppb.New(exp), User: toProto(u)}, nil
+	refresh, refreshExp, err := s.svc.StartSession(ctx, u)
+	if err != nil {
+		return nil, s.errs.Status(ctx, err)
+	}
+	return &userv1.LoginResponse{AccessToken: token, TokenType: "Bearer", ExpireTime: timestamppb.New(exp), User: toProto(u),
+		RefreshToken: refresh, RefreshExpireTime: timestamppb.New(refreshExp)}, nil
+}
+
+// RefreshToken implements user.v1.UserService.
+func (s *Server) RefreshToken(ctx context.Context, req *userv1.RefreshTokenRequest) (*userv1.RefreshTokenResponse, error) {
+	t, err := s.svc.Refresh(ctx, req.GetRefreshToken())
+	if err != nil {
+		return nil, s.errs.Status(ctx, err)
+	}
+	return &userv1.RefreshTokenResponse{AccessToken: t.Access, TokenType: "Bearer", ExpireTime: timestamppb.New(t.AccessExpiry),
+		RefreshToken: t.Refresh, RefreshExpireTime: timestamppb.New(t.RefreshExpiry)}, nil
+}
+
+// Logout implements user.v1.UserService.
+func (s *Server) Logout(ctx context.Context, req *userv1.LogoutRequest) (*userv1.LogoutResponse, error) {
+	who, err := interceptors.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.svc.Logout(ctx, who, req.GetRefreshToken()); err != nil {
+		return nil, s.errs.Status(ctx, err)
+	}
+	return &userv1.LogoutResponse{}, nil
+}
+
+// ChangePassword implements user.v1.UserService.
+func (s *Server) ChangePassword(ctx context.Context, req *userv1.ChangePasswordRequest) (*userv1.ChangePasswordResponse, error) {
+	who, err := interceptors.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.svc.ChangePassword(ctx, who, req.GetCurrentPassword(), req.GetNewPassword())
+	if err != nil {
+		return nil, s.errs.Status(ctx, err)
+	}
+	return &userv1.ChangePasswordResponse{User: toProto(u)}, nil
 }
 
 // GetUser implements user.v1.UserService.

@@ -142,8 +142,20 @@ func TestReadUpdateDelete(t *testing.T) {
 	if err != nil || got.GetUser().GetId() != ada.user.GetId() {
 		t.Fatalf("GetUser self = %v, %v", got, err)
 	}
-	_, err = c.GetUser(ada.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: bob.user.GetId()}})
-	code(t, err, codes.PermissionDenied)
+	// Someone else's account is NotFound to a user, with the very answer a missing one gets, by
+	// id, email or username: lookups do not tell which accounts exist.
+	_, missing := c.GetUser(ada.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: "00000000-0000-4000-8000-00000000dead"}})
+	code(t, missing, codes.NotFound)
+	for _, l := range []*userv1.GetUserRequest{
+		{Lookup: &userv1.GetUserRequest_Id{Id: bob.user.GetId()}},
+		{Lookup: &userv1.GetUserRequest_Email{Email: "bob@example.com"}},
+		{Lookup: &userv1.GetUserRequest_Username{Username: "bob"}},
+	} {
+		_, err := c.GetUser(ada.ctx, l)
+		if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != status.Convert(missing).Message() {
+			t.Errorf("GetUser(%v) of someone else = %v, want %v as for a missing account", l, err, missing)
+		}
+	}
 	_, err = c.GetUser(context.Background(), &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: bob.user.GetId()}})
 	code(t, err, codes.Unauthenticated)
 	if _, err := c.GetUser(admin.ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Email{Email: "bob@example.com"}}); err != nil {
@@ -168,7 +180,7 @@ func TestReadUpdateDelete(t *testing.T) {
 		violates(t, err, "user.roles")
 	}
 	_, err = update(ada.ctx, &userv1.User{Id: bob.user.GetId(), GivenName: "X"}, "given_name")
-	code(t, err, codes.PermissionDenied)
+	code(t, err, codes.NotFound)
 	_, err = update(ada.ctx, &userv1.User{Id: ada.user.GetId(), Username: "bob"}, "username")
 	code(t, err, codes.AlreadyExists)
 	suspended, err := update(admin.ctx, &userv1.User{Id: bob.user.GetId(), Status: userv1.UserStatus_USER_STATUS_SUSPENDED}, "status")

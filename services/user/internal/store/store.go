@@ -112,8 +112,10 @@ func (s *Users) Get(ctx context.Context, l user.Lookup) (user.User, error) {
 }
 
 // Update implements user.Store.
-func (s *Users) Update(ctx context.Context, u user.User) error {
-	res, err := s.DB.ExecContext(ctx, s.DB.Rebind(`UPDATE users SET email = ?, username = ?, given_name = ?, family_name = ?,
+func (s *Users) Update(ctx context.Context, u user.User) error { return s.update(ctx, s.DB, u) }
+
+func (s *Users) update(ctx context.Context, e execer, u user.User) error {
+	res, err := e.ExecContext(ctx, s.DB.Rebind(`UPDATE users SET email = ?, username = ?, given_name = ?, family_name = ?,
 		password_hash = ?, status = ?, roles = ?, version = ?, update_time = ?, delete_time = ?
 		WHERE id = ? AND version = ?`),
 		u.Email, u.Username, u.GivenName, u.FamilyName, u.PasswordHash, int(u.Status), strings.Join(u.Roles, ","),

@@ -70,27 +70,31 @@ func (s *Service) ensureAdmin(ctx context.Context, email string, a Admin) (User,
 	if err != nil {
 		return User{}, false, err
 	}
-	changed := false
+	// A new role or password (or a reactivation) ends the account's sessions: tokens issued
+	// before carry the old roles, or came from whoever knew the old password.
+	changed, endSessions := false, false
 	if name := normalise(a.Username); name != "" && name != u.Username {
 		u.Username, changed = name, true
 	}
 	if !slices.Contains(u.Roles, RoleAdmin) {
-		u.Roles, changed = append(slices.Clone(u.Roles), RoleAdmin), true
+		u.Roles, changed, endSessions = append(slices.Clone(u.Roles), RoleAdmin), true, true
 	}
 	if u.Status != StatusActive {
-		u.Status, u.DeleteTime, changed = StatusActive, time.Time{}, true
+		u.Status, u.DeleteTime, changed, endSessions = StatusActive, time.Time{}, true, true
 	}
 	if ok, err := CheckPassword(u.PasswordHash, a.Password); err != nil || !ok {
 		hash, err := HashPassword(a.Password)
 		if err != nil {
 			return User{}, false, fmt.Errorf("hash password: %w", err)
 		}
-		u.PasswordHash, changed = hash, true
+		u.PasswordHash, changed, endSessions = hash, true, true
 	}
-	if !changed {
-		return u, false, nil
+	switch {
+	case endSessions:
+		u, err = s.saveEndingSessions(ctx, u)
+	case changed:
+		u, err = s.save(ctx, u)
 	}
-	u, err = s.save(ctx, u)
 	return u, false, err
 }
 

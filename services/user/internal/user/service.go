@@ -30,6 +30,8 @@ type Service struct {
 	dummyHash string
 	// published are the keys verified beside the signing key, which never sign.
 	published []ed25519.PublicKey
+	// refreshTTL is how long a refresh token is accepted after it was issued.
+	refreshTTL time.Duration
 }
 
 // Option configures NewService.
@@ -52,7 +54,7 @@ func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, err
 		return nil, err
 	}
 	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
-		dummyHash: dummy}
+		dummyHash: dummy, refreshTTL: DefaultRefreshTTL}
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -131,15 +133,17 @@ func normaliseLookup(l Lookup) Lookup {
 	return Lookup{ID: l.ID, Email: normalise(l.Email), Username: normalise(l.Username)}
 }
 
-// Get returns an account the caller may read: their own, or any for an admin. Deleted accounts are
-// ErrNotFound.
+// Get returns an account the caller may read: their own, or any for an admin (or a service).
+// Deleted accounts are ErrNotFound, and so is anyone else's account to a caller who may not read
+// it: the same error as for a missing one, so that a user cannot probe which ids, emails or
+// usernames have accounts.
 func (s *Service) Get(ctx context.Context, caller auth.Identity, l Lookup) (User, error) {
 	u, err := s.live(ctx, normaliseLookup(l))
 	if err != nil {
 		return User{}, err
 	}
 	if !caller.CanActFor(u.ID) {
-		return User{}, ErrPermissionDenied
+		return User{}, ErrNotFound
 	}
 	return u, nil
 }
@@ -168,6 +172,7 @@ func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag str
 	if err != nil {
 		return User{}, err
 	}
+	suspends := false
 	for _, path := range p.Paths {
 		switch path {
 		case "email":
@@ -185,10 +190,15 @@ func (s *Service) Update(ctx context.Context, caller auth.Identity, id, etag str
 			if p.Status != StatusActive && p.Status != StatusSuspended {
 				return User{}, fault.Invalid("user.status", "must be ACTIVE or SUSPENDED; use DeleteUser to delete")
 			}
+			suspends = p.Status == StatusSuspended && u.Status != StatusSuspended
 			u.Status = p.Status
 		default:
 			return User{}, fault.Invalid("update_mask", fmt.Sprintf("%q cannot be updated", path))
 		}
+	}
+	if suspends {
+		// A suspension ends the account's sessions: its access ends with its last access token.
+		return s.saveEndingSessions(ctx, u)
 	}
 	return s.save(ctx, u)
 }
@@ -201,17 +211,18 @@ func (s *Service) Delete(ctx context.Context, caller auth.Identity, id, etag str
 	}
 	u.Status = StatusDeleted
 	u.DeleteTime = s.now().Truncate(time.Microsecond)
-	return s.save(ctx, u)
+	return s.saveEndingSessions(ctx, u)
 }
 
-// writable reads account id for a change by caller, checking permission and etag.
+// writable reads account id for a change by caller, checking permission and etag. Another's
+// account is ErrNotFound to a caller who may not change it, as in Get.
 func (s *Service) writable(ctx context.Context, caller auth.Identity, id, etag string) (User, error) {
 	u, err := s.live(ctx, Lookup{ID: id})
 	if err != nil {
 		return User{}, err
 	}
 	if !caller.CanActFor(u.ID) {
-		return User{}, ErrPermissionDenied
+		return User{}, ErrNotFound
 	}
 	if etag != "" && etag != u.Etag() {
 		return User{}, ErrStale
@@ -220,9 +231,14 @@ func (s *Service) writable(ctx context.Context, caller auth.Identity, id, etag s
 }
 
 func (s *Service) save(ctx context.Context, u User) (User, error) {
+	return s.write(ctx, u, s.store.Update)
+}
+
+// write stores u as its next version with update (Store.Update or UpdateEndingSessions).
+func (s *Service) write(ctx context.Context, u User, update func(context.Context, User) error) (User, error) {
 	u.Version++
 	u.UpdateTime = s.now().Truncate(time.Microsecond)
-	if err := s.store.Update(ctx, u); err != nil {
+	if err := update(ctx, u); err != nil {
 		return User{}, err
 	}
 	return u, nil

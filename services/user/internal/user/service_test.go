@@ -84,13 +84,13 @@ func TestReadAndChangePermissions(t *testing.T) {
 	if _, err := svc.Get(ctx, self(ada), user.Lookup{ID: ada.ID}); err != nil {
 		t.Errorf("reading oneself: %v", err)
 	}
-	if _, err := svc.Get(ctx, self(ada), user.Lookup{Username: "bob"}); !errors.Is(err, user.ErrPermissionDenied) {
-		t.Errorf("reading someone else = %v, want ErrPermissionDenied", err)
+	if _, err := svc.Get(ctx, self(ada), user.Lookup{Username: "bob"}); !errors.Is(err, user.ErrNotFound) {
+		t.Errorf("reading someone else = %v, want ErrNotFound, as for a missing account", err)
 	}
 	if _, err := svc.Get(ctx, admin, user.Lookup{Email: "BOB@example.com"}); err != nil {
 		t.Errorf("an admin reading anyone: %v", err)
 	}
-	if _, err := svc.Update(ctx, self(ada), bob.ID, "", user.Patch{Paths: []string{"given_name"}, GivenName: "X"}); !errors.Is(err, user.ErrPermissionDenied) {
+	if _, err := svc.Update(ctx, self(ada), bob.ID, "", user.Patch{Paths: []string{"given_name"}, GivenName: "X"}); !errors.Is(err, user.ErrNotFound) {
 		t.Errorf("changing someone else = %v", err)
 	}
 	// Nobody changes roles through Update, an admin no more than a user: an invalid argument

@@ -119,4 +119,6 @@ type Store interface {
 	// PageKey returns the key page tokens are signed with, the same for every replica sharing
 	// the store (see paging.NewCodec).
 	PageKey(ctx context.Context) ([]byte, error)
+	// SessionStore keeps the sessions that refresh tokens belong to.
+	SessionStore
 }
