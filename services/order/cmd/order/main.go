@@ -36,6 +36,9 @@ type settings struct {
 	ReconcileGrace time.Duration `flag:"reconcile-grace" env:"MESHMART_RECONCILE_GRACE" usage:"how long an order may stay unsettled before the reconciler takes it"`
 	TrackInterval  time.Duration `flag:"track-interval" env:"MESHMART_TRACK_INTERVAL" usage:"how often TrackOrders streams look for updates"`
 	Lease          time.Duration `flag:"settle-lease" env:"MESHMART_SETTLE_LEASE" usage:"how long one replica may hold an order while settling it"`
+	TrackMaxOrders int           `flag:"track-max-orders" env:"MESHMART_TRACK_MAX_ORDERS" usage:"most orders one TrackOrders stream may be subscribed to at once"`
+	TrackRate      float64       `flag:"track-rate" env:"MESHMART_TRACK_RATE" usage:"subscription changes per second one TrackOrders stream may send"`
+	TrackBurst     int           `flag:"track-burst" env:"MESHMART_TRACK_BURST" usage:"burst of subscription changes above -track-rate"`
 }
 
 func defaults() *settings {
@@ -47,6 +50,9 @@ func defaults() *settings {
 		ReconcileGrace: 5 * time.Second,
 		TrackInterval:  200 * time.Millisecond,
 		Lease:          30 * time.Second,
+		TrackMaxOrders: 100,
+		TrackRate:      10,
+		TrackBurst:     20,
 	}
 }
 
@@ -76,7 +82,8 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	s.Go("reconciler", func(ctx context.Context) error { c.reconcile(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
-	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval))
+	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval,
+		grpcapi.WithTrackLimits(grpcapi.TrackLimits{MaxOrders: c.TrackMaxOrders, Rate: c.TrackRate, Burst: c.TrackBurst})))
 }
 
 // reconcile settles unsettled orders every interval until ctx ends.
