@@ -1193,8 +1193,13 @@ type ImportUsersResponse struct {
 	CreatedCount int64 `protobuf:"varint,1,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
 	// How many requests failed.
 	FailedCount int64 `protobuf:"varint,2,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
-	// One result per request, in the order the requests were sent.
-	Results       []*ImportUserResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// Deprecated: left empty, so that the answer stays small whatever the stream held; see errors.
+	//
+	// Deprecated: Marked as deprecated in meshmart/user/v1/user.proto.
+	Results []*ImportUserResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// The failed requests with the lowest indexes, at most 100, in the order they were sent; all of
+	// them when failed_count is no more than its length.
+	Errors        []*ImportUserResult `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1243,9 +1248,17 @@ func (x *ImportUsersResponse) GetFailedCount() int64 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in meshmart/user/v1/user.proto.
 func (x *ImportUsersResponse) GetResults() []*ImportUserResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+func (x *ImportUsersResponse) GetErrors() []*ImportUserResult {
+	if x != nil {
+		return x.Errors
 	}
 	return nil
 }
@@ -1653,11 +1666,12 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x13ExportUsersResponse\x12*\n" +
 	"\x04user\x18\x01 \x01(\v2\x16.meshmart.user.v1.UserR\x04user\"U\n" +
 	"\x12ImportUsersRequest\x12?\n" +
-	"\x04user\x18\x01 \x01(\v2#.meshmart.user.v1.CreateUserRequestB\x06\xbaH\x03\xd8\x01\x03R\x04user\"\x9b\x01\n" +
+	"\x04user\x18\x01 \x01(\v2#.meshmart.user.v1.CreateUserRequestB\x06\xbaH\x03\xd8\x01\x03R\x04user\"\xdb\x01\n" +
 	"\x13ImportUsersResponse\x12#\n" +
 	"\rcreated_count\x18\x01 \x01(\x03R\fcreatedCount\x12!\n" +
-	"\ffailed_count\x18\x02 \x01(\x03R\vfailedCount\x12<\n" +
-	"\aresults\x18\x03 \x03(\v2\".meshmart.user.v1.ImportUserResultR\aresults\"\x9c\x01\n" +
+	"\ffailed_count\x18\x02 \x01(\x03R\vfailedCount\x12@\n" +
+	"\aresults\x18\x03 \x03(\v2\".meshmart.user.v1.ImportUserResultB\x02\x18\x01R\aresults\x12:\n" +
+	"\x06errors\x18\x04 \x03(\v2\".meshmart.user.v1.ImportUserResultR\x06errors\"\x9c\x01\n" +
 	"\x10ImportUserResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12,\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.meshmart.user.v1.UserH\x00R\x04user\x129\n" +
@@ -1764,32 +1778,33 @@ var file_meshmart_user_v1_user_proto_depIdxs = []int32{
 	2,  // 16: meshmart.user.v1.ExportUsersResponse.user:type_name -> meshmart.user.v1.User
 	3,  // 17: meshmart.user.v1.ImportUsersRequest.user:type_name -> meshmart.user.v1.CreateUserRequest
 	19, // 18: meshmart.user.v1.ImportUsersResponse.results:type_name -> meshmart.user.v1.ImportUserResult
-	2,  // 19: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
-	20, // 20: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
-	23, // 21: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
-	3,  // 22: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
-	5,  // 23: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
-	7,  // 24: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
-	9,  // 25: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
-	11, // 26: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
-	13, // 27: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
-	15, // 28: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
-	17, // 29: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
-	21, // 30: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
-	4,  // 31: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
-	6,  // 32: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
-	8,  // 33: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
-	10, // 34: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
-	12, // 35: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
-	14, // 36: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
-	16, // 37: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
-	18, // 38: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
-	22, // 39: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
-	31, // [31:40] is the sub-list for method output_type
-	22, // [22:31] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	19, // 19: meshmart.user.v1.ImportUsersResponse.errors:type_name -> meshmart.user.v1.ImportUserResult
+	2,  // 20: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
+	20, // 21: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
+	23, // 22: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
+	3,  // 23: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
+	5,  // 24: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
+	7,  // 25: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
+	9,  // 26: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
+	11, // 27: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
+	13, // 28: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
+	15, // 29: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
+	17, // 30: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
+	21, // 31: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
+	4,  // 32: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
+	6,  // 33: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
+	8,  // 34: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
+	10, // 35: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
+	12, // 36: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
+	14, // 37: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
+	16, // 38: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
+	18, // 39: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
+	22, // 40: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
+	32, // [32:41] is the sub-list for method output_type
+	23, // [23:32] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_meshmart_user_v1_user_proto_init() }

@@ -57,10 +57,12 @@ type settings struct {
 	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
 	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
+	// ImportMaxItems bounds one ImportUsers stream, whose valid items are held until it ends.
+	ImportMaxItems int `flag:"import-max-items" env:"MESHMART_IMPORT_MAX_ITEMS" usage:"most items one ImportUsers stream may carry; over it the import fails and creates nothing"`
 }
 
 func defaults() *settings {
-	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour}
+	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour, ImportMaxItems: grpcapi.DefaultImportMaxItems}
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
@@ -89,7 +91,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	api, err := grpcapi.New(svc, s.Log)
+	api, err := grpcapi.New(svc, s.Log, grpcapi.WithImportMaxItems(c.ImportMaxItems))
 	if err != nil {
 		return err
 	}
