@@ -1,6 +1,7 @@
 package observability
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 )
@@ -15,4 +16,17 @@ func Recover(log *slog.Logger, what string) {
 	if p := recover(); p != nil {
 		log.Error("panic in background goroutine", "goroutine", what, "panic", p, "stack", string(debug.Stack()))
 	}
+}
+
+// Safely calls fn and turns a panic in it into an error (logged as Recover logs it), for a loop
+// that should survive one bad iteration (the token key sync retries on its next tick) rather than
+// end.
+func Safely(log *slog.Logger, what string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("panic in background goroutine", "goroutine", what, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%s: panic: %v", what, p)
+		}
+	}()
+	return fn()
 }
