@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
@@ -62,7 +63,7 @@ type Config struct {
 	MaxSendMsgSize int `flag:"max-send-msg-size" env:"MESHMART_MAX_SEND_MSG_SIZE" usage:"largest message sent, in bytes"`
 	// MaxConcurrentStreams bounds the calls open at once on one client connection (HTTP/2
 	// SETTINGS_MAX_CONCURRENT_STREAMS); 0 leaves grpc-go's default, which is no bound.
-	MaxConcurrentStreams uint32 `flag:"max-concurrent-streams" env:"MESHMART_MAX_CONCURRENT_STREAMS" usage:"calls open at once on one client connection; 0: unbounded"`
+	MaxConcurrentStreams int `flag:"max-concurrent-streams" env:"MESHMART_MAX_CONCURRENT_STREAMS" usage:"calls open at once on one client connection; 0: unbounded"`
 	// StreamsPerUser bounds the server-streaming calls (watch and track streams, exports) one user
 	// has open at once on each instance; over it a new one fails with ResourceExhausted. Services
 	// are not bounded by it. 0 turns it off.
@@ -149,8 +150,8 @@ func (c *Config) Validate() error {
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-rate-limit must be 0 or positive with -rate-burst of at least 1"))
 	}
-	if c.StreamsPerUser < 0 {
-		errs = append(errs, errors.New("-streams-per-user must be 0 or positive"))
+	if c.StreamsPerUser < 0 || c.MaxConcurrentStreams < 0 || c.MaxConcurrentStreams > math.MaxUint32 {
+		errs = append(errs, errors.New("-streams-per-user and -max-concurrent-streams must be 0 or positive"))
 	}
 	if c.AuthKeysRefresh <= 0 {
 		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))

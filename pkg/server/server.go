@@ -200,7 +200,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		grpc.StatsHandler(rejected),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
-		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		// Clients may ping every 10s, even with no call open, so idle streams such as
 		// TrackOrders stay up through NATs; the server pings idle connections every 30s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
