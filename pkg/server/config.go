@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
@@ -60,6 +61,13 @@ type Config struct {
 	// MaxRecvMsgSize and MaxSendMsgSize bound message sizes in bytes.
 	MaxRecvMsgSize int `flag:"max-recv-msg-size" env:"MESHMART_MAX_RECV_MSG_SIZE" usage:"largest message received, in bytes"`
 	MaxSendMsgSize int `flag:"max-send-msg-size" env:"MESHMART_MAX_SEND_MSG_SIZE" usage:"largest message sent, in bytes"`
+	// MaxConcurrentStreams bounds the calls open at once on one client connection (HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS); 0 leaves grpc-go's default, which is no bound.
+	MaxConcurrentStreams int `flag:"max-concurrent-streams" env:"MESHMART_MAX_CONCURRENT_STREAMS" usage:"calls open at once on one client connection; 0: unbounded"`
+	// StreamsPerUser bounds the server-streaming calls (watch and track streams, exports) one user
+	// has open at once on each instance; over it a new one fails with ResourceExhausted. Services
+	// are not bounded by it. 0 turns it off.
+	StreamsPerUser int `flag:"streams-per-user" env:"MESHMART_STREAMS_PER_USER" usage:"server-streaming calls one user may have open at once on each instance; 0 disables"`
 	// DefaultDeadline is given to unary calls that arrive without one; 0 turns it off.
 	DefaultDeadline time.Duration `flag:"default-deadline" env:"MESHMART_DEFAULT_DEADLINE" usage:"deadline for unary calls that arrive without one; 0 disables"`
 	// RateLimit is the calls per second allowed per client, RateBurst the burst above it; a
@@ -107,13 +115,17 @@ func DefaultConfig(grpcAddr string) Config {
 		MaxRecvMsgSize:  4 << 20,
 		MaxSendMsgSize:  4 << 20,
 		DefaultDeadline: 30 * time.Second,
-		RateLimit:       200,
-		RateBurst:       400,
-		AuthKeysRefresh: time.Minute,
-		AuthIssuer:      auth.DefaultIssuer,
-		AuthAudience:    auth.DefaultAudience,
-		LogLevel:        "info",
-		LogFormat:       "json",
+		// A connection's calls beyond this wait in the client rather than cost the server a
+		// goroutine each; a browser, a CLI or a service replica needs far fewer.
+		MaxConcurrentStreams: 1000,
+		StreamsPerUser:       16,
+		RateLimit:            200,
+		RateBurst:            400,
+		AuthKeysRefresh:      time.Minute,
+		AuthIssuer:           auth.DefaultIssuer,
+		AuthAudience:         auth.DefaultAudience,
+		LogLevel:             "info",
+		LogFormat:            "json",
 	}
 }
 
@@ -137,6 +149,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-rate-limit must be 0 or positive with -rate-burst of at least 1"))
+	}
+	if c.StreamsPerUser < 0 || c.MaxConcurrentStreams < 0 || c.MaxConcurrentStreams > math.MaxUint32 {
+		errs = append(errs, errors.New("-streams-per-user and -max-concurrent-streams must be 0 or positive"))
 	}
 	if c.AuthKeysRefresh <= 0 {
 		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))

@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
@@ -78,5 +81,77 @@ func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
 	}
 	if finished[0]["method"] != "CreateUser" || finished[0]["code"] != "OK" {
 		t.Errorf("log line = %v", finished[0])
+	}
+}
+
+// rawCodec sends bytes as they are: what a broken or hostile client puts on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return v.([]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *(v.(*[]byte)) = data; return nil }
+func (rawCodec) Name() string                       { return "proto" }
+
+// A request the server cannot decode is answered INTERNAL by grpc-go before any interceptor runs;
+// it still gets a log line and a count (grpc_server_rejected_total), from the stats handler.
+func TestUndecodableRequestIsLoggedAndCounted(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	var srv *server.Server
+	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
+		var err error
+		srv, err = server.New("example", testkit.TestConfig(), log, server.WithListener(lis))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	})
+	// Field 1 (email), length-delimited, with a length that runs past the end.
+	var reply []byte
+	err := cc.Invoke(t.Context(), userv1.UserService_CreateUser_FullMethodName, []byte{0x0a, 0x7f, 'a'}, &reply, grpc.ForceCodec(rawCodec{}))
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("undecodable CreateUser = %v, want Internal", err)
+	}
+	mfs, err := srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted float64
+	for _, mf := range mfs {
+		if mf.GetName() != "grpc_server_rejected_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["grpc_method"] == "CreateUser" && labels["grpc_code"] == "Internal" {
+				counted += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if counted != 1 {
+		t.Errorf("grpc_server_rejected_total{CreateUser, Internal} = %v, want 1", counted)
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	var lines []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("not JSON: %s", sc.Text())
+		}
+		if line["msg"] == "call rejected before handling" {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) != 1 || lines[0]["method"] != "CreateUser" || lines[0]["code"] != "Internal" || lines[0]["peer"] == nil {
+		t.Fatalf("rejected-call lines = %v, want one for CreateUser, Internal, with its peer:\n%s", lines, out.String())
 	}
 }

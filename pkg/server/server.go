@@ -165,7 +165,12 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	// limiting runs before authorization so that a client hammering methods it may not call is
 	// still limited, and authorization runs before validation so that only callers the contract
 	// admits learn what a valid request looks like.
+	rejected, err := newUnhandled(log, o.registry)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	chain := []interceptors.Server{
+		rejected.mark(),
 		interceptors.RequestID(),
 		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads)),
 		{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()},
@@ -189,6 +194,9 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	if cfg.RateLimit > 0 {
 		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst))
 	}
+	if s.authn && cfg.StreamsPerUser > 0 {
+		chain = append(chain, streamsPerUser(cfg.StreamsPerUser))
+	}
 	if s.authn {
 		// Authorization needs identification: without a verifier (tests only; pkg/app refuses to
 		// run a service so) nobody could be identified, so nothing is authorized either.
@@ -202,8 +210,10 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 			otelgrpc.WithTracerProvider(o.tracerProvider),
 			otelgrpc.WithPropagators(observability.Propagator()),
 		)),
+		grpc.StatsHandler(rejected),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
 		// Clients may ping every 10s, even with no call open, so idle streams such as
 		// TrackOrders stay up through NATs; the server pings idle connections every 30s.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

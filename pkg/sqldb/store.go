@@ -52,7 +52,8 @@ type DB struct {
 
 // Open opens and pings the database named by dsn: a postgres:// or postgresql:// URL opens
 // PostgreSQL; anything else is a SQLite file path (an optional "sqlite:" or "file:" prefix is
-// dropped), whose directory is created if missing. SQLite runs in WAL mode with a 5 s busy timeout, foreign keys on, and write
+// dropped), whose directory is created if missing; a new file is created readable and writable
+// by its owner alone (0600). SQLite runs in WAL mode with a 5 s busy timeout, foreign keys on, and write
 // transactions that take the write lock when they begin, so that several processes can share the
 // file without deadlocking.
 func Open(ctx context.Context, dsn string) (*DB, error) {
@@ -77,6 +78,14 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
+		// The file holds password hashes, tokens' signing secrets and payments: readable by its
+		// owner alone. SQLite would create it 0644 (under the umask); its -wal and -shm files
+		// take the database file's mode.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		f.Close()
 		q := url.Values{}
 		q.Add("_pragma", "busy_timeout(5000)")
 		q.Add("_pragma", "journal_mode(WAL)")

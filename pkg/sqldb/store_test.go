@@ -3,6 +3,8 @@ package sqldb_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -168,4 +170,28 @@ func TestSecretSharedAcrossReplicas(t *testing.T) {
 			t.Error("Secret with another size succeeded")
 		}
 	})
+}
+
+// A SQLite file, and the -wal and -shm files beside it, are readable by their owner alone: they
+// hold password hashes and secrets.
+func TestSQLiteFilesAreOwnerOnly(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "data", "x.sqlite")
+	s, err := sqldb.OpenStore(context.Background(), path, migrations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.DB.ExecContext(context.Background(), "INSERT INTO things (id, name) VALUES ('1', 'one')"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no access for group and others", filepath.Base(p), perm)
+		}
+	}
 }

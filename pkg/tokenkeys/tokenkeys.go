@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/observability"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
 
@@ -72,7 +73,9 @@ func Sync(ctx context.Context, users userv1.UserServiceClient, v *auth.Verifier,
 			log.InfoContext(ctx, "fetching token keys: a token named an unknown key")
 		}
 		next := refresh
-		if err := sync(ctx, users, v, issuer, log); err != nil {
+		// A panic in one fetch (a malformed answer the parsing did not foresee) is an error
+		// like any other: the keys held stay, and the next tick tries again.
+		if err := observability.Safely(log, "token key sync", func() error { return sync(ctx, users, v, issuer, log) }); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -481,6 +481,42 @@ func RSS(pid int) (int64, error) {
 
 // Handled returns how many calls of method an instance has answered, from its /metrics.
 func Handled(metricsAddr, method string) (float64, error) {
+	return callCounter(metricsAddr, "grpc_server_handled_total", method)
+}
+
+// Open returns how many calls of method an instance has open (started and not yet answered): for
+// streams, how many it holds.
+func Open(metricsAddr, method string) (float64, error) {
+	started, err := callCounter(metricsAddr, "grpc_server_started_total", method)
+	if err != nil {
+		return 0, err
+	}
+	handled, err := callCounter(metricsAddr, "grpc_server_handled_total", method)
+	return started - handled, err
+}
+
+// CPUTime returns the CPU time (user and system, every thread) process pid has used so far, from
+// /proc/<pid>/stat, in steps of 10 ms (USER_HZ).
+func CPUTime(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; the fields after its closing parenthesis start
+	// with field 3, state. utime and stime are fields 14 and 15.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
+	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, f[14-3], f[15-3])
+	}
+	const userHZ = 100
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// callCounter sums a grpc_server_* counter of method over its labels, from an instance's
+// /metrics.
+func callCounter(metricsAddr, metric, method string) (float64, error) {
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {
 		return 0, err
@@ -492,7 +528,7 @@ func Handled(metricsAddr, method string) (float64, error) {
 	want := `grpc_method="` + method + `"`
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "grpc_server_handled_total{") || !strings.Contains(line, want) {
+		if !strings.HasPrefix(line, metric+"{") || !strings.Contains(line, want) {
 			continue
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)

@@ -1212,8 +1212,13 @@ type ImportUsersResponse struct {
 	CreatedCount int64 `protobuf:"varint,1,opt,name=created_count,json=createdCount,proto3" json:"created_count,omitempty"`
 	// How many requests failed.
 	FailedCount int64 `protobuf:"varint,2,opt,name=failed_count,json=failedCount,proto3" json:"failed_count,omitempty"`
-	// One result per request, in the order the requests were sent.
-	Results       []*ImportUserResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// Deprecated: left empty, so that the answer stays small whatever the stream held; see errors.
+	//
+	// Deprecated: Marked as deprecated in meshmart/user/v1/user.proto.
+	Results []*ImportUserResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	// The failed requests with the lowest indexes, at most 100, in the order they were sent; all of
+	// them when failed_count is no more than its length.
+	Errors        []*ImportUserResult `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1262,9 +1267,17 @@ func (x *ImportUsersResponse) GetFailedCount() int64 {
 	return 0
 }
 
+// Deprecated: Marked as deprecated in meshmart/user/v1/user.proto.
 func (x *ImportUsersResponse) GetResults() []*ImportUserResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+func (x *ImportUsersResponse) GetErrors() []*ImportUserResult {
+	if x != nil {
+		return x.Errors
 	}
 	return nil
 }
@@ -1987,11 +2000,12 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x13ExportUsersResponse\x12*\n" +
 	"\x04user\x18\x01 \x01(\v2\x16.meshmart.user.v1.UserR\x04user\"U\n" +
 	"\x12ImportUsersRequest\x12?\n" +
-	"\x04user\x18\x01 \x01(\v2#.meshmart.user.v1.CreateUserRequestB\x06\xbaH\x03\xd8\x01\x03R\x04user\"\x9b\x01\n" +
+	"\x04user\x18\x01 \x01(\v2#.meshmart.user.v1.CreateUserRequestB\x06\xbaH\x03\xd8\x01\x03R\x04user\"\xdb\x01\n" +
 	"\x13ImportUsersResponse\x12#\n" +
 	"\rcreated_count\x18\x01 \x01(\x03R\fcreatedCount\x12!\n" +
-	"\ffailed_count\x18\x02 \x01(\x03R\vfailedCount\x12<\n" +
-	"\aresults\x18\x03 \x03(\v2\".meshmart.user.v1.ImportUserResultR\aresults\"\x9c\x01\n" +
+	"\ffailed_count\x18\x02 \x01(\x03R\vfailedCount\x12@\n" +
+	"\aresults\x18\x03 \x03(\v2\".meshmart.user.v1.ImportUserResultB\x02\x18\x01R\aresults\x12:\n" +
+	"\x06errors\x18\x04 \x03(\v2\".meshmart.user.v1.ImportUserResultR\x06errors\"\x9c\x01\n" +
 	"\x10ImportUserResult\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12,\n" +
 	"\x04user\x18\x02 \x01(\v2\x16.meshmart.user.v1.UserH\x00R\x04user\x129\n" +
@@ -2126,41 +2140,42 @@ var file_meshmart_user_v1_user_proto_depIdxs = []int32{
 	2,  // 17: meshmart.user.v1.ExportUsersResponse.user:type_name -> meshmart.user.v1.User
 	3,  // 18: meshmart.user.v1.ImportUsersRequest.user:type_name -> meshmart.user.v1.CreateUserRequest
 	19, // 19: meshmart.user.v1.ImportUsersResponse.results:type_name -> meshmart.user.v1.ImportUserResult
-	2,  // 20: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
-	20, // 21: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
-	23, // 22: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
-	30, // 23: meshmart.user.v1.RefreshTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	30, // 24: meshmart.user.v1.RefreshTokenResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
-	2,  // 25: meshmart.user.v1.ChangePasswordResponse.user:type_name -> meshmart.user.v1.User
-	3,  // 26: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
-	5,  // 27: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
-	7,  // 28: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
-	9,  // 29: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
-	11, // 30: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
-	13, // 31: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
-	15, // 32: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
-	17, // 33: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
-	21, // 34: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
-	24, // 35: meshmart.user.v1.UserService.RefreshToken:input_type -> meshmart.user.v1.RefreshTokenRequest
-	26, // 36: meshmart.user.v1.UserService.Logout:input_type -> meshmart.user.v1.LogoutRequest
-	28, // 37: meshmart.user.v1.UserService.ChangePassword:input_type -> meshmart.user.v1.ChangePasswordRequest
-	4,  // 38: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
-	6,  // 39: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
-	8,  // 40: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
-	10, // 41: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
-	12, // 42: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
-	14, // 43: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
-	16, // 44: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
-	18, // 45: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
-	22, // 46: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
-	25, // 47: meshmart.user.v1.UserService.RefreshToken:output_type -> meshmart.user.v1.RefreshTokenResponse
-	27, // 48: meshmart.user.v1.UserService.Logout:output_type -> meshmart.user.v1.LogoutResponse
-	29, // 49: meshmart.user.v1.UserService.ChangePassword:output_type -> meshmart.user.v1.ChangePasswordResponse
-	38, // [38:50] is the sub-list for method output_type
-	26, // [26:38] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	19, // 20: meshmart.user.v1.ImportUsersResponse.errors:type_name -> meshmart.user.v1.ImportUserResult
+	2,  // 21: meshmart.user.v1.ImportUserResult.user:type_name -> meshmart.user.v1.User
+	20, // 22: meshmart.user.v1.ImportUserResult.error:type_name -> meshmart.user.v1.ImportUserError
+	23, // 23: meshmart.user.v1.ListTokenKeysResponse.keys:type_name -> meshmart.user.v1.TokenKey
+	30, // 24: meshmart.user.v1.RefreshTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	30, // 25: meshmart.user.v1.RefreshTokenResponse.refresh_expire_time:type_name -> google.protobuf.Timestamp
+	2,  // 26: meshmart.user.v1.ChangePasswordResponse.user:type_name -> meshmart.user.v1.User
+	3,  // 27: meshmart.user.v1.UserService.CreateUser:input_type -> meshmart.user.v1.CreateUserRequest
+	5,  // 28: meshmart.user.v1.UserService.Login:input_type -> meshmart.user.v1.LoginRequest
+	7,  // 29: meshmart.user.v1.UserService.GetUser:input_type -> meshmart.user.v1.GetUserRequest
+	9,  // 30: meshmart.user.v1.UserService.UpdateUser:input_type -> meshmart.user.v1.UpdateUserRequest
+	11, // 31: meshmart.user.v1.UserService.DeleteUser:input_type -> meshmart.user.v1.DeleteUserRequest
+	13, // 32: meshmart.user.v1.UserService.ListUsers:input_type -> meshmart.user.v1.ListUsersRequest
+	15, // 33: meshmart.user.v1.UserService.ExportUsers:input_type -> meshmart.user.v1.ExportUsersRequest
+	17, // 34: meshmart.user.v1.UserService.ImportUsers:input_type -> meshmart.user.v1.ImportUsersRequest
+	21, // 35: meshmart.user.v1.UserService.ListTokenKeys:input_type -> meshmart.user.v1.ListTokenKeysRequest
+	24, // 36: meshmart.user.v1.UserService.RefreshToken:input_type -> meshmart.user.v1.RefreshTokenRequest
+	26, // 37: meshmart.user.v1.UserService.Logout:input_type -> meshmart.user.v1.LogoutRequest
+	28, // 38: meshmart.user.v1.UserService.ChangePassword:input_type -> meshmart.user.v1.ChangePasswordRequest
+	4,  // 39: meshmart.user.v1.UserService.CreateUser:output_type -> meshmart.user.v1.CreateUserResponse
+	6,  // 40: meshmart.user.v1.UserService.Login:output_type -> meshmart.user.v1.LoginResponse
+	8,  // 41: meshmart.user.v1.UserService.GetUser:output_type -> meshmart.user.v1.GetUserResponse
+	10, // 42: meshmart.user.v1.UserService.UpdateUser:output_type -> meshmart.user.v1.UpdateUserResponse
+	12, // 43: meshmart.user.v1.UserService.DeleteUser:output_type -> meshmart.user.v1.DeleteUserResponse
+	14, // 44: meshmart.user.v1.UserService.ListUsers:output_type -> meshmart.user.v1.ListUsersResponse
+	16, // 45: meshmart.user.v1.UserService.ExportUsers:output_type -> meshmart.user.v1.ExportUsersResponse
+	18, // 46: meshmart.user.v1.UserService.ImportUsers:output_type -> meshmart.user.v1.ImportUsersResponse
+	22, // 47: meshmart.user.v1.UserService.ListTokenKeys:output_type -> meshmart.user.v1.ListTokenKeysResponse
+	25, // 48: meshmart.user.v1.UserService.RefreshToken:output_type -> meshmart.user.v1.RefreshTokenResponse
+	27, // 49: meshmart.user.v1.UserService.Logout:output_type -> meshmart.user.v1.LogoutResponse
+	29, // 50: meshmart.user.v1.UserService.ChangePassword:output_type -> meshmart.user.v1.ChangePasswordResponse
+	39, // [39:51] is the sub-list for method output_type
+	27, // [27:39] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_meshmart_user_v1_user_proto_init() }

@@ -69,8 +69,11 @@ type UserServiceClient interface {
 	// ExportUsers streams every matching account, oldest first. Admins only.
 	ExportUsers(ctx context.Context, in *ExportUsersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportUsersResponse], error)
 	// ImportUsers creates one account for each request on the stream and answers, when the client
-	// closes the stream, with one result per request. A bad item fails alone; the others are
-	// created, each with ROLE_USER alone. Admins only.
+	// closes the stream, with the counts and the first failures (errors). A bad item fails alone;
+	// the others are created, each with ROLE_USER alone. Nothing is written before the client
+	// closes the stream: a stream of more items than the server's limit (-import-max-items) fails
+	// with RESOURCE_EXHAUSTED and creates nothing, and once an account is written the call answers
+	// OK. Admins only.
 	ImportUsers(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportUsersRequest, ImportUsersResponse], error)
 	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
 	// key that signs now and any key published beside it (the next one, before a rotation; the
@@ -272,8 +275,11 @@ type UserServiceServer interface {
 	// ExportUsers streams every matching account, oldest first. Admins only.
 	ExportUsers(*ExportUsersRequest, grpc.ServerStreamingServer[ExportUsersResponse]) error
 	// ImportUsers creates one account for each request on the stream and answers, when the client
-	// closes the stream, with one result per request. A bad item fails alone; the others are
-	// created, each with ROLE_USER alone. Admins only.
+	// closes the stream, with the counts and the first failures (errors). A bad item fails alone;
+	// the others are created, each with ROLE_USER alone. Nothing is written before the client
+	// closes the stream: a stream of more items than the server's limit (-import-max-items) fails
+	// with RESOURCE_EXHAUSTED and creates nothing, and once an account is written the call answers
+	// OK. Admins only.
 	ImportUsers(grpc.ClientStreamingServer[ImportUsersRequest, ImportUsersResponse]) error
 	// ListTokenKeys returns the public keys that verify access tokens (a JWKS in protobuf form): the
 	// key that signs now and any key published beside it (the next one, before a rotation; the

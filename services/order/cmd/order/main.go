@@ -50,6 +50,9 @@ type settings struct {
 	ReconcileMaxBackoff  time.Duration `flag:"reconcile-max-backoff" env:"MESHMART_RECONCILE_MAX_BACKOFF" usage:"the cap on the reconciler's backoff"`
 	ReconcileMaxAttempts int           `flag:"reconcile-max-attempts" env:"MESHMART_RECONCILE_MAX_ATTEMPTS" usage:"failed attempts after which a pending order is given up (PAYMENT_FAILED)"`
 	ReconcileMaxAge      time.Duration `flag:"reconcile-max-age" env:"MESHMART_RECONCILE_MAX_AGE" usage:"age after which a pending order that fails an attempt is given up (PAYMENT_FAILED)"`
+	TrackMaxOrders       int           `flag:"track-max-orders" env:"MESHMART_TRACK_MAX_ORDERS" usage:"most orders one TrackOrders stream may be subscribed to at once"`
+	TrackRate            float64       `flag:"track-rate" env:"MESHMART_TRACK_RATE" usage:"subscription changes per second one TrackOrders stream may send"`
+	TrackBurst           int           `flag:"track-burst" env:"MESHMART_TRACK_BURST" usage:"burst of subscription changes above -track-rate"`
 	FollowEvery          time.Duration `flag:"payment-follow-interval" env:"MESHMART_PAYMENT_FOLLOW_INTERVAL" usage:"how often the order service reads the payment service's events, to follow refunds made there"`
 	CatalogSeed          string        `flag:"catalog-seed" env:"MESHMART_CATALOG_SEED" usage:"JSON file of products added to the catalog at start-up when their SKU is missing (services/order/catalog.json is the demo catalog); empty adds none"`
 }
@@ -79,6 +82,9 @@ func defaults() *settings {
 		TrackInterval:        200 * time.Millisecond,
 		Lease:                30 * time.Second,
 		FollowEvery:          time.Second,
+		TrackMaxOrders:       100,
+		TrackRate:            10,
+		TrackBurst:           20,
 	}
 }
 
@@ -131,8 +137,9 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	s.Go("payment follower", func(ctx context.Context) error { c.followPayments(ctx, svc, s.Log); return nil })
 	s.Log.Info("order service starting", "database", sqldb.Describe(c.Database), "user_target", c.UserTarget,
 		"payment_target", c.PaymentTarget)
-	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval), server.WithRegistry(registry),
-		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
+	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval,
+		grpcapi.WithTrackLimits(grpcapi.TrackLimits{MaxOrders: c.TrackMaxOrders, Rate: c.TrackRate, Burst: c.TrackBurst})),
+		server.WithRegistry(registry), server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
 }
 
 // followPayments follows the payment service's event log every interval until ctx ends, reading

@@ -5,18 +5,22 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshmart/meshmart/pkg/feed"
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/observability"
 	"github.com/meshmart/meshmart/pkg/paging"
-	"github.com/meshmart/meshmart/pkg/poll"
+	"github.com/meshmart/meshmart/pkg/server"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	"github.com/meshmart/meshmart/services/order/internal/order"
@@ -26,16 +30,55 @@ import (
 type Server struct {
 	orderv1.UnimplementedOrderServiceServer
 	svc  *order.Service
+	log  *slog.Logger
 	errs grpcerr.Mapper
-	// trackInterval is how often a TrackOrders stream looks for updates.
-	trackInterval time.Duration
+	// updates is the replica's one poller of the update log, shared by its TrackOrders streams.
+	updates *feed.Feed[order.Update]
+	track   TrackLimits
 }
 
 var _ orderv1.OrderServiceServer = (*Server)(nil)
 
-// New returns the transport for svc; tracking streams poll for updates every trackInterval.
-func New(svc *order.Service, log *slog.Logger, trackInterval time.Duration) *Server {
-	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the order database"), trackInterval: trackInterval}
+// TrackLimits bound what one TrackOrders stream may ask for.
+type TrackLimits struct {
+	// MaxOrders is the most orders one stream may be subscribed to at once; a subscription over
+	// it fails the stream with ResourceExhausted naming "track_orders_per_stream". Default 100.
+	MaxOrders int
+	// Rate is the subscription messages (subscribe and unsubscribe) one stream may send per
+	// second, Burst the burst above it; a message over them fails the stream with
+	// ResourceExhausted naming "track_messages_per_second", with the delay to retry after.
+	// Defaults 10 and 20.
+	Rate  float64
+	Burst int
+}
+
+// Option configures New.
+type Option func(*Server)
+
+// WithTrackLimits sets the limits of TrackOrders streams; zero fields keep their defaults.
+func WithTrackLimits(l TrackLimits) Option {
+	return func(s *Server) {
+		if l.MaxOrders > 0 {
+			s.track.MaxOrders = l.MaxOrders
+		}
+		if l.Rate > 0 {
+			s.track.Rate = l.Rate
+		}
+		if l.Burst > 0 {
+			s.track.Burst = l.Burst
+		}
+	}
+}
+
+// New returns the transport for svc; while tracking streams are open, one feed polls the update
+// log for all of them every trackInterval.
+func New(svc *order.Service, log *slog.Logger, trackInterval time.Duration, opts ...Option) *Server {
+	s := &Server{svc: svc, log: log, errs: grpcerr.NewMapper(log, "the order database"), updates: svc.Updates(trackInterval, log),
+		track: TrackLimits{MaxOrders: 100, Rate: 10, Burst: 20}}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
 }
 
 // CreateOrder implements order.v1.OrderService.
@@ -96,18 +139,24 @@ func (s *Server) CancelOrder(ctx context.Context, req *orderv1.CancelOrderReques
 }
 
 // TrackOrders implements order.v1.OrderService. One goroutine reads the client's subscriptions
-// until the client closes its side; this one answers them and, every trackInterval, pushes the
-// subscribed orders' new updates from the shared log, whichever replica wrote them, each once and
+// until the client closes its side; this one answers them and pushes the subscribed orders' new
+// updates from the replica's feed of the shared log, whichever replica wrote them, each once and
 // in order (an update is sent only when its revision is above the last one sent for that order).
+// A stream may hold TrackLimits.MaxOrders subscriptions and send TrackLimits.Rate messages a
+// second; past either it ends with ResourceExhausted naming the limit.
 func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrdersRequest, orderv1.TrackOrdersResponse]) error {
 	ctx := stream.Context()
 	who, err := interceptors.Caller(ctx)
 	if err != nil {
 		return err
 	}
+	// The reader and this loop both end when the handler returns (the stream's context ends).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	requests := make(chan *orderv1.TrackOrdersRequest)
 	recvErr := make(chan error, 1)
 	go func() {
+		defer observability.Recover(s.log, "TrackOrders reader")
 		for {
 			req, err := stream.Recv()
 			if err != nil {
@@ -121,17 +170,17 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 			}
 		}
 	}()
-	seq, err := s.svc.LastUpdateSeq(ctx)
+	sub, err := s.updates.Subscribe(ctx)
 	if err != nil {
 		return s.errs.Status(ctx, err)
 	}
+	defer sub.Close()
+	limiter := rate.NewLimiter(rate.Limit(s.track.Rate), s.track.Burst)
 	sent := map[string]int64{} // subscribed order id -> revision last sent
 	send := func(t orderv1.OrderUpdateType, o order.Order, previous order.Status) error {
 		return stream.Send(&orderv1.TrackOrdersResponse{Update: &orderv1.OrderUpdate{
 			Type: t, Order: toProto(o), PreviousStatus: orderv1.OrderStatus(previous)}})
 	}
-	ticker := time.NewTicker(s.trackInterval)
-	defer ticker.Stop()
 	receiving := (<-chan error)(recvErr)
 	for {
 		select {
@@ -145,7 +194,15 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 			// what it subscribed to keep coming until it cancels (as grpcurl -d expects).
 			receiving = nil
 		case req := <-requests:
+			if r := limiter.Reserve(); r.Delay() > 0 {
+				return server.Exhausted("track_messages_per_second", s.track.Burst, fmt.Sprintf(
+					"too many subscription changes: at most %g a second on one stream, bursts of %d", s.track.Rate, s.track.Burst), r.Delay())
+			}
 			if id := req.GetSubscribeOrderId(); id != "" {
+				if _, already := sent[id]; !already && len(sent) >= s.track.MaxOrders {
+					return server.Exhausted("track_orders_per_stream", s.track.MaxOrders, fmt.Sprintf(
+						"too many orders tracked: at most %d on one stream; unsubscribe from one first", s.track.MaxOrders), 0)
+				}
 				o, err := s.svc.Get(ctx, who, id)
 				if err != nil {
 					return s.errs.Status(ctx, err)
@@ -160,29 +217,18 @@ func (s *Server) TrackOrders(stream grpc.BidiStreamingServer[orderv1.TrackOrders
 					return err
 				}
 			}
-		case <-ticker.C:
-			ids := make([]string, 0, len(sent))
-			for id := range sent {
-				ids = append(ids, id)
-			}
-			fetch := func(ctx context.Context, after int64, limit int) ([]order.Update, error) {
-				return s.svc.UpdatesAfter(ctx, ids, after, limit)
-			}
-			var sendErr error
-			seq, err = poll.Drain(ctx, seq, 100, fetch, func(u order.Update) int64 { return u.Seq }, func(u order.Update) error {
+		case <-sub.Done():
+			return s.errs.Status(ctx, sub.Err())
+		case batch := <-sub.Batches():
+			for _, u := range batch {
 				last, subscribed := sent[u.Order.ID]
 				if !subscribed || u.Order.Revision <= last {
-					return nil
+					continue
 				}
 				sent[u.Order.ID] = u.Order.Revision
-				sendErr = send(orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED, u.Order, u.PreviousStatus)
-				return sendErr
-			})
-			if sendErr != nil {
-				return sendErr
-			}
-			if err != nil {
-				return s.errs.Status(ctx, err)
+				if err := send(orderv1.OrderUpdateType_ORDER_UPDATE_TYPE_STATUS_CHANGED, u.Order, u.PreviousStatus); err != nil {
+					return err
+				}
 			}
 		}
 	}

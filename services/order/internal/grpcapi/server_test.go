@@ -85,15 +85,15 @@ func (p *payments) EventsAfter(context.Context, int64, int) ([]order.PaymentEven
 // newClient runs the order service over bufconn behind the real chassis, on a fresh SQLite
 // file with fake users and payments, and returns a client, contexts carrying alice's, bob's,
 // carol's and an admin's tokens, and the store (to drive orders where no RPC can).
-func newClient(t *testing.T) (orderv1.OrderServiceClient, map[string]context.Context, *store.Orders) {
+func newClient(t *testing.T, opts ...grpcapi.Option) (orderv1.OrderServiceClient, map[string]context.Context, *store.Orders) {
 	t.Helper()
-	cc, as, orders := newConn(t)
+	cc, as, orders := newConn(t, opts...)
 	return orderv1.NewOrderServiceClient(cc), as, orders
 }
 
 // newConn is newClient's connection, which serves the CatalogService too, seeded with
 // testCatalog.
-func newConn(t *testing.T) (*grpc.ClientConn, map[string]context.Context, *store.Orders) {
+func newConn(t *testing.T, opts ...grpcapi.Option) (*grpc.ClientConn, map[string]context.Context, *store.Orders) {
 	t.Helper()
 	keys := testkit.NewKeys(t)
 	orders := testkit.OpenSQLite(t, store.Open)
@@ -102,7 +102,7 @@ func newConn(t *testing.T) (*grpc.ClientConn, map[string]context.Context, *store
 	if _, err := catalog.Seed(context.Background(), testCatalog()); err != nil {
 		t.Fatal(err)
 	}
-	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond)
+	api := grpcapi.New(svc, testkit.Logger(t), 20*time.Millisecond, opts...)
 	cc := testkit.BufconnService(t, "order", keys, &orderv1.OrderService_ServiceDesc, api,
 		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, testkit.Logger(t))))
 	return cc, map[string]context.Context{
@@ -399,4 +399,72 @@ func TestTrackOrders(t *testing.T) {
 		_, err = other.Recv()
 		code(t, err, want)
 	}
+}
+
+// limitOf returns the limit a ResourceExhausted status names (its ErrorInfo's "limit"), and
+// whether it says when to retry.
+func limitOf(err error) (limit string, retry bool) {
+	for _, d := range status.Convert(err).Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			limit = d.GetMetadata()["limit"]
+		case *errdetails.RetryInfo:
+			retry = d.GetRetryDelay().AsDuration() > 0
+		}
+	}
+	return limit, retry
+}
+
+// A stream may track so many orders, and change its subscriptions so often; past either it ends
+// with ResourceExhausted naming the limit (and, for the rate, when to retry).
+func TestTrackOrdersLimits(t *testing.T) {
+	t.Parallel()
+	subscribe := func(stream orderv1.OrderService_TrackOrdersClient, id string) error {
+		if err := stream.Send(&orderv1.TrackOrdersRequest{Action: &orderv1.TrackOrdersRequest_SubscribeOrderId{SubscribeOrderId: id}}); err != nil {
+			return err
+		}
+		_, err := stream.Recv()
+		return err
+	}
+	t.Run("orders per stream", func(t *testing.T) {
+		t.Parallel()
+		c, as, _ := newClient(t, grpcapi.WithTrackLimits(grpcapi.TrackLimits{MaxOrders: 2, Rate: 1000, Burst: 1000}))
+		var ids []string
+		for i := range 3 {
+			ids = append(ids, create(t, c, as["alice"], "tok_approve", fmt.Sprint("k", i)).GetId())
+		}
+		stream, err := c.TrackOrders(as["alice"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range []string{ids[0], ids[1], ids[1]} { // the same order twice counts once
+			if err := subscribe(stream, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = subscribe(stream, ids[2])
+		code(t, err, codes.ResourceExhausted)
+		if limit, _ := limitOf(err); limit != "track_orders_per_stream" {
+			t.Errorf("limit named %q, want track_orders_per_stream (%v)", limit, err)
+		}
+	})
+	t.Run("messages per second", func(t *testing.T) {
+		t.Parallel()
+		c, as, _ := newClient(t, grpcapi.WithTrackLimits(grpcapi.TrackLimits{Rate: 0.01, Burst: 3}))
+		id := create(t, c, as["alice"], "tok_approve", "k").GetId()
+		stream, err := c.TrackOrders(as["alice"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := subscribe(stream, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = subscribe(stream, id)
+		code(t, err, codes.ResourceExhausted)
+		if limit, retry := limitOf(err); limit != "track_messages_per_second" || !retry {
+			t.Errorf("limit named %q (retry info: %v), want track_messages_per_second with a retry delay (%v)", limit, retry, err)
+		}
+	})
 }

@@ -204,8 +204,8 @@ type Store interface {
 	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]Order, error)
 	// LastUpdateSeq returns the newest update's sequence number, 0 when there is none.
 	LastUpdateSeq(ctx context.Context) (int64, error)
-	// UpdatesAfter returns up to limit updates of the given orders with a sequence number above
-	// seq, in order.
+	// UpdatesAfter returns up to limit updates of the given orders (of every order when
+	// orderIDs is empty) with a sequence number above seq, in order.
 	UpdatesAfter(ctx context.Context, orderIDs []string, seq int64, limit int) ([]Update, error)
 	// PageKey returns the key page tokens are signed with, the same for every replica sharing
 	// the store (see paging.NewCodec).

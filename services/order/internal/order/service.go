@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/feed"
 	"github.com/meshmart/meshmart/pkg/idempotency"
 	"github.com/meshmart/meshmart/pkg/paging"
 )
@@ -392,6 +394,19 @@ func (s *Service) followPayment(ctx context.Context, p Payment) error {
 // LastUpdateSeq returns the position of the newest update, where a new watch starts.
 func (s *Service) LastUpdateSeq(ctx context.Context) (int64, error) {
 	return s.store.LastUpdateSeq(ctx)
+}
+
+// Updates returns a feed of the update log, polled every interval while a stream listens: one
+// per replica, shared by all its TrackOrders streams, each of which keeps the updates of the
+// orders it may see and subscribed to. log gets the feed's errors.
+func (s *Service) Updates(interval time.Duration, log *slog.Logger) *feed.Feed[Update] {
+	return feed.New(feed.Source[Update]{
+		Last: s.store.LastUpdateSeq,
+		After: func(ctx context.Context, seq int64, limit int) ([]Update, error) {
+			return s.store.UpdatesAfter(ctx, nil, seq, limit)
+		},
+		Seq: func(u Update) int64 { return u.Seq },
+	}, interval, log)
 }
 
 // UpdatesAfter returns up to limit updates of orderIDs after seq; the caller must have been

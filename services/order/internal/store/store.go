@@ -238,8 +238,12 @@ func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64,
 	for _, id := range orderIDs {
 		args = append(args, id)
 	}
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE seq > ? AND order_id IN ("+
-		placeholders(len(orderIDs))+") ORDER BY seq LIMIT ?"), append(args, limit)...)
+	where := "seq > ?"
+	if len(orderIDs) > 0 {
+		where += " AND order_id IN (" + placeholders(len(orderIDs)) + ")"
+	}
+	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE "+where+
+		" ORDER BY seq LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("updates: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meshmart/meshmart/pkg/feed"
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/paging"
@@ -24,15 +25,16 @@ type Server struct {
 	paymentv1.UnimplementedPaymentServiceServer
 	svc  *payment.Service
 	errs grpcerr.Mapper
-	// watchInterval is how often a WatchPayments stream looks for new events.
-	watchInterval time.Duration
+	// events is the replica's one poller of the event log, shared by its WatchPayments streams.
+	events *feed.Feed[payment.Event]
 }
 
 var _ paymentv1.PaymentServiceServer = (*Server)(nil)
 
-// New returns the transport for svc; watch streams poll for events every watchInterval.
+// New returns the transport for svc; while watch streams are open, one feed polls the event log
+// for all of them every watchInterval.
 func New(svc *payment.Service, log *slog.Logger, watchInterval time.Duration) *Server {
-	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the payment database"), watchInterval: watchInterval}
+	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the payment database"), events: svc.EventFeed(watchInterval, log)}
 }
 
 // CreatePayment implements payment.v1.PaymentService.
@@ -104,7 +106,7 @@ func (s *Server) WatchPayments(req *paymentv1.WatchPaymentsRequest, stream grpc.
 	if err != nil {
 		return err
 	}
-	err = s.svc.Watch(ctx, who, payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}, s.watchInterval, func(e payment.Event) error {
+	err = s.svc.Watch(ctx, who, payment.Filter{OrderID: req.GetOrderId(), UserID: req.GetUserId()}, s.events, func(e payment.Event) error {
 		return stream.Send(&paymentv1.WatchPaymentsResponse{Event: eventProto(e)})
 	})
 	if _, isStatus := status.FromError(err); isStatus {

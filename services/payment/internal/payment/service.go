@@ -4,16 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
+	"github.com/meshmart/meshmart/pkg/feed"
 	"github.com/meshmart/meshmart/pkg/idempotency"
 	"github.com/meshmart/meshmart/pkg/money"
 	"github.com/meshmart/meshmart/pkg/paging"
-	"github.com/meshmart/meshmart/pkg/poll"
 )
 
 // Service carries out the payment use cases. It is safe for concurrent use, and several replicas
@@ -306,30 +307,46 @@ func (s *Service) List(ctx context.Context, caller auth.Identity, f Filter, page
 	}, Payment.Cursor)
 }
 
+// EventFeed returns a feed of the store's event log, polled every interval while a Watch listens:
+// one per replica, shared by all its watch streams (see Watch). log gets the feed's errors.
+func (s *Service) EventFeed(interval time.Duration, log *slog.Logger) *feed.Feed[Event] {
+	return feed.New(feed.Source[Event]{
+		Last: s.store.LastEventSeq,
+		After: func(ctx context.Context, seq int64, limit int) ([]Event, error) {
+			return s.store.EventsAfter(ctx, Filter{}, seq, limit)
+		},
+		Seq: func(e Event) int64 { return e.Seq },
+	}, interval, log)
+}
+
 // Watch calls send for every event matching f that the caller may see, from now on, in order,
-// until ctx ends or send fails. Events written by any replica are seen: it polls the shared store
-// every interval.
-func (s *Service) Watch(ctx context.Context, caller auth.Identity, f Filter, interval time.Duration, send func(Event) error) error {
+// until ctx ends or send fails. Events written by any replica are seen: events (from EventFeed) polls
+// the shared store once for every stream of the replica, and Watch keeps those of f.
+func (s *Service) Watch(ctx context.Context, caller auth.Identity, f Filter, events *feed.Feed[Event], send func(Event) error) error {
 	f, err := scope(caller, f)
 	if err != nil {
 		return err
 	}
-	seq, err := s.store.LastEventSeq(ctx)
+	sub, err := events.Subscribe(ctx)
 	if err != nil {
 		return err
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	defer sub.Close()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-		}
-		if seq, err = poll.Drain(ctx, seq, 100, func(ctx context.Context, after int64, limit int) ([]Event, error) {
-			return s.store.EventsAfter(ctx, f, after, limit)
-		}, func(e Event) int64 { return e.Seq }, send); err != nil {
-			return err
+		case <-sub.Done():
+			return sub.Err()
+		case batch := <-sub.Batches():
+			for _, e := range batch {
+				if !f.matches(e.Payment) {
+					continue
+				}
+				if err := send(e); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }
@@ -345,4 +362,9 @@ func (s *Service) Events(ctx context.Context, caller auth.Identity, seq int64, l
 		limit = 100
 	}
 	return s.store.EventsAfter(ctx, Filter{}, seq, min(limit, paging.MaxSize))
+}
+
+// matches reports whether p is selected by f, as the store's queries select.
+func (f Filter) matches(p Payment) bool {
+	return (f.OrderID == "" || p.OrderID == f.OrderID) && (f.UserID == "" || p.UserID == f.UserID)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 )
 
@@ -69,7 +70,7 @@ func TestServiceCallers(t *testing.T) {
 		if _, _, err := svc.List(ctx, orderService, payment.Filter{}, 10, ""); !errors.Is(err, payment.ErrFilterRequired) || invalidField(err) != "user_id" {
 			t.Errorf("the service listing with no filter = %v, want ErrFilterRequired", err)
 		}
-		if err := svc.Watch(ctx, orderService, payment.Filter{}, time.Second, nil); !errors.Is(err, payment.ErrFilterRequired) {
+		if err := svc.Watch(ctx, orderService, payment.Filter{}, svc.EventFeed(time.Second, testkit.DiscardLogger()), nil); !errors.Is(err, payment.ErrFilterRequired) {
 			t.Errorf("the service watching with no filter = %v, want ErrFilterRequired", err)
 		}
 		if _, _, err := svc.List(ctx, anonymous, payment.Filter{OrderID: orderID}, 10, ""); !errors.Is(err, payment.ErrPermissionDenied) {

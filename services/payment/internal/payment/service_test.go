@@ -269,7 +269,7 @@ func TestWhoMaySeeWhat(t *testing.T) {
 	if _, _, err := svc.List(ctx, alice, payment.Filter{UserID: bob.Subject}, 10, ""); !errors.Is(err, payment.ErrPermissionDenied) {
 		t.Errorf("alice listing bob = %v, want ErrPermissionDenied", err)
 	}
-	if err := svc.Watch(ctx, alice, payment.Filter{UserID: bob.Subject}, time.Second, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+	if err := svc.Watch(ctx, alice, payment.Filter{UserID: bob.Subject}, svc.EventFeed(time.Second, testkit.DiscardLogger()), nil); !errors.Is(err, payment.ErrPermissionDenied) {
 		t.Errorf("alice watching bob = %v, want ErrPermissionDenied", err)
 	}
 }

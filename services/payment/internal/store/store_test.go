@@ -165,7 +165,7 @@ func TestListAndWatchAcrossReplicas(t *testing.T) {
 		watchCtx, stopWatch := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() {
-			done <- watcher.Watch(watchCtx, asAlice, payment.Filter{}, 20*time.Millisecond, func(e payment.Event) error {
+			done <- watcher.Watch(watchCtx, asAlice, payment.Filter{}, watcher.EventFeed(20*time.Millisecond, testkit.DiscardLogger()), func(e payment.Event) error {
 				got <- e
 				return nil
 			})
@@ -205,7 +205,7 @@ func TestListAndWatchAcrossReplicas(t *testing.T) {
 			t.Errorf("alice saw an event she should not: %+v", e)
 		default:
 		}
-		if err := watcher.Watch(ctx, asAlice, payment.Filter{UserID: bob}, time.Second, nil); !errors.Is(err, payment.ErrPermissionDenied) {
+		if err := watcher.Watch(ctx, asAlice, payment.Filter{UserID: bob}, watcher.EventFeed(time.Second, testkit.DiscardLogger()), nil); !errors.Is(err, payment.ErrPermissionDenied) {
 			t.Errorf("alice watching bob = %v", err)
 		}
 

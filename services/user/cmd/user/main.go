@@ -58,10 +58,12 @@ type settings struct {
 	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime: the longest a deleted, suspended or logged-out account keeps access, since an access token cannot be recalled"`
 	RefreshTTL time.Duration `flag:"refresh-token-ttl" env:"MESHMART_REFRESH_TOKEN_TTL" usage:"refresh token lifetime; each refresh issues a new one, so a session unused for this long ends"`
+	// ImportMaxItems bounds one ImportUsers stream, whose valid items are held until it ends.
+	ImportMaxItems int `flag:"import-max-items" env:"MESHMART_IMPORT_MAX_ITEMS" usage:"most items one ImportUsers stream may carry; over it the import fails and creates nothing"`
 }
 
 func defaults() *settings {
-	return &settings{Database: "data/user.sqlite", TokenTTL: 5 * time.Minute, RefreshTTL: user.DefaultRefreshTTL}
+	return &settings{Database: "data/user.sqlite", TokenTTL: 5 * time.Minute, RefreshTTL: user.DefaultRefreshTTL, ImportMaxItems: grpcapi.DefaultImportMaxItems}
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
@@ -90,7 +92,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
-	api, err := grpcapi.New(svc, s.Log)
+	api, err := grpcapi.New(svc, s.Log, grpcapi.WithImportMaxItems(c.ImportMaxItems))
 	if err != nil {
 		return err
 	}

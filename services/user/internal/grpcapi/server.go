@@ -5,6 +5,7 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/grpcerr"
 	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/paging"
+	"github.com/meshmart/meshmart/pkg/server"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/user/internal/user"
 )
@@ -31,17 +33,40 @@ type Server struct {
 	svc       *user.Service
 	errs      grpcerr.Mapper
 	validator protovalidate.Validator
+	// importMaxItems is the most items one ImportUsers stream may carry.
+	importMaxItems int
 }
 
 var _ userv1.UserServiceServer = (*Server)(nil)
 
+// DefaultImportMaxItems is the most items one ImportUsers stream may carry unless
+// WithImportMaxItems says otherwise.
+const DefaultImportMaxItems = 50000
+
+// Option configures New.
+type Option func(*Server)
+
+// WithImportMaxItems sets the most items one ImportUsers stream may carry (the stream's valid
+// items are held in memory until it ends); n <= 0 keeps DefaultImportMaxItems.
+func WithImportMaxItems(n int) Option {
+	return func(s *Server) {
+		if n > 0 {
+			s.importMaxItems = n
+		}
+	}
+}
+
 // New returns the transport for svc.
-func New(svc *user.Service, log *slog.Logger) (*Server, error) {
+func New(svc *user.Service, log *slog.Logger, opts ...Option) (*Server, error) {
 	v, err := protovalidate.New()
 	if err != nil {
 		return nil, err
 	}
-	return &Server{svc: svc, errs: grpcerr.NewMapper(log, "the user database"), validator: v}, nil
+	s := &Server{svc: svc, errs: grpcerr.NewMapper(log, "the user database"), validator: v, importMaxItems: DefaultImportMaxItems}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s, nil
 }
 
 // CreateUser implements user.v1.UserService.
@@ -173,26 +198,21 @@ func (s *Server) ExportUsers(req *userv1.ExportUsersRequest, stream grpc.ServerS
 	return s.errs.Status(ctx, err)
 }
 
-// ImportUsers implements user.v1.UserService: every request is validated on its own, valid ones
-// are written in batches of 100, and one summary answers the whole stream.
+// ImportUsers implements user.v1.UserService: every request is validated on its own as it
+// arrives, the valid ones are kept until the client closes the stream and then written in batches
+// of importBatch, and one summary answers the whole stream: counts and the first importErrors
+// failures, so that its size does not grow with the stream (every item's result in one answer
+// outgrew the message limit after the accounts were written). A stream of more than the item limit
+// fails before anything is written; after the first write the call answers OK whatever happens,
+// the items not written counted as failed, so the caller never reads "failed" for an import that
+// was partly done.
 func (s *Server) ImportUsers(stream grpc.ClientStreamingServer[userv1.ImportUsersRequest, userv1.ImportUsersResponse]) error {
 	ctx := stream.Context()
-	resp := &userv1.ImportUsersResponse{}
 	var (
 		pending []user.NewUser
 		at      []int64
+		failed  importFailures
 	)
-	flush := func() error {
-		results, err := s.svc.Import(ctx, pending)
-		if err != nil {
-			return s.errs.Status(ctx, err)
-		}
-		for i, r := range results {
-			resp.Results = append(resp.Results, s.importResult(ctx, at[i], r.User, r.Err))
-		}
-		pending, at = pending[:0], at[:0]
-		return nil
-	}
 	for index := int64(0); ; index++ {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -201,34 +221,71 @@ func (s *Server) ImportUsers(stream grpc.ClientStreamingServer[userv1.ImportUser
 		if err != nil {
 			return err
 		}
+		if index >= int64(s.importMaxItems) {
+			return server.Exhausted("import_items_per_stream", s.importMaxItems, fmt.Sprintf(
+				"too many items: at most %d on one ImportUsers stream; nothing was imported, split the import", s.importMaxItems), 0)
+		}
 		if req.GetUser() == nil {
-			resp.Results = append(resp.Results, invalidItem(index, nil))
+			failed.add(invalidItem(index, nil))
 			continue
 		}
 		if err := s.validator.Validate(req.GetUser()); err != nil {
-			resp.Results = append(resp.Results, invalidItem(index, err))
+			failed.add(invalidItem(index, err))
 			continue
 		}
 		pending, at = append(pending, newUser(req.GetUser())), append(at, index)
-		if len(pending) == importBatch {
-			if err := flush(); err != nil {
-				return err
+	}
+	resp := &userv1.ImportUsersResponse{}
+	for start := 0; start < len(pending); start += importBatch {
+		end := min(start+importBatch, len(pending))
+		results, err := s.svc.Import(ctx, pending[start:end])
+		if err != nil {
+			if resp.CreatedCount == 0 {
+				return s.errs.Status(ctx, err) // nothing written yet: the error is the whole answer
+			}
+			// One status (and one log line) for every item left unwritten.
+			first := s.importResult(ctx, at[start], user.User{}, err)
+			failed.add(first)
+			for i := start + 1; i < len(pending); i++ {
+				failed.add(&userv1.ImportUserResult{Index: at[i], Outcome: first.GetOutcome()})
+			}
+			break
+		}
+		for i, r := range results {
+			if r.Err != nil {
+				failed.add(s.importResult(ctx, at[start+i], r.User, r.Err))
+			} else {
+				resp.CreatedCount++
 			}
 		}
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	// Results arrive in order within a batch but invalid items skip ahead; sort by index.
-	sortResults(resp.Results)
-	for _, r := range resp.GetResults() {
-		if r.GetUser() != nil {
-			resp.CreatedCount++
-		} else {
-			resp.FailedCount++
-		}
-	}
+	resp.FailedCount, resp.Errors = failed.count, failed.first()
 	return stream.SendAndClose(resp)
+}
+
+// importErrors is how many failures an ImportUsers answer lists at most.
+const importErrors = 100
+
+// importFailures counts the failed items of an import and keeps the importErrors with the lowest
+// indexes.
+type importFailures struct {
+	count int64
+	kept  []*userv1.ImportUserResult
+}
+
+func (f *importFailures) add(r *userv1.ImportUserResult) {
+	f.count++
+	f.kept = append(f.kept, r)
+	// Invalid items arrive in order but write failures come later with lower indexes: keep the
+	// lowest, trimming only now and then so that adding stays cheap.
+	if len(f.kept) >= 2*importErrors {
+		f.kept = f.first()
+	}
+}
+
+func (f *importFailures) first() []*userv1.ImportUserResult {
+	sortResults(f.kept)
+	return f.kept[:min(len(f.kept), importErrors)]
 }
 
 func (s *Server) importResult(ctx context.Context, index int64, u user.User, err error) *userv1.ImportUserResult {

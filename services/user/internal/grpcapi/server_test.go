@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/meshmart/meshmart/pkg/testkit"
@@ -44,7 +45,7 @@ func newClientAndStore(t *testing.T) (userv1.UserServiceClient, *store.Users) {
 	return newReplicaAndStore(t, testkit.SQLitePath(t), testkit.NewKeys(t))
 }
 
-func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (userv1.UserServiceClient, *store.Users) {
+func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys, opts ...grpcapi.Option) (userv1.UserServiceClient, *store.Users) {
 	t.Helper()
 	users, err := store.Open(context.Background(), path)
 	if err != nil {
@@ -58,7 +59,7 @@ func newReplicaAndStore(t *testing.T, path string, keys testkit.Keys) (userv1.Us
 	if _, _, err := svc.EnsureAdmin(context.Background(), user.Admin{Email: adminEmail, Username: "root", Password: "correct horse"}); err != nil {
 		t.Fatal(err)
 	}
-	api, err := grpcapi.New(svc, testkit.Logger(t))
+	api, err := grpcapi.New(svc, testkit.Logger(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,18 +239,15 @@ func TestListExportImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if summary.GetCreatedCount() != 2 || summary.GetFailedCount() != 3 || len(summary.GetResults()) != 5 {
+	if summary.GetCreatedCount() != 2 || summary.GetFailedCount() != 3 || len(summary.GetErrors()) != 3 || len(summary.GetResults()) != 0 {
 		t.Fatalf("import summary = %v", summary)
 	}
-	wantCodes := []codes.Code{codes.OK, codes.AlreadyExists, codes.InvalidArgument, codes.InvalidArgument, codes.OK}
-	wantFields := []string{"", "email", "email", "user", ""}
-	for i, r := range summary.GetResults() {
-		got := codes.OK
-		if r.GetError() != nil {
-			got = codes.Code(r.GetError().GetCode())
-		}
-		if r.GetIndex() != int64(i) || got != wantCodes[i] || r.GetError().GetField() != wantFields[i] {
-			t.Errorf("result %d = %v, want code %v field %q", i, r, wantCodes[i], wantFields[i])
+	wantIndexes := []int64{1, 2, 3}
+	wantCodes := []codes.Code{codes.AlreadyExists, codes.InvalidArgument, codes.InvalidArgument}
+	wantFields := []string{"email", "email", "user"}
+	for i, r := range summary.GetErrors() {
+		if r.GetIndex() != wantIndexes[i] || codes.Code(r.GetError().GetCode()) != wantCodes[i] || r.GetError().GetField() != wantFields[i] {
+			t.Errorf("error %d = %v, want index %d code %v field %q", i, r, wantIndexes[i], wantCodes[i], wantFields[i])
 		}
 	}
 
@@ -318,4 +316,76 @@ func violates(t *testing.T, err error, field string) {
 		}
 	}
 	t.Errorf("%v: want a field violation on %s", err, field)
+}
+
+// An import's answer stays small whatever the stream holds (counts and the first 100 failures,
+// never one result per item), and a stream over the item limit fails before anything is
+// written.
+func TestImportUsersBoundedAnswer(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name    string
+		invalid int
+		limit   int
+		want    codes.Code
+	}{
+		{name: "many invalid items", invalid: 5000, limit: 10000, want: codes.OK},
+		{name: "over the item limit", invalid: 5000, limit: 1000, want: codes.ResourceExhausted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, admin := importClient(t, grpcapi.WithImportMaxItems(tt.limit))
+			stream, err := c.ImportUsers(admin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			valid := &userv1.CreateUserRequest{Email: "valid@example.com", Username: "valid", Password: "correct horse", GivenName: "V"}
+			if err := stream.Send(&userv1.ImportUsersRequest{User: valid}); err != nil {
+				t.Fatal(err)
+			}
+			bad := &userv1.ImportUsersRequest{User: &userv1.CreateUserRequest{Email: "not an email", Username: "x", Password: "correct horse", GivenName: "X"}}
+			for i := 0; i < tt.invalid; i++ {
+				if err := stream.Send(bad); err != nil {
+					break // the server answered early (over the limit): CloseAndRecv has it
+				}
+			}
+			summary, err := stream.CloseAndRecv()
+			code(t, err, tt.want)
+			_, getErr := c.GetUser(admin, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "valid"}})
+			if tt.want != codes.OK {
+				if limit := exhaustedLimit(err); limit != "import_items_per_stream" {
+					t.Errorf("limit named %q, want import_items_per_stream: %v", limit, err)
+				}
+				code(t, getErr, codes.NotFound) // nothing was written
+				return
+			}
+			if getErr != nil {
+				t.Errorf("the valid account was not created: %v", getErr)
+			}
+			if summary.GetCreatedCount() != 1 || summary.GetFailedCount() != int64(tt.invalid) || len(summary.GetErrors()) != 100 ||
+				summary.GetErrors()[0].GetIndex() != 1 || summary.GetErrors()[99].GetIndex() != 100 {
+				t.Errorf("summary: created %d, failed %d, %d errors (first %v), want 1, %d, the first 100", summary.GetCreatedCount(),
+					summary.GetFailedCount(), len(summary.GetErrors()), summary.GetErrors()[0], tt.invalid)
+			}
+			if size := proto.Size(summary); size > 32<<10 {
+				t.Errorf("the answer is %d bytes: it grows with the stream", size)
+			}
+		})
+	}
+}
+
+// importClient is newClient with opts, and a context carrying the admin's token.
+func importClient(t *testing.T, opts ...grpcapi.Option) (userv1.UserServiceClient, context.Context) {
+	t.Helper()
+	c, _ := newReplicaAndStore(t, testkit.SQLitePath(t), testkit.NewKeys(t), opts...)
+	return c, logIn(t, c, adminEmail).ctx
+}
+
+func exhaustedLimit(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetMetadata()["limit"]
+		}
+	}
+	return ""
 }
