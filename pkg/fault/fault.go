@@ -12,6 +12,7 @@ import (
 	"errors"
 	"maps"
 	"strconv"
+	"time"
 )
 
 // Code is the kind of a failure, named as the gRPC code it maps to.
@@ -57,6 +58,9 @@ type Error struct {
 	// Domain and Metadata qualify Reason (an ErrorInfo's domain and metadata).
 	Domain   string
 	Metadata map[string]string
+	// RetryDelay, when positive, is how long the client should wait before trying again (a
+	// RetryInfo): a limit that lifts by itself, such as a backoff after failed logins.
+	RetryDelay time.Duration
 
 	cause error
 	kind  *Error // the sentinel this error derives from; nil for a sentinel
@@ -118,6 +122,13 @@ func (e *Error) WithInfo(domain, reason string, keyValues ...string) *Error {
 	for i := 0; i+1 < len(keyValues); i += 2 {
 		c.Metadata[keyValues[i]] = keyValues[i+1]
 	}
+	return c
+}
+
+// RetryAfter returns a copy of e telling the client to retry after d.
+func (e *Error) RetryAfter(d time.Duration) *Error {
+	c := e.derive()
+	c.RetryDelay = d
 	return c
 }
 

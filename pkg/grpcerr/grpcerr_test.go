@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -109,6 +110,15 @@ func TestToStatusDetails(t *testing.T) {
 	info, ok := st.Details()[0].(*errdetails.ErrorInfo)
 	if !ok || info.GetReason() != "PAYMENT_PENDING" || info.GetDomain() != "order.meshmart" || info.GetMetadata()["order_id"] != "o-1" {
 		t.Errorf("ErrorInfo = %v", st.Details()[0])
+	}
+
+	busy := fault.New(fault.ResourceExhausted, "too many logins at once").RetryAfter(1500 * time.Millisecond)
+	st = status.Convert(grpcerr.ToStatus(ctx, log, "the database", busy))
+	if st.Code() != codes.ResourceExhausted || len(st.Details()) != 1 {
+		t.Fatalf("busy = %v", st)
+	}
+	if ri, ok := st.Details()[0].(*errdetails.RetryInfo); !ok || ri.GetRetryDelay().AsDuration() != 1500*time.Millisecond {
+		t.Errorf("RetryInfo = %v", st.Details()[0])
 	}
 }
 

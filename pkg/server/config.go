@@ -66,6 +66,12 @@ type Config struct {
 	// RateLimit of 0 turns limiting off.
 	RateLimit float64 `flag:"rate-limit" env:"MESHMART_RATE_LIMIT" usage:"calls per second per client; 0 disables"`
 	RateBurst int     `flag:"rate-burst" env:"MESHMART_RATE_BURST" usage:"burst above the per-client rate"`
+	// AddressRateLimit is the calls per second allowed per peer IP address before anything else
+	// is done with a call (no token is checked, nothing is logged per call), AddressRateBurst the
+	// burst above it; 0 turns it off. Set it above what the busiest legitimate address sends
+	// (a NAT, a proxy in front of the service): it is the first guard, not the per-user quota.
+	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per peer IP address, checked before authentication; 0 disables"`
+	AddressRateBurst int     `flag:"address-rate-burst" env:"MESHMART_ADDRESS_RATE_BURST" usage:"burst above the per-address rate"`
 
 	// AuthKeysTarget is where the user service publishes the keys that verify access tokens
 	// (user.v1 ListTokenKeys), dialled with pkg/client: pkg/app fetches them at start, every
@@ -96,24 +102,26 @@ type Config struct {
 // DefaultConfig returns the defaults, with the gRPC server on grpcAddr.
 func DefaultConfig(grpcAddr string) Config {
 	return Config{
-		GRPCAddr:        grpcAddr,
-		HTTPAddr:        "127.0.0.1:0",
-		ConsulAddr:      "127.0.0.1:8500",
-		CheckInterval:   2 * time.Second,
-		CheckTimeout:    time.Second,
-		DeregisterAfter: time.Minute,
-		DrainDelay:      2 * time.Second,
-		ShutdownTimeout: 10 * time.Second,
-		MaxRecvMsgSize:  4 << 20,
-		MaxSendMsgSize:  4 << 20,
-		DefaultDeadline: 30 * time.Second,
-		RateLimit:       200,
-		RateBurst:       400,
-		AuthKeysRefresh: time.Minute,
-		AuthIssuer:      auth.DefaultIssuer,
-		AuthAudience:    auth.DefaultAudience,
-		LogLevel:        "info",
-		LogFormat:       "json",
+		GRPCAddr:         grpcAddr,
+		HTTPAddr:         "127.0.0.1:0",
+		ConsulAddr:       "127.0.0.1:8500",
+		CheckInterval:    2 * time.Second,
+		CheckTimeout:     time.Second,
+		DeregisterAfter:  time.Minute,
+		DrainDelay:       2 * time.Second,
+		ShutdownTimeout:  10 * time.Second,
+		MaxRecvMsgSize:   4 << 20,
+		MaxSendMsgSize:   4 << 20,
+		DefaultDeadline:  30 * time.Second,
+		RateLimit:        200,
+		RateBurst:        400,
+		AddressRateLimit: 500,
+		AddressRateBurst: 1000,
+		AuthKeysRefresh:  time.Minute,
+		AuthIssuer:       auth.DefaultIssuer,
+		AuthAudience:     auth.DefaultAudience,
+		LogLevel:         "info",
+		LogFormat:        "json",
 	}
 }
 
@@ -137,6 +145,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RateLimit < 0 || (c.RateLimit > 0 && c.RateBurst < 1) {
 		errs = append(errs, errors.New("-rate-limit must be 0 or positive with -rate-burst of at least 1"))
+	}
+	if c.AddressRateLimit < 0 || (c.AddressRateLimit > 0 && c.AddressRateBurst < 1) {
+		errs = append(errs, errors.New("-address-rate-limit must be 0 or positive with -address-rate-burst of at least 1"))
 	}
 	if c.AuthKeysRefresh <= 0 {
 		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))
