@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -57,10 +58,30 @@ type settings struct {
 	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
 	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
+
+	// The login guards (internal/user/login.go; README, "Limits").
+	LoginHashConcurrency     int           `flag:"login-hash-concurrency" env:"MESHMART_LOGIN_HASH_CONCURRENCY" usage:"password hashes (login, sign-up) running at once; more fail at once with RESOURCE_EXHAUSTED; 0 means GOMAXPROCS"`
+	LoginFreeFailures        int           `flag:"login-free-failures" env:"MESHMART_LOGIN_FREE_FAILURES" usage:"failed logins per account before it backs off (kept in the database)"`
+	LoginAddressFreeFailures int           `flag:"login-address-free-failures" env:"MESHMART_LOGIN_ADDRESS_FREE_FAILURES" usage:"failed logins per client address before it backs off (kept in each replica's memory)"`
+	LoginBackoffBase         time.Duration `flag:"login-backoff-base" env:"MESHMART_LOGIN_BACKOFF_BASE" usage:"first wait after the free failures, doubling with every further failure"`
+	LoginBackoffMax          time.Duration `flag:"login-backoff-max" env:"MESHMART_LOGIN_BACKOFF_MAX" usage:"longest wait after failed logins"`
 }
 
 func defaults() *settings {
-	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour}
+	l := user.DefaultLoginLimits
+	return &settings{Database: "data/user.sqlite", TokenTTL: time.Hour,
+		LoginFreeFailures: l.Account.Free, LoginAddressFreeFailures: l.Address.Free,
+		LoginBackoffBase: l.Account.Base, LoginBackoffMax: l.Account.Max}
+}
+
+// loginLimits are the login guards the settings ask for.
+func (c *settings) loginLimits() user.LoginLimits {
+	l := user.DefaultLoginLimits
+	l.HashConcurrency = c.LoginHashConcurrency
+	l.Account.Free, l.Address.Free = c.LoginFreeFailures, c.LoginAddressFreeFailures
+	l.Account.Base, l.Address.Base = c.LoginBackoffBase, c.LoginBackoffBase
+	l.Account.Max, l.Address.Max = c.LoginBackoffMax, c.LoginBackoffMax
+	return l
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
@@ -85,7 +106,8 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", users.Close)
-	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...))
+	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...),
+		user.WithLoginLimits(c.loginLimits()), user.WithClientAddress(interceptors.PeerAddress))
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
@@ -30,6 +31,12 @@ type Service struct {
 	dummyHash string
 	// published are the keys verified beside the signing key, which never sign.
 	published []ed25519.PublicKey
+
+	// limits, hashes and addresses guard Login (see login.go); clientAddr names a call's address.
+	limits     LoginLimits
+	hashes     *semaphore.Weighted
+	addresses  addressFailures
+	clientAddr func(ctx context.Context) string
 }
 
 // Option configures NewService.
@@ -52,10 +59,11 @@ func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, err
 		return nil, err
 	}
 	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
-		dummyHash: dummy}
+		dummyHash: dummy, limits: DefaultLoginLimits, clientAddr: func(context.Context) string { return "" }}
 	for _, opt := range opts {
 		opt(s)
 	}
+	s.hashes = newHashGate(s.limits.HashConcurrency)
 	return s, nil
 }
 
@@ -90,9 +98,15 @@ func (s *Service) newAccount(nu NewUser) (User, error) {
 
 func normalise(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
-// Create signs a user up.
+// Create signs a user up. Its hash takes a hashing slot like a login's: sign-ups are no
+// cheaper a weapon.
 func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
+	release, err := s.hashSlot()
+	if err != nil {
+		return User{}, err
+	}
 	u, err := s.newAccount(nu)
+	release()
 	if err != nil {
 		return User{}, err
 	}
@@ -103,22 +117,48 @@ func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
 }
 
 // Login checks an account's password and issues an access token for it. Any failure, whether no
-// such account, a deleted one or a wrong password, is ErrBadCredentials.
+// such account, a deleted one or a wrong password, is ErrBadCredentials. An account or an
+// address that failed too often lately is refused with ErrLoginBackoff before any hash, and a
+// hash that finds every slot taken with ErrHashBusy (see login.go).
 func (s *Service) Login(ctx context.Context, l Lookup, password string) (token string, expiry time.Time, u User, err error) {
-	u, err = s.store.Get(ctx, normaliseLookup(l))
-	switch {
-	case errors.Is(err, ErrNotFound):
-		_, _ = CheckPassword(s.dummyHash, password)
-		return "", time.Time{}, User{}, ErrBadCredentials
-	case err != nil:
+	addr, now := s.clientAddr(ctx), s.now().Truncate(time.Microsecond) // as stored
+	if wait := s.addresses.wait(s.limits.Address, addr, now); wait > 0 {
+		return "", time.Time{}, User{}, ErrLoginBackoff.RetryAfter(wait)
+	}
+	l = normaliseLookup(l)
+	u, err = s.store.Get(ctx, l)
+	found := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return "", time.Time{}, User{}, err
 	}
-	ok, err := CheckPassword(u.PasswordHash, password)
+	key := accountKey(u, found, l)
+	failures, err := s.accountGuard(ctx, key, now)
+	if err != nil {
+		return "", time.Time{}, User{}, err
+	}
+	release, err := s.hashSlot()
+	if err != nil {
+		return "", time.Time{}, User{}, err
+	}
+	hash := s.dummyHash // an unknown account costs the same hash, so timing tells nothing
+	if found {
+		hash = u.PasswordHash
+	}
+	ok, err := CheckPassword(hash, password)
+	release()
 	if err != nil {
 		return "", time.Time{}, User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
 	}
-	if !ok || u.Status == StatusDeleted {
+	if !ok || !found || u.Status == StatusDeleted {
+		if err := s.loginFailed(ctx, addr, key, now); err != nil {
+			return "", time.Time{}, User{}, err
+		}
 		return "", time.Time{}, User{}, ErrBadCredentials
+	}
+	if failures.Count > 0 {
+		if err := s.store.ClearLoginFailures(ctx, key); err != nil {
+			return "", time.Time{}, User{}, err
+		}
 	}
 	token, expiry, err = s.issuer.Issue(u.ID, u.Roles)
 	if err != nil {
