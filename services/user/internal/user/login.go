@@ -68,8 +68,12 @@ type Failures struct {
 // LoginLimits are Login's guards.
 type LoginLimits struct {
 	// HashConcurrency bounds the password hashes running at once (Login and Create); 0 means
-	// GOMAXPROCS.
+	// GOMAXPROCS. A login holds its slot from its first database read to the end of its hash,
+	// so that a flood of logins cannot queue on the database pool either.
 	HashConcurrency int
+	// HashWait is how long a hash may wait for a slot (when at most two per slot wait already);
+	// 0 refuses at once.
+	HashWait time.Duration
 	// Account is the backoff per account, kept in the database so that every replica sees it.
 	Account Backoff
 	// Address is the backoff per client address, kept in each replica's memory: an address's
@@ -79,11 +83,12 @@ type LoginLimits struct {
 	Address Backoff
 }
 
-// DefaultLoginLimits: GOMAXPROCS hashes at once; 5 free failures per account and 20 per address,
+// DefaultLoginLimits: GOMAXPROCS hashes at once, waiting at most 500 ms for a slot; 5 free failures per account and 20 per address,
 // then a wait of 1 s doubling up to 15 min; failures forgotten an hour after the last one.
 var DefaultLoginLimits = LoginLimits{
-	Account: Backoff{Free: 5, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
-	Address: Backoff{Free: 20, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
+	HashWait: 500 * time.Millisecond,
+	Account:  Backoff{Free: 5, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
+	Address:  Backoff{Free: 20, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
 }
 
 // WithLoginLimits replaces DefaultLoginLimits.
@@ -95,19 +100,36 @@ func WithClientAddress(f func(ctx context.Context) string) Option {
 	return func(s *Service) { s.clientAddr = f }
 }
 
-// hashSlot takes one of the hashing slots, or fails with ErrHashBusy at once when none is free.
-func (s *Service) hashSlot() (release func(), err error) {
-	if !s.hashes.TryAcquire(1) {
+// hashSlot takes one of the hashing slots. When none is free it waits for one, at most
+// HashWait, but only while fewer than two calls per slot wait already: a short line that absorbs
+// a burst of honest sign-ins, never a queue that grows; past it, or past the wait, it fails with
+// ErrHashBusy.
+func (s *Service) hashSlot(ctx context.Context) (release func(), err error) {
+	release = func() { s.hashes.Release(1) }
+	if s.hashes.TryAcquire(1) {
+		return release, nil
+	}
+	defer s.hashWaiting.Add(-1)
+	if s.hashWaiting.Add(1) > 2*s.hashSlots || s.limits.HashWait <= 0 {
 		return nil, ErrHashBusy.RetryAfter(hashBusyRetry)
 	}
-	return func() { s.hashes.Release(1) }, nil
+	wctx, cancel := context.WithTimeout(ctx, s.limits.HashWait)
+	defer cancel()
+	if err := s.hashes.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrHashBusy.RetryAfter(hashBusyRetry)
+	}
+	return release, nil
 }
 
-func newHashGate(n int) *semaphore.Weighted {
-	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+func (s *Service) newHashGate() {
+	s.hashSlots = int64(s.limits.HashConcurrency)
+	if s.hashSlots <= 0 {
+		s.hashSlots = int64(runtime.GOMAXPROCS(0))
 	}
-	return semaphore.NewWeighted(int64(n))
+	s.hashes = semaphore.NewWeighted(s.hashSlots)
 }
 
 // accountKey is what an account's failures are recorded under: its id when it exists, else the

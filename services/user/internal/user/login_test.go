@@ -3,6 +3,7 @@ package user_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -46,7 +47,9 @@ func (c *clock) Add(d time.Duration) {
 
 type addrKey struct{}
 
-func from(addr string) context.Context { return context.WithValue(context.Background(), addrKey{}, addr) }
+func from(addr string) context.Context {
+	return context.WithValue(context.Background(), addrKey{}, addr)
+}
 
 func guardedService(t *testing.T, limits user.LoginLimits) (*user.Service, *clock, *store.Users) {
 	t.Helper()
@@ -172,7 +175,7 @@ func TestOldFailuresArePruned(t *testing.T) {
 func TestHashBoundRefusesAtOnce(t *testing.T) {
 	t.Parallel()
 	limits := user.DefaultLoginLimits
-	limits.HashConcurrency = 2
+	limits.HashConcurrency, limits.HashWait = 2, 0
 	svc, _, _ := guardedService(t, limits)
 	signUp(t, svc, "ada")
 	release := user.HoldHashSlots(svc, 2)
@@ -190,5 +193,48 @@ func TestHashBoundRefusesAtOnce(t *testing.T) {
 	release()
 	if _, _, _, err := svc.Login(from("10.0.0.1"), user.Lookup{Username: "ada"}, "correct horse"); err != nil {
 		t.Errorf("Login with a free slot: %v", err)
+	}
+}
+
+// TestHashWaitIsShortAndBounded: with every slot taken, a login waits for a slot at most
+// HashWait, and only two per slot may wait; the others are refused at once. A slot freed within
+// the wait lets a waiting login through, as a burst of honest sign-ins needs.
+func TestHashWaitIsShortAndBounded(t *testing.T) {
+	t.Parallel()
+	limits := user.DefaultLoginLimits
+	limits.HashConcurrency, limits.HashWait = 1, time.Second
+	svc, _, _ := guardedService(t, limits)
+	signUp(t, svc, "ada")
+	release := user.HoldHashSlots(svc, 1)
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 6)
+	for i := range 6 {
+		go func() {
+			start := time.Now()
+			_, _, _, err := svc.Login(from(fmt.Sprintf("10.0.0.%d", i)), user.Lookup{Username: "ada"}, "correct horse")
+			results <- result{err, time.Since(start)}
+		}()
+	}
+	var refusedAtOnce, refusedAfterWait int
+	for range 6 {
+		r := <-results
+		switch {
+		case !errors.Is(r.err, user.ErrHashBusy):
+			t.Errorf("Login with the slot held = %v, want ErrHashBusy", r.err)
+		case r.took < 500*time.Millisecond:
+			refusedAtOnce++
+		default:
+			refusedAfterWait++
+		}
+	}
+	if refusedAtOnce != 4 || refusedAfterWait != 2 {
+		t.Errorf("%d refused at once and %d after waiting, want 4 and 2 (two may wait per slot)", refusedAtOnce, refusedAfterWait)
+	}
+	go func() { time.Sleep(200 * time.Millisecond); release() }()
+	if _, _, _, err := svc.Login(from("10.0.1.1"), user.Lookup{Username: "ada"}, "correct horse"); err != nil {
+		t.Errorf("Login while a slot frees within the wait: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,10 +34,12 @@ type Service struct {
 	published []ed25519.PublicKey
 
 	// limits, hashes and addresses guard Login (see login.go); clientAddr names a call's address.
-	limits     LoginLimits
-	hashes     *semaphore.Weighted
-	addresses  addressFailures
-	clientAddr func(ctx context.Context) string
+	limits      LoginLimits
+	hashes      *semaphore.Weighted
+	hashSlots   int64
+	hashWaiting atomic.Int64
+	addresses   addressFailures
+	clientAddr  func(ctx context.Context) string
 }
 
 // Option configures NewService.
@@ -63,7 +66,7 @@ func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, err
 	for _, opt := range opts {
 		opt(s)
 	}
-	s.hashes = newHashGate(s.limits.HashConcurrency)
+	s.newHashGate()
 	return s, nil
 }
 
@@ -101,7 +104,7 @@ func normalise(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 // Create signs a user up. Its hash takes a hashing slot like a login's: sign-ups are no
 // cheaper a weapon.
 func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
-	release, err := s.hashSlot()
+	release, err := s.hashSlot(ctx)
 	if err != nil {
 		return User{}, err
 	}
@@ -125,6 +128,17 @@ func (s *Service) Login(ctx context.Context, l Lookup, password string) (token s
 	if wait := s.addresses.wait(s.limits.Address, addr, now); wait > 0 {
 		return "", time.Time{}, User{}, ErrLoginBackoff.RetryAfter(wait)
 	}
+	// The slot is taken before the first read, so that a flood queues neither on the hashes nor
+	// on the database pool that every other call needs too.
+	release, err := s.hashSlot(ctx)
+	if err != nil {
+		return "", time.Time{}, User{}, err
+	}
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	l = normaliseLookup(l)
 	u, err = s.store.Get(ctx, l)
 	found := err == nil
@@ -136,16 +150,13 @@ func (s *Service) Login(ctx context.Context, l Lookup, password string) (token s
 	if err != nil {
 		return "", time.Time{}, User{}, err
 	}
-	release, err := s.hashSlot()
-	if err != nil {
-		return "", time.Time{}, User{}, err
-	}
 	hash := s.dummyHash // an unknown account costs the same hash, so timing tells nothing
 	if found {
 		hash = u.PasswordHash
 	}
 	ok, err := CheckPassword(hash, password)
 	release()
+	release = nil
 	if err != nil {
 		return "", time.Time{}, User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
 	}
