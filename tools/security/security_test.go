@@ -34,6 +34,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/identity"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
@@ -113,7 +114,13 @@ func launch(root, db string) (*loadkit.Rig, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	opts := loadkit.Options{Replicas: 2}
+	// The per-address limit at its defaults (loadkit turns it off): the attacks are judged
+	// against the limits a deployment gets.
+	d := server.DefaultConfig("")
+	opts := loadkit.Options{Replicas: 2, Env: []string{
+		fmt.Sprintf("MESHMART_ADDRESS_RATE_LIMIT=%g", d.AddressRateLimit),
+		fmt.Sprintf("MESHMART_ADDRESS_RATE_BURST=%d", d.AddressRateBurst),
+	}}
 	if db == "postgres" {
 		if sharedPG == nil {
 			if sharedPG, err = testkit.LaunchPostgres(); err != nil {

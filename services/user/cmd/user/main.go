@@ -60,7 +60,7 @@ type settings struct {
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime"`
 
 	// The login guards (internal/user/login.go; README, "Limits").
-	LoginHashConcurrency     int           `flag:"login-hash-concurrency" env:"MESHMART_LOGIN_HASH_CONCURRENCY" usage:"password hashes (login, sign-up) running at once; more fail at once with RESOURCE_EXHAUSTED; 0 means GOMAXPROCS"`
+	LoginHashConcurrency     int           `flag:"login-hash-concurrency" env:"MESHMART_LOGIN_HASH_CONCURRENCY" usage:"password hashes (login, sign-up) running at once; more wait at most 1 s, two per slot, or fail with RESOURCE_EXHAUSTED; 0 means half of GOMAXPROCS"`
 	LoginFreeFailures        int           `flag:"login-free-failures" env:"MESHMART_LOGIN_FREE_FAILURES" usage:"failed logins per account before it backs off (kept in the database)"`
 	LoginAddressFreeFailures int           `flag:"login-address-free-failures" env:"MESHMART_LOGIN_ADDRESS_FREE_FAILURES" usage:"failed logins per client address before it backs off (kept in each replica's memory)"`
 	LoginBackoffBase         time.Duration `flag:"login-backoff-base" env:"MESHMART_LOGIN_BACKOFF_BASE" usage:"first wait after the free failures, doubling with every further failure"`

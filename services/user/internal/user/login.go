@@ -68,7 +68,9 @@ type Failures struct {
 // LoginLimits are Login's guards.
 type LoginLimits struct {
 	// HashConcurrency bounds the password hashes running at once (Login and Create); 0 means
-	// GOMAXPROCS. A login holds its slot from its first database read to the end of its hash,
+	// half of GOMAXPROCS (at least one), so that hashing never holds every P of the process and
+	// the service's other calls always find one free: with every P hashing, a GetUser waited
+	// for the scheduler to preempt a hash, tens of milliseconds at each step of the call. A login holds its slot from its first database read to the end of its hash,
 	// so that a flood of logins cannot queue on the database pool either.
 	HashConcurrency int
 	// HashWait is how long a hash may wait for a slot (when at most two per slot wait already);
@@ -83,10 +85,11 @@ type LoginLimits struct {
 	Address Backoff
 }
 
-// DefaultLoginLimits: GOMAXPROCS hashes at once, waiting at most 500 ms for a slot; 5 free failures per account and 20 per address,
-// then a wait of 1 s doubling up to 15 min; failures forgotten an hour after the last one.
+// DefaultLoginLimits: half of GOMAXPROCS hashes at once, waiting at most 1 s for a slot; 5 free
+// failures per account and 10 per address, then a wait of 1 s doubling up to 15 min; failures
+// forgotten an hour after the last one.
 var DefaultLoginLimits = LoginLimits{
-	HashWait: 500 * time.Millisecond,
+	HashWait: time.Second,
 	Account:  Backoff{Free: 5, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
 	Address:  Backoff{Free: 20, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
 }
@@ -127,7 +130,7 @@ func (s *Service) hashSlot(ctx context.Context) (release func(), err error) {
 func (s *Service) newHashGate() {
 	s.hashSlots = int64(s.limits.HashConcurrency)
 	if s.hashSlots <= 0 {
-		s.hashSlots = int64(runtime.GOMAXPROCS(0))
+		s.hashSlots = int64(max(1, runtime.GOMAXPROCS(0)/2))
 	}
 	s.hashes = semaphore.NewWeighted(s.hashSlots)
 }
