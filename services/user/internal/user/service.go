@@ -139,6 +139,12 @@ func (s *Service) Login(ctx context.Context, l Lookup, password string) (token s
 			release()
 		}
 	}()
+	// Again with the slot: while this call waited for it, the address may have failed enough
+	// to back off, and a flood's waiting calls must not each get a hash past it.
+	now = s.now().Truncate(time.Microsecond)
+	if wait := s.addresses.wait(s.limits.Address, addr, now); wait > 0 {
+		return "", time.Time{}, User{}, ErrLoginBackoff.RetryAfter(wait)
+	}
 	l = normaliseLookup(l)
 	u, err = s.store.Get(ctx, l)
 	found := err == nil
