@@ -91,7 +91,7 @@ type LoginLimits struct {
 var DefaultLoginLimits = LoginLimits{
 	HashWait: time.Second,
 	Account:  Backoff{Free: 5, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
-	Address:  Backoff{Free: 20, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
+	Address:  Backoff{Free: 10, Base: time.Second, Max: 15 * time.Minute, Forget: time.Hour},
 }
 
 // WithLoginLimits replaces DefaultLoginLimits.
@@ -161,10 +161,10 @@ func (s *Service) accountGuard(ctx context.Context, key string, now time.Time) (
 	return f, nil
 }
 
-// loginFailed records a failed attempt against the account and the address, and now and then
-// prunes the account records nobody failed for in Forget.
-func (s *Service) loginFailed(ctx context.Context, addr, key string, now time.Time) error {
-	s.addresses.fail(s.limits.Address, addr, now)
+// loginFailed records a failed attempt against the account (the address' is recorded by Login,
+// before it releases its hashing slot), and now and then prunes the account records nobody
+// failed for in Forget.
+func (s *Service) loginFailed(ctx context.Context, key string, now time.Time) error {
 	if err := s.store.RecordLoginFailure(ctx, key, now, now.Add(-s.limits.Account.Forget)); err != nil {
 		return err
 	}

@@ -161,13 +161,19 @@ func (s *Service) Login(ctx context.Context, l Lookup, password string) (token s
 		hash = u.PasswordHash
 	}
 	ok, err := CheckPassword(hash, password)
+	failed := err == nil && (!ok || !found || u.Status == StatusDeleted)
+	if failed {
+		// Before the slot goes: the call waiting for it must see this failure, or a flood's
+		// calls would each get a hash past the address' backoff, one after the other.
+		s.addresses.fail(s.limits.Address, addr, now)
+	}
 	release()
 	release = nil
 	if err != nil {
 		return "", time.Time{}, User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
 	}
-	if !ok || !found || u.Status == StatusDeleted {
-		if err := s.loginFailed(ctx, addr, key, now); err != nil {
+	if failed {
+		if err := s.loginFailed(ctx, key, now); err != nil {
 			return "", time.Time{}, User{}, err
 		}
 		return "", time.Time{}, User{}, ErrBadCredentials
