@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // Code is the kind of a failure, named as the gRPC code it maps to.
@@ -61,6 +62,9 @@ type Error struct {
 	// Violations, with FailedPrecondition, are the preconditions that failed (a
 	// PreconditionFailure), so a client can tell which and fix them; see WithViolations.
 	Violations []Violation
+	// RetryDelay, when positive, is how long the client should wait before trying again (a
+	// RetryInfo): a limit that lifts by itself, such as a backoff after failed logins.
+	RetryDelay time.Duration
 
 	cause error
 	kind  *Error // the sentinel this error derives from; nil for a sentinel
@@ -133,6 +137,13 @@ type Violation struct{ Type, Subject, Description string }
 func (e *Error) WithViolations(v ...Violation) *Error {
 	c := e.derive()
 	c.Violations = append(slices.Clone(e.Violations), v...)
+	return c
+}
+
+// RetryAfter returns a copy of e telling the client to retry after d.
+func (e *Error) RetryAfter(d time.Duration) *Error {
+	c := e.derive()
+	c.RetryDelay = d
 	return c
 }
 

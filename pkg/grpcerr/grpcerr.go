@@ -1,6 +1,6 @@
 // Package grpcerr is the one place errors become gRPC statuses. Business rules fail with a
 // *fault.Error, which ToStatus turns into its code, its client-safe message and its details
-// (BadRequest field violations, ErrorInfo); anything else is mapped by Fallback: cancellation and
+// (BadRequest field violations, ErrorInfo, RetryInfo); anything else is mapped by Fallback: cancellation and
 // deadlines keep their codes, an unreachable database is Unavailable, and the rest is Internal. A
 // cause's text is logged, never sent: a downstream service's "rpc error: code = ..." reaches no
 // client. A transport holds a Mapper, ToStatus bound to its service's logger and database name.
@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/meshmart/meshmart/pkg/fault"
 	"github.com/meshmart/meshmart/pkg/interceptors"
@@ -65,6 +66,9 @@ func ToStatus(ctx context.Context, log *slog.Logger, what string, err error) err
 			pf.Violations = append(pf.Violations, &errdetails.PreconditionFailure_Violation{Type: v.Type, Subject: v.Subject, Description: v.Description})
 		}
 		details = append(details, pf)
+	}
+	if f.RetryDelay > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(f.RetryDelay)})
 	}
 	if len(details) > 0 {
 		if d, derr := st.WithDetails(details...); derr == nil {

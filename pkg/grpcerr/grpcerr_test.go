@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -124,6 +125,15 @@ func TestToStatusDetails(t *testing.T) {
 	if !ok || len(pf.GetViolations()) != 1 || pf.GetViolations()[0].GetType() != "PRICE" || pf.GetViolations()[0].GetSubject() != "BOOK-1" ||
 		pf.GetViolations()[0].GetDescription() != "sent 1, catalog 1999 USD" {
 		t.Errorf("PreconditionFailure = %v", st.Details()[0])
+	}
+
+	busy := fault.New(fault.ResourceExhausted, "too many logins at once").RetryAfter(1500 * time.Millisecond)
+	st = status.Convert(grpcerr.ToStatus(ctx, log, "the database", busy))
+	if st.Code() != codes.ResourceExhausted || len(st.Details()) != 1 {
+		t.Fatalf("busy = %v", st)
+	}
+	if ri, ok := st.Details()[0].(*errdetails.RetryInfo); !ok || ri.GetRetryDelay().AsDuration() != 1500*time.Millisecond {
+		t.Errorf("RetryInfo = %v", st.Details()[0])
 	}
 }
 

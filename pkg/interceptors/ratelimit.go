@@ -21,7 +21,7 @@ import (
 // go-grpc-middleware supplies the interceptor but leaves the Limiter to us; x/time/rate has no
 // keyed limiter, hence the small map below.
 func RateLimit(rps float64, burst int) Server {
-	l := &perClientLimiter{limit: rate.Limit(rps), burst: burst, clients: map[string]*clientLimiter{}}
+	l := newKeyedLimiter(rps, burst, clientKey)
 	return Server{
 		Unary:  ratelimit.UnaryServerInterceptor(l),
 		Stream: ratelimit.StreamServerInterceptor(l),
@@ -36,18 +36,34 @@ type clientLimiter struct {
 	lastSeen time.Time
 }
 
-type perClientLimiter struct {
+// keyedLimiter keeps one token bucket per key (a user, an address), dropping those idle for
+// idleClient.
+type keyedLimiter struct {
 	limit rate.Limit
 	burst int
+	key   func(ctx context.Context) string
 
 	mu        sync.Mutex
 	clients   map[string]*clientLimiter
 	lastSweep time.Time
 }
 
+func newKeyedLimiter(rps float64, burst int, key func(ctx context.Context) string) *keyedLimiter {
+	return &keyedLimiter{limit: rate.Limit(rps), burst: burst, key: key, clients: map[string]*clientLimiter{}}
+}
+
 // Limit implements ratelimit.Limiter.
-func (l *perClientLimiter) Limit(ctx context.Context) error {
-	key := clientKey(ctx)
+func (l *keyedLimiter) Limit(ctx context.Context) error {
+	if _, ok := l.allow(ctx); !ok {
+		return fmt.Errorf("more than %g calls per second from this client", float64(l.limit))
+	}
+	return nil
+}
+
+// allow takes a token from the bucket of ctx's key; when there is none, it returns false and how
+// long until there is one.
+func (l *keyedLimiter) allow(ctx context.Context) (time.Duration, bool) {
+	key := l.key(ctx)
 	now := time.Now()
 	l.mu.Lock()
 	if now.Sub(l.lastSweep) > idleClient {
@@ -65,21 +81,30 @@ func (l *perClientLimiter) Limit(ctx context.Context) error {
 	}
 	c.lastSeen = now
 	l.mu.Unlock()
-	if !c.limiter.AllowN(now, 1) {
-		return fmt.Errorf("more than %g calls per second from this client", float64(l.limit))
+	if c.limiter.AllowN(now, 1) {
+		return 0, true
 	}
-	return nil
+	missing := 1 - c.limiter.TokensAt(now)
+	return time.Duration(missing / float64(l.limit) * float64(time.Second)), false
 }
 
 func clientKey(ctx context.Context) string {
 	if id, ok := auth.FromContext(ctx); ok {
 		return "user:" + id.Subject
 	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
-			return "ip:" + host
-		}
-		return "addr:" + p.Addr.String()
+	return "ip:" + PeerAddress(ctx)
+}
+
+// PeerAddress is the address a call came from, as its connection says (never a header a client
+// could write): the peer's IP without the port, the whole address when it has no port (bufconn),
+// "" when the call has no peer.
+func PeerAddress(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
 	}
-	return "unknown"
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host
+	}
+	return p.Addr.String()
 }

@@ -74,6 +74,12 @@ type Config struct {
 	// RateLimit of 0 turns limiting off.
 	RateLimit float64 `flag:"rate-limit" env:"MESHMART_RATE_LIMIT" usage:"calls per second per client; 0 disables"`
 	RateBurst int     `flag:"rate-burst" env:"MESHMART_RATE_BURST" usage:"burst above the per-client rate"`
+	// AddressRateLimit is the calls per second allowed per peer IP address before anything else
+	// is done with a call (no token is checked, nothing is logged per call), AddressRateBurst the
+	// burst above it; 0 turns it off. Set it above what the busiest legitimate address sends
+	// (a NAT, a proxy in front of the service): it is the first guard, not the per-user quota.
+	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per peer IP address, checked before authentication; 0 disables"`
+	AddressRateBurst int     `flag:"address-rate-burst" env:"MESHMART_ADDRESS_RATE_BURST" usage:"burst above the per-address rate"`
 
 	// AuthKeysTarget is where the user service publishes the keys that verify access tokens
 	// (user.v1 ListTokenKeys), dialled with pkg/client: pkg/app fetches them at start, every
@@ -121,6 +127,8 @@ func DefaultConfig(grpcAddr string) Config {
 		StreamsPerUser:       16,
 		RateLimit:            200,
 		RateBurst:            400,
+		AddressRateLimit:     500,
+		AddressRateBurst:     1000,
 		AuthKeysRefresh:      time.Minute,
 		AuthIssuer:           auth.DefaultIssuer,
 		AuthAudience:         auth.DefaultAudience,
@@ -152,6 +160,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StreamsPerUser < 0 || c.MaxConcurrentStreams < 0 || c.MaxConcurrentStreams > math.MaxUint32 {
 		errs = append(errs, errors.New("-streams-per-user and -max-concurrent-streams must be 0 or positive"))
+	}
+	if c.AddressRateLimit < 0 || (c.AddressRateLimit > 0 && c.AddressRateBurst < 1) {
+		errs = append(errs, errors.New("-address-rate-limit must be 0 or positive with -address-rate-burst of at least 1"))
 	}
 	if c.AuthKeysRefresh <= 0 {
 		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))

@@ -159,25 +159,41 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		return nil, fmt.Errorf("protovalidate: %w", err)
 	}
 
-	// The chain, outermost first. Logging and metrics wrap recovery so that a panic is logged and
-	// counted as the Internal error it becomes. Identification runs before rate limiting so that
-	// a signed-in user is limited as one client however many addresses they call from. Rate
-	// limiting runs before authorization so that a client hammering methods it may not call is
+	// The chain, outermost first. The per-address limit comes before everything, so that what
+	// it refuses costs no token check and no log line. Logging and metrics wrap recovery so that
+	// a panic is logged and counted as the Internal error it becomes. Identification runs before
+	// the per-client rate limit so that a signed-in user is limited as one client however many
+	// addresses they call from. Rate limiting runs before authorization so that a client hammering methods it may not call is
 	// still limited, and authorization runs before validation so that only callers the contract
 	// admits learn what a valid request looks like.
 	rejected, err := newUnhandled(log, o.registry)
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	chain := []interceptors.Server{
-		rejected.mark(),
+	// The marker goes first: a call that reaches it was answered by the chain (the per-address
+	// limit counts its own refusals), so only calls gRPC refused before it get the stats
+	// handler's log line.
+	chain := []interceptors.Server{rejected.mark()}
+	if cfg.AddressRateLimit > 0 {
+		// First of all, before a token is looked at or a line logged: a flood from one address
+		// (bad tokens, logins) is refused for the price of a map lookup (see AddressRateLimit).
+		refused := prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshmart_server_address_limited_total",
+			Help: "Calls refused by the per-address rate limit, before authentication.",
+		})
+		if err := o.registry.Register(refused); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+		chain = append(chain, interceptors.AddressRateLimit(cfg.AddressRateLimit, cfg.AddressRateBurst, log, refused))
+	}
+	chain = append(chain,
 		interceptors.RequestID(),
 		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads)),
-		{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()},
+		interceptors.Server{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()},
 		interceptors.Recovery(log),
 		s.endStreamsOnShutdown(),
 		interceptors.DefaultDeadline(cfg.DefaultDeadline),
-	}
+	)
 	if o.verifier == nil && cfg.AuthPublicKey != "" {
 		key, err := auth.LoadPublicKey(cfg.AuthPublicKey)
 		if err != nil {

@@ -33,11 +33,12 @@ import (
 	"github.com/meshmart/meshmart/tools/platform"
 )
 
-// Env are the settings every rig runs the services with: no rate limit (all the load comes from
-// one client), a Consul health check every second (Consul's minimum) that times out after
+// Env are the settings every rig runs the services with: no rate limits, per client or per
+// address (all the load comes from one client), a Consul health check every second (Consul's minimum) that times out after
 // 500 ms, and a 1 s drain. The rig's administrator is the platform's (LogInAdmin).
 var Env = []string{
 	"MESHMART_RATE_LIMIT=0",
+	"MESHMART_ADDRESS_RATE_LIMIT=0",
 	"MESHMART_CHECK_INTERVAL=1s",
 	"MESHMART_CHECK_TIMEOUT=500ms",
 	"MESHMART_DRAIN_DELAY=1s",

@@ -34,6 +34,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/identity"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	moneyv1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
@@ -118,7 +119,13 @@ func launch(root, db string) (*loadkit.Rig, string, error) {
 	}
 	// Access tokens of 20 s (accessTTL), so that TestDeletedAccountLosesAccessWithinATokenLifetime
 	// can wait one out; rig accounts renew theirs (loadkit.Account.In), so longer tests still run.
-	env := append([]string{"MESHMART_TOKEN_TTL=" + accessTTL.String()}, platformEnv...)
+	// The per-address limit at its defaults (loadkit turns it off): the attacks are judged against
+	// the limits a deployment gets.
+	d := server.DefaultConfig("")
+	env := append([]string{"MESHMART_TOKEN_TTL=" + accessTTL.String(),
+		fmt.Sprintf("MESHMART_ADDRESS_RATE_LIMIT=%g", d.AddressRateLimit),
+		fmt.Sprintf("MESHMART_ADDRESS_RATE_BURST=%d", d.AddressRateBurst),
+	}, platformEnv...)
 	opts := loadkit.Options{Replicas: 2, Env: env}
 	if db == "postgres" {
 		if sharedPG == nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -60,10 +61,30 @@ type settings struct {
 	RefreshTTL time.Duration `flag:"refresh-token-ttl" env:"MESHMART_REFRESH_TOKEN_TTL" usage:"refresh token lifetime; each refresh issues a new one, so a session unused for this long ends"`
 	// ImportMaxItems bounds one ImportUsers stream, whose valid items are held until it ends.
 	ImportMaxItems int `flag:"import-max-items" env:"MESHMART_IMPORT_MAX_ITEMS" usage:"most items one ImportUsers stream may carry; over it the import fails and creates nothing"`
+
+	// The login guards (internal/user/login.go; README, "Limits").
+	LoginHashConcurrency     int           `flag:"login-hash-concurrency" env:"MESHMART_LOGIN_HASH_CONCURRENCY" usage:"password hashes (login, sign-up) running at once; more wait at most 1 s, two per slot, or fail with RESOURCE_EXHAUSTED; 0 means half of GOMAXPROCS"`
+	LoginFreeFailures        int           `flag:"login-free-failures" env:"MESHMART_LOGIN_FREE_FAILURES" usage:"failed logins per account before it backs off (kept in the database)"`
+	LoginAddressFreeFailures int           `flag:"login-address-free-failures" env:"MESHMART_LOGIN_ADDRESS_FREE_FAILURES" usage:"failed logins per client address before it backs off (kept in each replica's memory)"`
+	LoginBackoffBase         time.Duration `flag:"login-backoff-base" env:"MESHMART_LOGIN_BACKOFF_BASE" usage:"first wait after the free failures, doubling with every further failure"`
+	LoginBackoffMax          time.Duration `flag:"login-backoff-max" env:"MESHMART_LOGIN_BACKOFF_MAX" usage:"longest wait after failed logins"`
 }
 
 func defaults() *settings {
-	return &settings{Database: "data/user.sqlite", TokenTTL: 5 * time.Minute, RefreshTTL: user.DefaultRefreshTTL, ImportMaxItems: grpcapi.DefaultImportMaxItems}
+	l := user.DefaultLoginLimits
+	return &settings{Database: "data/user.sqlite", TokenTTL: 5 * time.Minute, RefreshTTL: user.DefaultRefreshTTL,
+		ImportMaxItems:    grpcapi.DefaultImportMaxItems,
+		LoginFreeFailures: l.Account.Free, LoginAddressFreeFailures: l.Address.Free,
+		LoginBackoffBase: l.Account.Base, LoginBackoffMax: l.Account.Max}
+}
+
+func (c *settings) loginLimits() user.LoginLimits {
+	l := user.DefaultLoginLimits
+	l.HashConcurrency = c.LoginHashConcurrency
+	l.Account.Free, l.Address.Free = c.LoginFreeFailures, c.LoginAddressFreeFailures
+	l.Account.Base, l.Address.Base = c.LoginBackoffBase, c.LoginBackoffBase
+	l.Account.Max, l.Address.Max = c.LoginBackoffMax, c.LoginBackoffMax
+	return l
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {
@@ -88,7 +109,8 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", users.Close)
-	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...), user.WithRefreshTTL(c.RefreshTTL))
+	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...), user.WithRefreshTTL(c.RefreshTTL),
+		user.WithLoginLimits(c.loginLimits()), user.WithClientAddress(interceptors.PeerAddress))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/meshmart/meshmart/pkg/paging"
 	"github.com/meshmart/meshmart/pkg/sqldb"
@@ -204,4 +205,53 @@ func conflict(err error) error {
 		return user.ErrUsernameTaken
 	}
 	return user.ErrIDTaken
+}
+
+// LoginFailures implements user.Store.
+func (s *Users) LoginFailures(ctx context.Context, key string) (user.Failures, error) {
+	var (
+		f    user.Failures
+		last int64
+	)
+	err := s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT failures, last_failure FROM login_failures WHERE account_key = ?"), key).
+		Scan(&f.Count, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return user.Failures{}, nil
+	}
+	if err != nil {
+		return user.Failures{}, fmt.Errorf("get login failures: %w", err)
+	}
+	f.Last = sqldb.FromMicros(last)
+	return f, nil
+}
+
+// RecordLoginFailure implements user.Store in one statement, so that failures counted at once
+// by several replicas all count.
+func (s *Users) RecordLoginFailure(ctx context.Context, key string, t, forgetBefore time.Time) error {
+	_, err := s.DB.ExecContext(ctx, s.DB.Rebind(`INSERT INTO login_failures (account_key, failures, last_failure) VALUES (?, 1, ?)
+		ON CONFLICT (account_key) DO UPDATE SET
+			failures = CASE WHEN login_failures.last_failure < ? THEN 1 ELSE login_failures.failures + 1 END,
+			last_failure = excluded.last_failure`),
+		key, sqldb.Micros(t), sqldb.Micros(forgetBefore))
+	if err != nil {
+		return fmt.Errorf("record login failure: %w", err)
+	}
+	return nil
+}
+
+// ClearLoginFailures implements user.Store.
+func (s *Users) ClearLoginFailures(ctx context.Context, key string) error {
+	if _, err := s.DB.ExecContext(ctx, s.DB.Rebind("DELETE FROM login_failures WHERE account_key = ?"), key); err != nil {
+		return fmt.Errorf("clear login failures: %w", err)
+	}
+	return nil
+}
+
+// PruneLoginFailures implements user.Store.
+func (s *Users) PruneLoginFailures(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.DB.ExecContext(ctx, s.DB.Rebind("DELETE FROM login_failures WHERE last_failure < ?"), sqldb.Micros(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune login failures: %w", err)
+	}
+	return res.RowsAffected()
 }

@@ -140,3 +140,50 @@ func idsOf(us []user.User) []string {
 	}
 	return ids
 }
+
+// TestLoginFailures checks the failure records on SQLite and PostgreSQL: concurrent failures all
+// count (one statement each), a failure after the forget period starts again from one, and
+// Clear and Prune delete.
+func TestLoginFailures(t *testing.T) {
+	t.Parallel()
+	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
+		ctx := context.Background()
+		s, err := store.Open(ctx, db.New(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				if err := s.RecordLoginFailure(ctx, "id:a", t0, t0.Add(-time.Hour)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if f, err := s.LoginFailures(ctx, "id:a"); err != nil || f.Count != 10 || !f.Last.Equal(t0) {
+			t.Fatalf("after 10 concurrent failures = %+v, %v", f, err)
+		}
+		t1 := t0.Add(2 * time.Hour)
+		if err := s.RecordLoginFailure(ctx, "id:a", t1, t1.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := s.LoginFailures(ctx, "id:a"); f.Count != 1 || !f.Last.Equal(t1) {
+			t.Errorf("a failure after the forget period = %+v, want a count of 1", f)
+		}
+		if err := s.RecordLoginFailure(ctx, "email:old@example.com", t0, t0.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.PruneLoginFailures(ctx, t0.Add(time.Minute)); err != nil || n != 1 {
+			t.Errorf("pruned %d, %v; want the one old record", n, err)
+		}
+		if err := s.ClearLoginFailures(ctx, "id:a"); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := s.LoginFailures(ctx, "id:a"); err != nil || f.Count != 0 {
+			t.Errorf("after Clear = %+v, %v", f, err)
+		}
+	})
+}

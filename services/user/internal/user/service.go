@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/fault"
@@ -32,6 +34,14 @@ type Service struct {
 	published []ed25519.PublicKey
 	// refreshTTL is how long a refresh token is accepted after it was issued.
 	refreshTTL time.Duration
+
+	// limits, hashes and addresses guard Login (see login.go); clientAddr names a call's address.
+	limits      LoginLimits
+	hashes      *semaphore.Weighted
+	hashSlots   int64
+	hashWaiting atomic.Int64
+	addresses   addressFailures
+	clientAddr  func(ctx context.Context) string
 }
 
 // Option configures NewService.
@@ -54,10 +64,11 @@ func NewService(store Store, issuer *auth.Issuer, opts ...Option) (*Service, err
 		return nil, err
 	}
 	s := &Service{store: store, issuer: issuer, pages: paging.NewCodec(store.PageKey), now: func() time.Time { return time.Now().UTC() },
-		dummyHash: dummy, refreshTTL: DefaultRefreshTTL}
+		dummyHash: dummy, refreshTTL: DefaultRefreshTTL, limits: DefaultLoginLimits, clientAddr: func(context.Context) string { return "" }}
 	for _, opt := range opts {
 		opt(s)
 	}
+	s.newHashGate()
 	return s, nil
 }
 
@@ -92,9 +103,15 @@ func (s *Service) newAccount(nu NewUser) (User, error) {
 
 func normalise(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
-// Create signs a user up.
+// Create signs a user up. Its hash takes a hashing slot like a login's: sign-ups are no
+// cheaper a weapon.
 func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
+	release, err := s.hashSlot(ctx)
+	if err != nil {
+		return User{}, err
+	}
 	u, err := s.newAccount(nu)
+	release()
 	if err != nil {
 		return User{}, err
 	}
@@ -105,22 +122,68 @@ func (s *Service) Create(ctx context.Context, nu NewUser) (User, error) {
 }
 
 // Login checks an account's password and issues an access token for it. Any failure, whether no
-// such account, a deleted one or a wrong password, is ErrBadCredentials.
+// such account, a deleted one or a wrong password, is ErrBadCredentials. An account or an
+// address that failed too often lately is refused with ErrLoginBackoff before any hash, and a
+// hash that finds every slot taken with ErrHashBusy (see login.go).
 func (s *Service) Login(ctx context.Context, l Lookup, password string) (token string, expiry time.Time, u User, err error) {
-	u, err = s.store.Get(ctx, normaliseLookup(l))
-	switch {
-	case errors.Is(err, ErrNotFound):
-		_, _ = CheckPassword(s.dummyHash, password)
-		return "", time.Time{}, User{}, ErrBadCredentials
-	case err != nil:
+	addr, now := s.clientAddr(ctx), s.now().Truncate(time.Microsecond) // as stored
+	if wait := s.addresses.wait(s.limits.Address, addr, now); wait > 0 {
+		return "", time.Time{}, User{}, ErrLoginBackoff.RetryAfter(wait)
+	}
+	// The slot is taken before the first read, so that a flood queues neither on the hashes nor
+	// on the database pool that every other call needs too.
+	release, err := s.hashSlot(ctx)
+	if err != nil {
 		return "", time.Time{}, User{}, err
 	}
-	ok, err := CheckPassword(u.PasswordHash, password)
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	// Again with the slot: while this call waited for it, the address may have failed enough
+	// to back off, and a flood's waiting calls must not each get a hash past it.
+	now = s.now().Truncate(time.Microsecond)
+	if wait := s.addresses.wait(s.limits.Address, addr, now); wait > 0 {
+		return "", time.Time{}, User{}, ErrLoginBackoff.RetryAfter(wait)
+	}
+	l = normaliseLookup(l)
+	u, err = s.store.Get(ctx, l)
+	found := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", time.Time{}, User{}, err
+	}
+	key := accountKey(u, found, l)
+	failures, err := s.accountGuard(ctx, key, now)
+	if err != nil {
+		return "", time.Time{}, User{}, err
+	}
+	hash := s.dummyHash // an unknown account costs the same hash, so timing tells nothing
+	if found {
+		hash = u.PasswordHash
+	}
+	ok, err := CheckPassword(hash, password)
+	failed := err == nil && (!ok || !found || u.Status == StatusDeleted)
+	if failed {
+		// Before the slot goes: the call waiting for it must see this failure, or a flood's
+		// calls would each get a hash past the address' backoff, one after the other.
+		s.addresses.fail(s.limits.Address, addr, now)
+	}
+	release()
+	release = nil
 	if err != nil {
 		return "", time.Time{}, User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
 	}
-	if !ok || u.Status == StatusDeleted {
+	if failed {
+		if err := s.loginFailed(ctx, key, now); err != nil {
+			return "", time.Time{}, User{}, err
+		}
 		return "", time.Time{}, User{}, ErrBadCredentials
+	}
+	if failures.Count > 0 {
+		if err := s.store.ClearLoginFailures(ctx, key); err != nil {
+			return "", time.Time{}, User{}, err
+		}
 	}
 	token, expiry, err = s.issuer.Issue(u.ID, u.Roles)
 	if err != nil {

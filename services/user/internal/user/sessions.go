@@ -202,15 +202,31 @@ func (s *Service) ChangePassword(ctx context.Context, caller auth.Identity, curr
 	if err != nil {
 		return User{}, err
 	}
-	ok, err := CheckPassword(u.PasswordHash, current)
+	// The current password is a login's secret: checking it takes a hashing slot and counts
+	// against the account's backoff like a login, so a stolen access token cannot be used to
+	// guess it faster than Login allows.
+	now := s.now().Truncate(time.Microsecond)
+	key := accountKey(u, true, Lookup{})
+	if _, err := s.accountGuard(ctx, key, now); err != nil {
+		return User{}, err
+	}
+	release, err := s.hashSlot(ctx)
 	if err != nil {
-		return User{}, fmt.Errorf("check password of %s: %w", u.ID, err)
+		return User{}, err
+	}
+	ok, err := CheckPassword(u.PasswordHash, current)
+	if err == nil && ok {
+		u.PasswordHash, err = HashPassword(newPassword)
+	}
+	release()
+	if err != nil {
+		return User{}, fmt.Errorf("change password of %s: %w", u.ID, err)
 	}
 	if !ok {
+		if err := s.loginFailed(ctx, key, now); err != nil {
+			return User{}, err
+		}
 		return User{}, ErrWrongPassword
-	}
-	if u.PasswordHash, err = HashPassword(newPassword); err != nil {
-		return User{}, fmt.Errorf("hash password: %w", err)
 	}
 	return s.saveEndingSessions(ctx, u)
 }

@@ -116,6 +116,17 @@ type Store interface {
 	// List returns up to limit accounts matching f after the cursor (nil: from the start), in the
 	// stable order.
 	List(ctx context.Context, f Filter, after *paging.Cursor, limit int) ([]User, error)
+	// LoginFailures returns the failed logins recorded under key (an account), none when there
+	// are none.
+	LoginFailures(ctx context.Context, key string) (Failures, error)
+	// RecordLoginFailure counts one more failed login under key at t, starting again from one
+	// when the last was before forgetBefore.
+	RecordLoginFailure(ctx context.Context, key string, t, forgetBefore time.Time) error
+	// ClearLoginFailures forgets the failures under key (a successful login).
+	ClearLoginFailures(ctx context.Context, key string) error
+	// PruneLoginFailures deletes the records whose last failure is before before, returning how
+	// many.
+	PruneLoginFailures(ctx context.Context, before time.Time) (int64, error)
 	// PageKey returns the key page tokens are signed with, the same for every replica sharing
 	// the store (see paging.NewCodec).
 	PageKey(ctx context.Context) ([]byte, error)
