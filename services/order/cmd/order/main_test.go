@@ -380,6 +380,27 @@ func flowPaymentTimeout(t *testing.T, s *stack) {
 	s.settledByRetry(t, ada, req, id)
 }
 
+// chargingAgain waits until orders are charged again through both order replicas (four in a row,
+// round robin) after the payment service came back. While it was down, each replica's payment
+// follower and reconciler kept calling it, so each replica's circuit breaker for it may be open:
+// it closes once its open timeout has passed and a probe succeeds. A flow that stopped the payment
+// service calls it last, so the next flow finds the stack as the first one did.
+func (s *stack) chargingAgain(t *testing.T, who context.Context) {
+	t.Helper()
+	n, inARow := 0, 0
+	testkit.Eventually(t, 30*time.Second, "orders charged again through every order replica", func() (bool, string) {
+		n++
+		_, err := s.orders.CreateOrder(who, orderReq("tok_approve", fmt.Sprintf("charging-again-%d", n)))
+		if code := status.Code(err); code != codes.OK && code != codes.Unavailable {
+			t.Fatalf("CreateOrder after the payment service came back = %v", err)
+		}
+		if inARow++; err != nil {
+			inARow = 0
+		}
+		return inARow >= 4, fmt.Sprint(err)
+	})
+}
+
 func flowPaymentDown(t *testing.T, s *stack) {
 	_, ada := s.account(t, "ada-payment-down")
 	s.payment.Stop()
@@ -395,6 +416,7 @@ func flowPaymentDown(t *testing.T, s *stack) {
 	if err != nil || len(list.GetPayments()) != 1 {
 		t.Fatalf("payments of the order: %v, %v; want exactly one", list, err)
 	}
+	s.chargingAgain(t, ada)
 }
 
 func flowCancelWhilePaymentDown(t *testing.T, s *stack) {
@@ -420,6 +442,7 @@ func flowCancelWhilePaymentDown(t *testing.T, s *stack) {
 	if err != nil || p.GetPayment().GetStatus() != paymentv1.PaymentStatus_PAYMENT_STATUS_REFUNDED {
 		t.Fatalf("its payment = %v, %v; want REFUNDED", p, err)
 	}
+	s.chargingAgain(t, ada)
 }
 
 // flowReconcilerSettles leaves a pending order and a cancelling one to the reconciler alone. It
@@ -439,6 +462,7 @@ func flowReconcilerSettles(t *testing.T, s *stack) {
 		a, b := s.status(t, ada, pending), s.status(t, ada, paid.GetId())
 		return a == orderv1.OrderStatus_ORDER_STATUS_PAID && b == orderv1.OrderStatus_ORDER_STATUS_CANCELLED, fmt.Sprint(a, b)
 	})
+	s.chargingAgain(t, ada)
 }
 
 func flowUserDown(t *testing.T, s *stack) {
