@@ -20,6 +20,11 @@ var (
 	lockFile *os.File // held, never closed: the lock ends with the process
 )
 
+// Exclusive is what Start does first when its options ask for FreePorts: it waits, for at most
+// 20 minutes, until no other process holds platforms, and then holds them for this process until
+// it exits. A test calls it before it sets its own deadline, which the wait must not eat.
+func Exclusive(out io.Writer) error { return exclusive(out) }
+
 // exclusive makes the test binaries that start platforms on free ports take turns, one binary
 // at a time: `go test` runs two packages at once on two cores, and a platform timed by one
 // package (a login flood, a fault under load) measured the other's as much as its own. The lock
