@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -173,6 +174,13 @@ func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
 			break // no more orders; the attempts under way finish
 		}
 		g.Go(func() error {
+			// A panic in one attempt is logged and ends that attempt alone: the order stays
+			// claimed until its lease ends and is tried again then, and the service lives on.
+			defer func() {
+				if p := recover(); p != nil {
+					r.log.Error("panic while reconciling an order", "order_id", o.ID, "panic", p, "stack", string(debug.Stack()))
+				}
+			}()
 			out, ok := r.attempt(ctx, o)
 			if !ok {
 				return nil

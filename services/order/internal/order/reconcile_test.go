@@ -505,3 +505,22 @@ func TestReconcilePolicyValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcilePassSurvivesAPanic: a panic while attempting one order (here in the payment
+// client) is logged and ends that attempt alone; the pass settles the other order and returns,
+// instead of taking the service down.
+func TestReconcilePassSurvivesAPanic(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.pendingOrders(t, 2)
+	e.clock.advance(2 * grace)
+	var once sync.Once
+	e.payments.onCharge = func() { once.Do(func() { panic("boom") }) }
+	p := policy(grace, 10)
+	p.Workers = 1
+	r, _ := e.reconciler(t, p)
+	res, err := r.Pass(context.Background())
+	if err != nil || res.Settled != 1 {
+		t.Fatalf("pass with one panicking attempt = %+v, %v; want the other order settled", res, err)
+	}
+}
