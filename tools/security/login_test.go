@@ -389,21 +389,16 @@ func maxRSS(t *testing.T, pids []int) int64 {
 
 // cpuTime is the CPU time (user and system) the processes pids have used so far.
 func cpuTime(t *testing.T, pids []int) time.Duration {
-	var ticks int64
+	var total time.Duration
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		d, err := loadkit.CPUTime(pid)
 		if err != nil {
 			t.Errorf("read the CPU time of %d: %v", pid, err)
 			continue
 		}
-		// The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		for _, i := range []int{11, 12} {
-			n, _ := strconv.ParseInt(f[i], 10, 64)
-			ticks += n
-		}
+		total += d
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return total
 }
 
 func percentile(d []time.Duration, p int) time.Duration {
