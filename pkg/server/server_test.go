@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -443,12 +444,14 @@ func TestConfigNeedsTLS(t *testing.T) {
 	}
 }
 
-// TestRegisterServiceRefusesAnUndeclaredMethod registers a service one of whose methods does not
-// say who may call it: the server refuses it, so that the method is never served.
-func TestRegisterServiceRefusesAnUndeclaredMethod(t *testing.T) {
-	t.Parallel()
-	// A linked-in contract like the generated code registers, with one method declaring a policy
-	// and one declaring none.
+// registerUndeclared links in a contract like the generated code registers, with one method
+// declaring a policy and one declaring none. It runs once, as the package initializes, before any
+// test: registering into GlobalFiles while a parallel test builds a validator deadlocks (cel-go's
+// registerFiles takes the registry's read lock again inside RangeFiles, and a writer waiting
+// between the two blocks both), and a second -count would register the file twice.
+var _ = registerUndeclared()
+
+func registerUndeclared() protoreflect.FileDescriptor {
 	declared := &descriptorpb.MethodOptions{}
 	proto.SetExtension(declared, authzv1.E_Policy, &authzv1.Policy{Users: true})
 	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
@@ -460,11 +463,18 @@ func TestRegisterServiceRefusesAnUndeclaredMethod(t *testing.T) {
 		}}},
 	}, protoregistry.GlobalFiles)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	if err := protoregistry.GlobalFiles.RegisterFile(fd); err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
+	return fd
+}
+
+// TestRegisterServiceRefusesAnUndeclaredMethod registers a service one of whose methods does not
+// say who may call it: the server refuses it, so that the method is never served.
+func TestRegisterServiceRefusesAnUndeclaredMethod(t *testing.T) {
+	t.Parallel()
 	handler := func(any, context.Context, func(any) error, grpc.UnaryServerInterceptor) (any, error) {
 		return &emptypb.Empty{}, nil
 	}
