@@ -14,6 +14,11 @@ BUF := go tool buf
 PROTOVALIDATE_VERSION := v1.2.2
 VALIDATE_PROTO := third_party/protovalidate/buf/validate/validate.proto
 THIRD_PARTY_STAMP := third_party/.protovalidate-$(PROTOVALIDATE_VERSION)
+# google/api/annotations.proto and http.proto (the HTTP bindings of the REST gateway), copied from
+# the googleapis copy grpc-gateway v1 ships in its Go module, for the same reason. Their go_package
+# is genproto's annotations package, which the generated code imports.
+GOOGLEAPIS_MODULE := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
+GOOGLEAPIS_STAMP := third_party/.googleapis-v1.16.0
 
 .PHONY: help
 help: ## list the targets
@@ -21,7 +26,7 @@ help: ## list the targets
 
 .PHONY: tools
 tools: consul ## build every pinned tool (buf, protoc plugins, grpcurl, ghz, consul)
-	@for t in buf protoc-gen-go protoc-gen-go-grpc grpcurl ghz; do echo "go tool $$t: $$(go tool -n $$t)"; done
+	@for t in buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl ghz; do echo "go tool $$t: $$(go tool -n $$t)"; done
 
 # Consul, for the test kit and `make run`: the one on PATH when there is one, else built from the Go
 # module proxy. `go install` refuses Consul (its go.mod has replace directives), so the recipe
@@ -45,7 +50,7 @@ bin/consul:
 	cd $(CONSUL_SRC) && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/bin/consul .
 
 .PHONY: third_party
-third_party: $(THIRD_PARTY_STAMP) ## copy third-party protos from the Go module proxy
+third_party: $(THIRD_PARTY_STAMP) $(GOOGLEAPIS_STAMP) ## copy third-party protos from the Go module proxy
 
 $(THIRD_PARTY_STAMP):
 	rm -rf third_party/protovalidate third_party/.protovalidate-*
@@ -53,15 +58,23 @@ $(THIRD_PARTY_STAMP):
 	  install -D -m 644 "$$dir/proto/protovalidate/buf/validate/validate.proto" $(VALIDATE_PROTO)
 	touch $@
 
+$(GOOGLEAPIS_STAMP):
+	rm -rf third_party/googleapis third_party/.googleapis-*
+	dir=$$(go mod download -json $(GOOGLEAPIS_MODULE) | sed -n 's/^\t"Dir": "\(.*\)",$$/\1/p'); \
+	  for f in annotations.proto http.proto; do \
+	    install -D -m 644 "$$dir/third_party/googleapis/google/api/$$f" third_party/googleapis/google/api/$$f; done
+	touch $@
+
 .PHONY: generate
 generate: third_party ## regenerate the Go code of every .proto file
-	find proto -name '*.pb.go' -delete
+	find proto -name '*.pb.go' -delete -o -name '*.pb.gw.go' -delete
+	rm -f services/gateway/internal/openapi/meshmart.swagger.json
 	$(BUF) generate
 
 .PHONY: check-generated
 check-generated: generate ## fail when regenerating changes anything
-	@if [ -n "$$(git status --porcelain -- proto)" ]; then \
-	  git status --porcelain -- proto; git --no-pager diff --stat -- proto; \
+	@if [ -n "$$(git status --porcelain -- proto services/gateway/internal/openapi)" ]; then \
+	  git status --porcelain -- proto services/gateway/internal/openapi; git --no-pager diff --stat -- proto services/gateway/internal/openapi; \
 	  echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; fi
 
 .PHONY: lint

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	v1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -539,7 +540,7 @@ var File_meshmart_order_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_meshmart_order_v1_catalog_proto_rawDesc = "" +
 	"\n" +
-	"\x1fmeshmart/order/v1/catalog.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xdf\x03\n" +
+	"\x1fmeshmart/order/v1/catalog.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xdf\x03\n" +
 	"\aProduct\x12:\n" +
 	"\x03sku\x18\x01 \x01(\tB(\xbaH%r#2!^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$R\x03sku\x12\x1f\n" +
 	"\x04name\x18\x02 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\x18\xc8\x01R\x04name\x12\xc7\x01\n" +
@@ -576,13 +577,13 @@ const file_meshmart_order_v1_catalog_proto_rawDesc = "" +
 	"\x1bupdate_product.name_cleared\x12\x1fproduct.name may not be cleared\x1a>!('name' in this.update_mask.paths) || this.product.name != ''\x1a\x81\x01\n" +
 	"\x1cupdate_product.price_cleared\x12 product.price may not be cleared\x1a?!('price' in this.update_mask.paths) || has(this.product.price)\"M\n" +
 	"\x15UpdateProductResponse\x124\n" +
-	"\aproduct\x18\x01 \x01(\v2\x1a.meshmart.order.v1.ProductR\aproduct2\xbd\x03\n" +
-	"\x0eCatalogService\x12j\n" +
-	"\fListProducts\x12&.meshmart.order.v1.ListProductsRequest\x1a'.meshmart.order.v1.ListProductsResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01\x12d\n" +
+	"\aproduct\x18\x01 \x01(\v2\x1a.meshmart.order.v1.ProductR\aproduct2\xb5\x04\n" +
+	"\x0eCatalogService\x12~\n" +
+	"\fListProducts\x12&.meshmart.order.v1.ListProductsRequest\x1a'.meshmart.order.v1.ListProductsResponse\"\x1d\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/products\x90\x02\x01\x12~\n" +
 	"\n" +
-	"GetProduct\x12$.meshmart.order.v1.GetProductRequest\x1a%.meshmart.order.v1.GetProductResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01\x12j\n" +
-	"\rCreateProduct\x12'.meshmart.order.v1.CreateProductRequest\x1a(.meshmart.order.v1.CreateProductResponse\"\x06\x92\x82\x19\x02\x18\x01\x12m\n" +
-	"\rUpdateProduct\x12'.meshmart.order.v1.UpdateProductRequest\x1a(.meshmart.order.v1.UpdateProductResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x02B\xc9\x01\n" +
+	"GetProduct\x12$.meshmart.order.v1.GetProductRequest\x1a%.meshmart.order.v1.GetProductResponse\"#\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/products/{sku}\x90\x02\x01\x12\x87\x01\n" +
+	"\rCreateProduct\x12'.meshmart.order.v1.CreateProductRequest\x1a(.meshmart.order.v1.CreateProductResponse\"#\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x17:\aproduct\"\f/v1/products\x12\x98\x01\n" +
+	"\rUpdateProduct\x12'.meshmart.order.v1.UpdateProductRequest\x1a(.meshmart.order.v1.UpdateProductResponse\"4\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02%:\aproduct2\x1a/v1/products/{product.sku}\x90\x02\x02B\xc9\x01\n" +
 	"\x15com.meshmart.order.v1B\fCatalogProtoP\x01Z<github.com/meshmart/meshmart/proto/meshmart/order/v1;orderv1\xa2\x02\x03MOX\xaa\x02\x11Meshmart.Order.V1\xca\x02\x11Meshmart\\Order\\V1\xe2\x02\x1dMeshmart\\Order\\V1\\GPBMetadata\xea\x02\x13Meshmart::Order::V1b\x06proto3"
 
 var (

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	v1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1006,7 +1007,7 @@ var File_meshmart_order_v1_order_proto protoreflect.FileDescriptor
 
 const file_meshmart_order_v1_order_proto_rawDesc = "" +
 	"\n" +
-	"\x1dmeshmart/order/v1/order.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xb6\x03\n" +
+	"\x1dmeshmart/order/v1/order.proto\x12\x11meshmart.order.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xb6\x03\n" +
 	"\x05Order\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x121\n" +
@@ -1077,14 +1078,16 @@ const file_meshmart_order_v1_order_proto_rawDesc = "" +
 	"\x1dORDER_UPDATE_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cORDER_UPDATE_TYPE_SUBSCRIBED\x10\x01\x12$\n" +
 	" ORDER_UPDATE_TYPE_STATUS_CHANGED\x10\x02\x12\"\n" +
-	"\x1eORDER_UPDATE_TYPE_UNSUBSCRIBED\x10\x032\x90\x04\n" +
-	"\fOrderService\x12g\n" +
-	"\vCreateOrder\x12%.meshmart.order.v1.CreateOrderRequest\x1a&.meshmart.order.v1.CreateOrderResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12^\n" +
-	"\bGetOrder\x12\".meshmart.order.v1.GetOrderRequest\x1a#.meshmart.order.v1.GetOrderResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x01\x12d\n" +
+	"\x1eORDER_UPDATE_TYPE_UNSUBSCRIBED\x10\x032\x8c\x05\n" +
+	"\fOrderService\x12|\n" +
+	"\vCreateOrder\x12%.meshmart.order.v1.CreateOrderRequest\x1a&.meshmart.order.v1.CreateOrderResponse\"\x1e\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x0f:\x01*\"\n" +
+	"/v1/orders\x90\x02\x02\x12u\n" +
+	"\bGetOrder\x12\".meshmart.order.v1.GetOrderRequest\x1a#.meshmart.order.v1.GetOrderResponse\" \x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/orders/{id}\x90\x02\x01\x12v\n" +
 	"\n" +
-	"ListOrders\x12$.meshmart.order.v1.ListOrdersRequest\x1a%.meshmart.order.v1.ListOrdersResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x01\x12g\n" +
-	"\vCancelOrder\x12%.meshmart.order.v1.CancelOrderRequest\x1a&.meshmart.order.v1.CancelOrderResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12h\n" +
-	"\vTrackOrders\x12%.meshmart.order.v1.TrackOrdersRequest\x1a&.meshmart.order.v1.TrackOrdersResponse\"\x06\x92\x82\x19\x02\x10\x01(\x010\x01B\xc7\x01\n" +
+	"ListOrders\x12$.meshmart.order.v1.ListOrdersRequest\x1a%.meshmart.order.v1.ListOrdersResponse\"\x1b\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/orders\x90\x02\x01\x12\x88\x01\n" +
+	"\vCancelOrder\x12%.meshmart.order.v1.CancelOrderRequest\x1a&.meshmart.order.v1.CancelOrderResponse\"*\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/orders/{id}:cancel\x90\x02\x02\x12\x83\x01\n" +
+	"\vTrackOrders\x12%.meshmart.order.v1.TrackOrdersRequest\x1a&.meshmart.order.v1.TrackOrdersResponse\"!\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/orders:track(\x010\x01B\xc7\x01\n" +
 	"\x15com.meshmart.order.v1B\n" +
 	"OrderProtoP\x01Z<github.com/meshmart/meshmart/proto/meshmart/order/v1;orderv1\xa2\x02\x03MOX\xaa\x02\x11Meshmart.Order.V1\xca\x02\x11Meshmart\\Order\\V1\xe2\x02\x1dMeshmart\\Order\\V1\\GPBMetadata\xea\x02\x13Meshmart::Order::V1b\x06proto3"
 

@@ -10,6 +10,7 @@ import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	v1 "github.com/meshmart/meshmart/proto/meshmart/money/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1228,7 +1229,7 @@ var File_meshmart_payment_v1_payment_proto protoreflect.FileDescriptor
 
 const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
 	"\n" +
-	"!meshmart/payment/v1/payment.proto\x12\x13meshmart.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xa3\x04\n" +
+	"!meshmart/payment/v1/payment.proto\x12\x13meshmart.payment.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\x1a\x1dmeshmart/money/v1/money.proto\"\xa3\x04\n" +
 	"\aPayment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\border_id\x18\x02 \x01(\tR\aorderId\x12\x17\n" +
@@ -1321,14 +1322,14 @@ const file_meshmart_payment_v1_payment_proto_rawDesc = "" +
 	"\x1bPAYMENT_EVENT_TYPE_CAPTURED\x10\x02\x12\x1f\n" +
 	"\x1bPAYMENT_EVENT_TYPE_DECLINED\x10\x03\x12\x1d\n" +
 	"\x19PAYMENT_EVENT_TYPE_FAILED\x10\x04\x12\x1f\n" +
-	"\x1bPAYMENT_EVENT_TYPE_REFUNDED\x10\x052\xe4\x05\n" +
+	"\x1bPAYMENT_EVENT_TYPE_REFUNDED\x10\x052\xda\x06\n" +
 	"\x0ePaymentService\x12v\n" +
-	"\rCreatePayment\x12).meshmart.payment.v1.CreatePaymentRequest\x1a*.meshmart.payment.v1.CreatePaymentResponse\"\x0e\x92\x82\x19\a\"\x05order\x90\x02\x02\x12x\n" +
-	"\rRefundPayment\x12).meshmart.payment.v1.RefundPaymentRequest\x1a*.meshmart.payment.v1.RefundPaymentResponse\"\x10\x92\x82\x19\t\x18\x01\"\x05order\x90\x02\x02\x12o\n" +
+	"\rCreatePayment\x12).meshmart.payment.v1.CreatePaymentRequest\x1a*.meshmart.payment.v1.CreatePaymentResponse\"\x0e\x92\x82\x19\a\"\x05order\x90\x02\x02\x12\xa3\x01\n" +
+	"\rRefundPayment\x12).meshmart.payment.v1.RefundPaymentRequest\x1a*.meshmart.payment.v1.RefundPaymentResponse\";\x92\x82\x19\t\x18\x01\"\x05order\x82\xd3\xe4\x93\x02%:\x01*\" /v1/payments/{payment_id}:refund\x90\x02\x02\x12\x88\x01\n" +
 	"\n" +
-	"GetPayment\x12&.meshmart.payment.v1.GetPaymentRequest\x1a'.meshmart.payment.v1.GetPaymentResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12u\n" +
-	"\fListPayments\x12(.meshmart.payment.v1.ListPaymentsRequest\x1a).meshmart.payment.v1.ListPaymentsResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12s\n" +
-	"\rWatchPayments\x12).meshmart.payment.v1.WatchPaymentsRequest\x1a*.meshmart.payment.v1.WatchPaymentsResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x010\x01\x12\x82\x01\n" +
+	"GetPayment\x12&.meshmart.payment.v1.GetPaymentRequest\x1a'.meshmart.payment.v1.GetPaymentResponse\")\x92\x82\x19\t\x10\x01\"\x05order\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/payments/{id}\x90\x02\x01\x12\x89\x01\n" +
+	"\fListPayments\x12(.meshmart.payment.v1.ListPaymentsRequest\x1a).meshmart.payment.v1.ListPaymentsResponse\"$\x92\x82\x19\t\x10\x01\"\x05order\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/payments\x90\x02\x01\x12\x8d\x01\n" +
+	"\rWatchPayments\x12).meshmart.payment.v1.WatchPaymentsRequest\x1a*.meshmart.payment.v1.WatchPaymentsResponse\"#\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/payments:watch\x90\x02\x010\x01\x12\x82\x01\n" +
 	"\x11ListPaymentEvents\x12-.meshmart.payment.v1.ListPaymentEventsRequest\x1a..meshmart.payment.v1.ListPaymentEventsResponse\"\x0e\x92\x82\x19\a\"\x05order\x90\x02\x01B\xd7\x01\n" +
 	"\x17com.meshmart.payment.v1B\fPaymentProtoP\x01Z@github.com/meshmart/meshmart/proto/meshmart/payment/v1;paymentv1\xa2\x02\x03MPX\xaa\x02\x13Meshmart.Payment.V1\xca\x02\x13Meshmart\\Payment\\V1\xe2\x02\x1fMeshmart\\Payment\\V1\\GPBMetadata\xea\x02\x15Meshmart::Payment::V1b\x06proto3"
 

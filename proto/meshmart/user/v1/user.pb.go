@@ -9,6 +9,7 @@ package userv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	_ "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -1917,7 +1918,7 @@ var File_meshmart_user_v1_user_proto protoreflect.FileDescriptor
 
 const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmeshmart/user/v1/user.proto\x12\x10meshmart.user.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\"\xba\x04\n" +
+	"\x1bmeshmart/user/v1/user.proto\x12\x10meshmart.user.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmeshmart/authz/v1/authz.proto\"\xba\x04\n" +
 	"\x04User\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x02id\x12#\n" +
 	"\x05email\x18\x02 \x01(\tB\r\xbaH\n" +
@@ -2052,23 +2053,23 @@ const file_meshmart_user_v1_user_proto_rawDesc = "" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
-	"ROLE_ADMIN\x10\x022\xb6\t\n" +
-	"\vUserService\x12_\n" +
+	"ROLE_ADMIN\x10\x022\xfb\v\n" +
+	"\vUserService\x12s\n" +
 	"\n" +
-	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\"\x06\x92\x82\x19\x02\b\x01\x12S\n" +
-	"\x05Login\x12\x1e.meshmart.user.v1.LoginRequest\x1a\x1f.meshmart.user.v1.LoginResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x02\x12`\n" +
-	"\aGetUser\x12 .meshmart.user.v1.GetUserRequest\x1a!.meshmart.user.v1.GetUserResponse\"\x10\x92\x82\x19\t\x10\x01\"\x05order\x90\x02\x01\x12b\n" +
+	"CreateUser\x12#.meshmart.user.v1.CreateUserRequest\x1a$.meshmart.user.v1.CreateUserResponse\"\x1a\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/users\x12l\n" +
+	"\x05Login\x12\x1e.meshmart.user.v1.LoginRequest\x1a\x1f.meshmart.user.v1.LoginResponse\"\"\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/auth:login\x90\x02\x02\x12\x8a\x01\n" +
+	"\aGetUser\x12 .meshmart.user.v1.GetUserRequest\x1a!.meshmart.user.v1.GetUserResponse\":\x92\x82\x19\t\x10\x01\"\x05order\x82\xd3\xe4\x93\x02$Z\x12\x12\x10/v1/users:lookup\x12\x0e/v1/users/{id}\x90\x02\x01\x12\x83\x01\n" +
 	"\n" +
-	"UpdateUser\x12#.meshmart.user.v1.UpdateUserRequest\x1a$.meshmart.user.v1.UpdateUserResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12b\n" +
+	"UpdateUser\x12#.meshmart.user.v1.UpdateUserRequest\x1a$.meshmart.user.v1.UpdateUserResponse\"*\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x1b:\x04user2\x13/v1/users/{user.id}\x90\x02\x02\x12x\n" +
 	"\n" +
-	"DeleteUser\x12#.meshmart.user.v1.DeleteUserRequest\x1a$.meshmart.user.v1.DeleteUserResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12_\n" +
-	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x01\x12g\n" +
-	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"\t\x92\x82\x19\x02\x18\x01\x90\x02\x010\x01\x12d\n" +
-	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse\"\x06\x92\x82\x19\x02\x18\x01(\x01\x12k\n" +
-	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\t\x92\x82\x19\x02\b\x01\x90\x02\x01\x12e\n" +
-	"\fRefreshToken\x12%.meshmart.user.v1.RefreshTokenRequest\x1a&.meshmart.user.v1.RefreshTokenResponse\"\x06\x92\x82\x19\x02\b\x01\x12V\n" +
-	"\x06Logout\x12\x1f.meshmart.user.v1.LogoutRequest\x1a .meshmart.user.v1.LogoutResponse\"\t\x92\x82\x19\x02\x10\x01\x90\x02\x02\x12k\n" +
-	"\x0eChangePassword\x12'.meshmart.user.v1.ChangePasswordRequest\x1a(.meshmart.user.v1.ChangePasswordResponse\"\x06\x92\x82\x19\x02\x10\x01B\xbf\x01\n" +
+	"DeleteUser\x12#.meshmart.user.v1.DeleteUserRequest\x1a$.meshmart.user.v1.DeleteUserResponse\"\x1f\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x10*\x0e/v1/users/{id}\x90\x02\x02\x12p\n" +
+	"\tListUsers\x12\".meshmart.user.v1.ListUsersRequest\x1a#.meshmart.user.v1.ListUsersResponse\"\x1a\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\v\x12\t/v1/users\x90\x02\x01\x12\x7f\n" +
+	"\vExportUsers\x12$.meshmart.user.v1.ExportUsersRequest\x1a%.meshmart.user.v1.ExportUsersResponse\"!\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/users:export\x90\x02\x010\x01\x12\x7f\n" +
+	"\vImportUsers\x12$.meshmart.user.v1.ImportUsersRequest\x1a%.meshmart.user.v1.ImportUsersResponse\"!\x92\x82\x19\x02\x18\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/users:import(\x01\x12\x81\x01\n" +
+	"\rListTokenKeys\x12&.meshmart.user.v1.ListTokenKeysRequest\x1a'.meshmart.user.v1.ListTokenKeysResponse\"\x1f\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/token-keys\x90\x02\x01\x12\x80\x01\n" +
+	"\fRefreshToken\x12%.meshmart.user.v1.RefreshTokenRequest\x1a&.meshmart.user.v1.RefreshTokenResponse\"!\x92\x82\x19\x02\b\x01\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/auth:refresh\x12p\n" +
+	"\x06Logout\x12\x1f.meshmart.user.v1.LogoutRequest\x1a .meshmart.user.v1.LogoutResponse\"#\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x14:\x01*\"\x0f/v1/auth:logout\x90\x02\x02\x12\x8e\x01\n" +
+	"\x0eChangePassword\x12'.meshmart.user.v1.ChangePasswordRequest\x1a(.meshmart.user.v1.ChangePasswordResponse\")\x92\x82\x19\x02\x10\x01\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/auth:change-passwordB\xbf\x01\n" +
 	"\x14com.meshmart.user.v1B\tUserProtoP\x01Z:github.com/meshmart/meshmart/proto/meshmart/user/v1;userv1\xa2\x02\x03MUX\xaa\x02\x10Meshmart.User.V1\xca\x02\x10Meshmart\\User\\V1\xe2\x02\x1cMeshmart\\User\\V1\\GPBMetadata\xea\x02\x12Meshmart::User::V1b\x06proto3"
 
 var (
