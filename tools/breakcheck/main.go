@@ -16,7 +16,11 @@
 //
 // Each side is materialised with `git archive` into a scratch directory together with the
 // untracked third-party protos (third_party/, which `make third_party` fills), because buf's own
-// git inputs would lack them.
+// git inputs would lack them. Every side gets the working tree's buf.yaml too: buf breaking
+// compares workspaces module by module and refuses two with a different number of modules, which
+// every commit before a third-party module was added (googleapis, for the REST gateway) would
+// have. The modules hold the same protos on both sides, so only the list needs to agree; the
+// rules applied are today's.
 //
 // Usage:
 //
@@ -224,6 +228,13 @@ func (c *checker) materialise(ctx context.Context, rev string) (string, error) {
 		return "", fmt.Errorf("%s is missing: run `make third_party`", src)
 	}
 	if err := os.CopyFS(filepath.Join(dir, thirdParty), os.DirFS(src)); err != nil {
+		return "", err
+	}
+	config, err := os.ReadFile(filepath.Join(c.root, "buf.yaml"))
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "buf.yaml"), config, 0o644); err != nil {
 		return "", err
 	}
 	return dir, nil
