@@ -9,6 +9,7 @@ replace (
 
 require (
 	connectrpc.com/connect v1.21.1
+	connectrpc.com/vanguard v0.4.0
 	github.com/meshmart/meshmart/pkg v0.0.0
 	github.com/meshmart/meshmart/proto v0.0.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab

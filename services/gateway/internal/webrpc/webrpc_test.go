@@ -270,7 +270,7 @@ func TestOnlyEdgeMethodsAreServed(t *testing.T) {
 	}{
 		{paymentv1.PaymentService_GetPayment_FullMethodName, true},
 		{paymentv1.PaymentService_WatchPayments_FullMethodName, true},
-		{paymentv1.PaymentService_CreatePayment_FullMethodName, false},    // services only
+		{paymentv1.PaymentService_CreatePayment_FullMethodName, false},     // services only
 		{paymentv1.PaymentService_ListPaymentEvents_FullMethodName, false}, // services only
 		{userv1.UserService_ImportUsers_FullMethodName, false},             // client stream
 		{"/meshmart.order.v1.OrderService/GetOrder", false},                // service not configured
