@@ -1,7 +1,7 @@
 // Package platform runs the whole meshmart platform on one machine, with nothing but Go: a Consul
-// dev agent and replicas of the user, payment and order services, each a real process listening
-// on loopback, registered in Consul, and storing its data in SQLite files (or the databases it is
-// given). `make run` is its command (tools/run); the smoke test and the benchmarks start the
+// dev agent, replicas of the user, payment and order services and one REST gateway in front of
+// them, each a real process listening on loopback, registered in Consul, and storing its data in
+// SQLite files (or the databases it is given). `make run` is its command (tools/run); the smoke test and the benchmarks start the
 // platform through it too.
 package platform
 
@@ -34,6 +34,18 @@ import (
 
 // Services are the platform's services, in start order: order calls the other two.
 var Services = []string{"user", "payment", "order"}
+
+// Gateway is the REST, gRPC-Web and Connect edge (services/gateway): one instance, started after
+// the services, which it finds through Consul.
+const Gateway = "gateway"
+
+// GatewayPorts are the gateway's well-known ports: REST (and its page) on 8080, its chassis gRPC
+// server (health) on 50054 and its metrics on 60054. The compose stack publishes the same ones.
+var GatewayPorts = struct{ REST, GRPC, Metrics int }{8080, 50054, 60054}
+
+// programs are every program the platform builds and gives an identity: the services and the
+// gateway.
+func programs() []string { return append(slices.Clone(Services), Gateway) }
 
 // basePorts are the gRPC ports of the first replica of each service; replica i listens 10*i
 // above it (user 50051 and 50061, order 50052 and 50062, payment 50053 and 50063), its metrics
@@ -105,6 +117,10 @@ type Platform struct {
 	// Admin is the user service's admin (AdminEmail), made with `user admin` at every start
 	// with the password kept in DataDir/secrets/admin/password, made once.
 	Admin Credentials
+
+	// GatewayURL is the gateway's base URL (http://127.0.0.1:8080 on the well-known ports): the
+	// storefront page at /, REST under /v1/, /openapi.json, gRPC-Web and Connect.
+	GatewayURL string
 
 	// ACL is the Consul agent's ACL: its management token, a token per service, and a reader.
 	ACL consul.ACL
@@ -213,10 +229,39 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 			p.Instances = append(p.Instances, in)
 		}
 	}
+	if err := p.startGateway(common, keysTarget, secrets); err != nil {
+		return nil, err
+	}
 	if err := p.WaitPassing(ctx, 90*time.Second); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// startGateway starts the gateway, which finds the services through Consul and calls them over
+// mutual TLS as itself.
+func (p *Platform) startGateway(common []string, keysTarget string, secrets *devsetup.Secrets) error {
+	rest := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.plan.gateway.REST))
+	p.GatewayURL = "http://" + rest
+	in := &Instance{
+		Name:        Gateway,
+		Service:     Gateway,
+		Addr:        net.JoinHostPort("127.0.0.1", strconv.Itoa(p.plan.gateway.GRPC)),
+		MetricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.plan.gateway.Metrics)),
+		bin:         filepath.Join(p.opts.BinDir, Gateway),
+	}
+	in.env = append(slices.Clone(common), devsetup.Env(Gateway, secrets.ServiceDir(Gateway))...)
+	in.env = append(in.env, keysTarget, "MESHMART_REST_ADDR="+rest,
+		"MESHMART_GRPC_ADDR="+in.Addr, "MESHMART_HTTP_ADDR="+in.MetricsAddr)
+	for _, svc := range Services {
+		in.env = append(in.env, "MESHMART_"+strings.ToUpper(svc)+"_TARGET=consul://"+p.ConsulAddr+"/"+svc)
+	}
+	in.env = append(in.env, p.opts.Env...)
+	if err := p.startInstance(in); err != nil {
+		return err
+	}
+	p.Instances = append(p.Instances, in)
+	return nil
 }
 
 // Addrs returns the gRPC addresses of a service's instances.
@@ -250,12 +295,13 @@ func (p *Platform) Stop() {
 type portPlan struct {
 	consul           consul.DevAgentPorts
 	service, metrics map[string][]int
+	gateway          struct{ REST, GRPC, Metrics int }
 }
 
 func (p *Platform) ports(ctx context.Context) (portPlan, error) {
 	plan := portPlan{service: map[string][]int{}, metrics: map[string][]int{}}
 	if p.opts.FreePorts {
-		n := 4 + 2*len(Services)*p.opts.Replicas
+		n := 4 + 2*len(Services)*p.opts.Replicas + 3
 		free, err := proc.FreePorts(n)
 		if err != nil {
 			return plan, err
@@ -266,6 +312,7 @@ func (p *Platform) ports(ctx context.Context) (portPlan, error) {
 			plan.service[svc], plan.metrics[svc] = free[:p.opts.Replicas], free[p.opts.Replicas:2*p.opts.Replicas]
 			free = free[2*p.opts.Replicas:]
 		}
+		plan.gateway.REST, plan.gateway.GRPC, plan.gateway.Metrics = free[0], free[1], free[2]
 		return plan, nil
 	}
 	plan.consul = consul.DevAgentPorts{HTTP: ConsulHTTPPort, SerfLAN: 8301, SerfWAN: 8302, Server: 8300}
@@ -278,6 +325,8 @@ func (p *Platform) ports(ctx context.Context) (portPlan, error) {
 			wanted = append(wanted, port, port+10000)
 		}
 	}
+	plan.gateway = GatewayPorts
+	wanted = append(wanted, GatewayPorts.REST, GatewayPorts.GRPC, GatewayPorts.Metrics)
 	return plan, waitForPorts(ctx, wanted, p.opts.Out)
 }
 
@@ -322,9 +371,10 @@ func waitForPorts(ctx context.Context, ports []int, out io.Writer) error {
 	}
 }
 
-// build compiles the three services into BinDir (incremental: seconds when nothing changed).
+// build compiles the three services and the gateway into BinDir (incremental: seconds when
+// nothing changed).
 func (p *Platform) build(ctx context.Context) error {
-	for _, svc := range Services {
+	for _, svc := range programs() {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(p.opts.BinDir, svc), "./services/"+svc+"/cmd/"+svc)
 		cmd.Dir = p.opts.Root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -338,7 +388,7 @@ func (p *Platform) build(ctx context.Context) error {
 // every service's identity, the signing key, the Consul ACL, the admin's password), once: they
 // live in DataDir, so a restart keeps every token, certificate and password valid.
 func (p *Platform) secrets() (*devsetup.Secrets, error) {
-	ds, err := devsetup.Write(filepath.Join(p.opts.DataDir, "secrets"), Services, nil)
+	ds, err := devsetup.Write(filepath.Join(p.opts.DataDir, "secrets"), programs(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -497,7 +547,7 @@ func (p *Platform) WaitPassing(ctx context.Context, within time.Duration) error 
 
 func (p *Platform) notPassing(ctx context.Context, client *api.Client) []string {
 	var passing []string
-	for _, svc := range Services {
+	for _, svc := range programs() {
 		addrs, _ := consul.Passing(ctx, client, svc) // an error counts as none passing; the caller polls
 		passing = append(passing, addrs...)
 	}

@@ -48,7 +48,7 @@ func run(ctx context.Context, replicas int, data string) error {
 	if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
 		return fmt.Errorf("run it from the repository root (no go.work in %s)", root)
 	}
-	fmt.Println("building the services and starting Consul and", replicas, "replicas of each service...")
+	fmt.Println("building the services and starting Consul,", replicas, "replicas of each service and the gateway...")
 	p, err := platform.Start(ctx, platform.Options{
 		Root: root, DataDir: data, Replicas: replicas,
 		Env: []string{"MESHMART_LOG_FORMAT=text"},
@@ -60,13 +60,15 @@ func run(ctx context.Context, replicas int, data string) error {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nmeshmart is up; Ctrl-C stops it.\n")
+	fmt.Fprintf(&b, "  %-8s %s/ (the storefront; REST under /v1/, OpenAPI at /openapi.json, gRPC-Web and Connect)\n", "gateway", p.GatewayURL)
 	fmt.Fprintf(&b, "  %-8s http://%s/ui (ACLs on: log in with the token in %s/secrets/consul/management.token)\n", "consul", p.ConsulAddr, data)
 	for _, svc := range platform.Services {
 		fmt.Fprintf(&b, "  %-8s %s\n", svc, strings.Join(p.Addrs(svc), "  "))
 	}
 	fmt.Fprintf(&b, "  %-8s %s (SQLite); identities, keys and tokens in %s/secrets\n", "data", data, data)
 	fmt.Fprintf(&b, "  %-8s %s / %s (%s)\n", "admin", p.Admin.Email, p.Admin.Password, p.Admin.File)
-	fmt.Fprintf(&b, "Try:\n  go tool grpcurl -cacert %s/secrets/ca.pem %s list\n  make smoke\n\n", data, p.Addrs("user")[0])
+	fmt.Fprintf(&b, "Try:\n  open %s/ in a browser\n  curl %s/v1/products\n  go tool grpcurl -cacert %s/secrets/ca.pem %s list\n  make smoke\n\n",
+		p.GatewayURL, p.GatewayURL, data, p.Addrs("user")[0])
 	fmt.Print(b.String())
 
 	select {
