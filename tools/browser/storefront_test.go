@@ -268,8 +268,7 @@ func (p *page) journey(gateway, screenshot string) {
 	}
 
 	p.do("sign up",
-		chromedp.Clear(chromedp.ID("signup-password")),
-		chromedp.SendKeys(chromedp.ID("signup-password"), "correct horse battery"),
+		chromedp.SetValue(chromedp.ID("signup-password"), "correct horse battery"),
 		chromedp.Click(chromedp.ID("signup-submit")),
 	)
 	p.mustWait("the account", `document.getElementById('notice').textContent.includes('created')`)
