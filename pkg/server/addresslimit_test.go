@@ -149,32 +149,10 @@ func count(reg *prometheus.Registry, name string) float64 {
 // it was, the gateway's second client is refused with the first one's spent allowance.
 func TestAddressLimitKeysOnForwardedClient(t *testing.T) {
 	t.Parallel()
-	pki := testkit.NewPKI(t, "example", "gateway", "order")
-	keys := testkit.NewKeys(t)
 	cfg := testkit.TestConfig()
-	pki.Configure(&cfg, "example")
-	cfg.AuthPublicKey = keys.PublicKeyFile
 	cfg.AddressRateLimit, cfg.AddressRateBurst = 0.001, 2 // two calls per address, then a long wait
-	srv, err := server.New("example", cfg, testkit.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
-		t.Fatal(err)
-	}
-	running := testkit.Serve(t, srv)
-	dial := func(opt client.Option) userv1.UserServiceClient {
-		// Without client-side health checking: its Watch stream is a call from the loopback
-		// address too, which would spend that address's allowance in the background.
-		cc, err := client.Dial(running.Addr, testkit.Logger(t), client.WithServer("example"), opt,
-			client.WithDialOptions(grpc.WithDisableHealthCheck()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cc.Close() })
-		return userv1.NewUserServiceClient(cc)
-	}
-	gateway, anonymous, order := dial(pki.As("gateway")), dial(pki.Anonymous()), dial(pki.As("order"))
+	pki, keys, addr := forwardedChassis(t, cfg)
+	gateway, anonymous, order := dialAs(t, addr, pki.As("gateway")), dialAs(t, addr, pki.Anonymous()), dialAs(t, addr, pki.As("order"))
 	get := &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}
 	token := keys.Token(t, userID, "user")
 	call := func(users userv1.UserServiceClient, forwardedFor string) error {
@@ -212,4 +190,60 @@ func TestAddressLimitKeysOnForwardedClient(t *testing.T) {
 			t.Errorf("%s (x-forwarded-for %q) = %v, want it to pass", step.name, step.forwardedFor, err)
 		}
 	}
+}
+
+// TestAnonymousRateLimitKeysOnForwardedClient checks the per-client limit of callers without a
+// token, which keys on their address: the gateway's anonymous browsers (signing up, logging in)
+// are limited one by one, not all together as the gateway.
+func TestAnonymousRateLimitKeysOnForwardedClient(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.TestConfig()
+	cfg.AddressRateLimit = 0
+	cfg.RateLimit, cfg.RateBurst = 0.001, 1
+	pki, _, addr := forwardedChassis(t, cfg)
+	gateway := dialAs(t, addr, pki.As("gateway"))
+	get := &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}
+	for _, step := range []struct {
+		forwardedFor string
+		limited      bool
+	}{{"203.0.113.1", false}, {"203.0.113.1", true}, {"203.0.113.2", false}} {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(t.Context(), "x-forwarded-for", step.forwardedFor), 5*time.Second)
+		_, err := gateway.GetUser(ctx, get) // no token: refused after the limit, by authorization
+		cancel()
+		if got := status.Code(err) == codes.ResourceExhausted; got != step.limited {
+			t.Errorf("anonymous call for %s = %v, want limited %v", step.forwardedFor, err, step.limited)
+		}
+	}
+}
+
+// forwardedChassis serves the example users over mutual TLS on loopback with cfg and the
+// identities of example, gateway and order, trusting tokens of the keys it returns.
+func forwardedChassis(t *testing.T, cfg server.Config) (testkit.PKI, testkit.Keys, string) {
+	t.Helper()
+	pki := testkit.NewPKI(t, "example", "gateway", "order")
+	keys := testkit.NewKeys(t)
+	pki.Configure(&cfg, "example")
+	cfg.AuthPublicKey = keys.PublicKeyFile
+	srv, err := server.New("example", cfg, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+		t.Fatal(err)
+	}
+	return pki, keys, testkit.Serve(t, srv).Addr
+}
+
+// dialAs dials the example server at addr with opt, for a client's identity.
+func dialAs(t *testing.T, addr string, opt client.Option) userv1.UserServiceClient {
+	t.Helper()
+	// Without client-side health checking: its Watch stream is a call from the loopback address
+	// too, which would spend that address's allowance in the background.
+	cc, err := client.Dial(addr, testkit.Logger(t), client.WithServer("example"), opt,
+		client.WithDialOptions(grpc.WithDisableHealthCheck()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return userv1.NewUserServiceClient(cc)
 }

@@ -77,11 +77,13 @@ type Config struct {
 	// RateLimit of 0 turns limiting off.
 	RateLimit float64 `flag:"rate-limit" env:"MESHMART_RATE_LIMIT" usage:"calls per second per client; 0 disables"`
 	RateBurst int     `flag:"rate-burst" env:"MESHMART_RATE_BURST" usage:"burst above the per-client rate"`
-	// AddressRateLimit is the calls per second allowed per peer IP address before anything else
-	// is done with a call (no token is checked, nothing is logged per call), AddressRateBurst the
-	// burst above it; 0 turns it off. Set it above what the busiest legitimate address sends
-	// (a NAT, a proxy in front of the service): it is the first guard, not the per-user quota.
-	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per peer IP address, checked before authentication; 0 disables"`
+	// AddressRateLimit is the calls per second allowed per client IP address before anything
+	// else is done with a call (no token is checked, nothing is logged per call),
+	// AddressRateBurst the burst above it; 0 turns it off. The address is the peer's, or the
+	// client's a trusted forwarder names (TrustedForwarders). Set it above what the busiest
+	// legitimate address sends (a NAT, a proxy in front of the service): it is the first guard,
+	// not the per-user quota.
+	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per client IP address (the peer's, or the one a -trusted-forwarders service names), checked before authentication; 0 disables"`
 	AddressRateBurst int     `flag:"address-rate-burst" env:"MESHMART_ADDRESS_RATE_BURST" usage:"burst above the per-address rate"`
 	// TrustedForwarders are the services (by the name their verified mutual-TLS certificate
 	// gives) that call on behalf of clients they name in x-forwarded-for metadata: for their
