@@ -19,6 +19,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/services/gateway/internal/rest"
+	"github.com/meshmart/meshmart/services/gateway/internal/ui"
 	"github.com/meshmart/meshmart/services/gateway/internal/webrpc"
 )
 
@@ -88,6 +89,8 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	for name := range web {
 		gw.Handle("/"+name+"/", webHandler)
 	}
+	// The storefront page, static files embedded in the binary, at the root.
+	gw.Handle("/", ui.Handler())
 	if err := s.ServeChassis(); err != nil {
 		return err
 	}
