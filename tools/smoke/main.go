@@ -1,16 +1,20 @@
 // Command smoke is `make smoke`: the whole user journey against a running platform (`make run` or
-// `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it. It
+// `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it, and
+// then a second journey through the REST gateway with curl only (rest.go). It
 // lists and describes every service through reflection on every instance, health-checks every
 // instance, signs up, logs in, renews the access token with the refresh token, creates a paid and
 // a declined order, cancels the paid one (which
 // refunds it), reads the payments, logs out (the refresh token is then refused), logs in as the platform's admin (made by `user admin`, its
 // password in -admin-password-file) to list the accounts and finds that no call makes the smoke
 // user an admin, and checks every answer, spreading the calls over the
-// replicas. It stops at the first wrong answer, saying what it expected and what it got.
+// replicas. The gateway counts as an instance: its gRPC port answers reflection and health, it is
+// registered and passing in Consul, and Prometheus scrapes it. It stops at the first wrong answer,
+// saying what it expected and what it got.
 //
 // Usage:
 //
-//	smoke [-grpcurl path] [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
+//	smoke [-grpcurl path] [-curl path] [-gateway http://127.0.0.1:8080]
+//	      [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
 //	      [-cacert data/secrets/ca.pem] [-consul-token-file data/secrets/consul/reader.token]
 //	      [-admin-email admin@meshmart.local] [-admin-password-file data/secrets/admin/password]
 package main
@@ -23,10 +27,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -36,7 +42,9 @@ import (
 func main() {
 	cfg := config{}
 	flag.StringVar(&cfg.grpcurl, "grpcurl", "grpcurl", "the grpcurl executable (make smoke passes go tool's)")
-	host := flag.String("host", "127.0.0.1", "host the services' well-known ports are on")
+	flag.StringVar(&cfg.curl, "curl", "curl", "the curl executable, for the REST journey")
+	flag.StringVar(&cfg.gateway, "gateway", "http://127.0.0.1:"+strconv.Itoa(platform.GatewayPorts.REST), "the gateway's base URL, for the REST journey")
+	host := flag.String("host", "127.0.0.1", "host the services' and the gateway's well-known ports are on")
 	replicas := flag.Int("replicas", 2, "replicas of each service")
 	flag.StringVar(&cfg.consul, "consul", "127.0.0.1:8500", "Consul HTTP address, to check every instance is registered and passing; empty skips")
 	flag.StringVar(&cfg.cacert, "cacert", "data/secrets/ca.pem", "the CA bundle that verifies the services' certificates (grpcurl -cacert): make run's, or the compose stack's data/compose/ca.pem")
@@ -56,6 +64,7 @@ func main() {
 	for _, svc := range platform.Services {
 		cfg.instances[svc] = platform.Addrs(*host, svc, *replicas)
 	}
+	cfg.instances[platform.Gateway] = []string{net.JoinHostPort(*host, strconv.Itoa(platform.GatewayPorts.GRPC))}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := journey(ctx, cfg, os.Stdout); err != nil {
@@ -68,13 +77,18 @@ func main() {
 type config struct {
 	adminEmail, adminPassword string
 	grpcurl                   string
+	curl                      string
+	gateway                   string // the gateway's base URL
 	cacert                    string
 	consulTokenFile           string
 	consul                    string
 	prometheus                string
 	jaeger                    string
-	instances                 map[string][]string // service -> gRPC addresses
+	instances                 map[string][]string // service or gateway -> gRPC addresses
 }
+
+// programs are what smoke checks instance by instance: the services and the gateway.
+var programs = append(slices.Clone(platform.Services), platform.Gateway)
 
 // catalogService is the order service's second gRPC service.
 const catalogService = "meshmart.order.v1.CatalogService"
@@ -380,6 +394,9 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 	if _, err := r.ok(ctx, str(adminLogin, "accessToken"), map[string]any{"page_size": 1}, user2, fullNames["user"]+"/ListUsers"); err != nil {
 		return err
 	}
+	if err := r.restJourney(ctx); err != nil {
+		return err
+	}
 	if cfg.prometheus != "" {
 		r.step("Prometheus at %s scrapes every instance", cfg.prometheus)
 		if err := r.scraped(ctx); err != nil {
@@ -438,7 +455,7 @@ func poll(ctx context.Context, check func() error) error {
 // scraped checks that Prometheus found every instance through Consul and scrapes it.
 func (r runner) scraped(ctx context.Context) error {
 	want := 0
-	for _, svc := range platform.Services {
+	for _, svc := range programs {
 		want += len(r.cfg.instances[svc])
 	}
 	return poll(ctx, func() error {
@@ -455,7 +472,7 @@ func (r runner) scraped(ctx context.Context) error {
 		}
 		var up []string
 		for _, t := range targets.Data.ActiveTargets {
-			if t.Health == "up" && fullNames[t.Labels["service"]] != "" {
+			if t.Health == "up" && slices.Contains(programs, t.Labels["service"]) {
 				up = append(up, t.Labels["instance"])
 			}
 		}
@@ -493,9 +510,10 @@ func (r runner) traced(ctx context.Context) error {
 }
 
 // everyInstance lists and describes every instance's services through reflection and checks
-// its health, overall and per service.
+// its health, overall and per service. The gateway serves no service of its own on its gRPC
+// port: only health and reflection.
 func (r runner) everyInstance(ctx context.Context) error {
-	for _, svc := range platform.Services {
+	for _, svc := range programs {
 		full := fullNames[svc]
 		for _, addr := range r.cfg.instances[svc] {
 			r.step("%s at %s: reflection and health", svc, addr)
@@ -505,9 +523,19 @@ func (r runner) everyInstance(ctx context.Context) error {
 			}
 			listed := strings.Fields(string(c.out))
 			for _, want := range []string{full, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
-				if !slices.Contains(listed, want) {
+				if want != "" && !slices.Contains(listed, want) {
 					return fmt.Errorf("grpcurl %s list: %s missing from %v", addr, want, listed)
 				}
+			}
+			if full == "" {
+				health, err := r.ok(ctx, "", map[string]any{}, addr, "grpc.health.v1.Health/Check")
+				if err != nil {
+					return err
+				}
+				if err := expect("health of "+addr, health, "SERVING", "status"); err != nil {
+					return err
+				}
+				continue
 			}
 			c = r.grpcurl(ctx, "", nil, addr, "describe", full)
 			if c.err != nil || !bytes.Contains(c.out, []byte("service "+full[strings.LastIndex(full, ".")+1:]+" {")) {
@@ -533,7 +561,7 @@ func (r runner) registered(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consul read token: %w", err)
 	}
-	for _, svc := range platform.Services {
+	for _, svc := range programs {
 		want := len(r.cfg.instances[svc])
 		r.step("%s: %d instances passing in Consul at %s", svc, want, r.cfg.consul)
 		url := "http://" + r.cfg.consul + "/v1/health/service/" + svc + "?passing"

@@ -14,7 +14,7 @@ import (
 )
 
 // TestJourneyOnThePlatform starts the platform as `make run` does, on free ports, and runs the
-// smoke journey against it through grpcurl; then it stops the platform and checks that no process
+// smoke journey against it through grpcurl and, through the gateway, curl; then it stops the platform and checks that no process
 // is left.
 func TestJourneyOnThePlatform(t *testing.T) {
 	grpcurl, err := exec.Command("go", "tool", "-n", "grpcurl").Output()
@@ -49,10 +49,11 @@ func TestJourneyOnThePlatform(t *testing.T) {
 	}()
 
 	secrets := filepath.Join(dir, "data", "secrets")
-	cfg := config{grpcurl: strings.TrimSpace(string(grpcurl)), consul: p.ConsulAddr, instances: map[string][]string{},
+	cfg := config{grpcurl: strings.TrimSpace(string(grpcurl)), curl: "curl", gateway: p.GatewayURL,
+		consul: p.ConsulAddr, instances: map[string][]string{},
 		adminEmail: p.Admin.Email, adminPassword: p.Admin.Password,
 		cacert: p.PKI.BundleFile(), consulTokenFile: filepath.Join(secrets, "consul", "reader.token")}
-	for _, svc := range platform.Services {
+	for _, svc := range programs {
 		cfg.instances[svc] = p.Addrs(svc)
 	}
 	out, err := os.CreateTemp(dir, "smoke")

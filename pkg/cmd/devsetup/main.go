@@ -30,8 +30,10 @@ import (
 	"github.com/meshmart/meshmart/pkg/devsetup"
 )
 
-// services are the platform's services: each gets an identity, a directory and a Consul token.
-var services = []string{"user", "payment", "order"}
+// services are the platform's programs that run as themselves: the three services and the REST
+// gateway, which calls them over mutual TLS. Each gets an identity, a directory (its container's
+// secrets volume) and a Consul token that registers only itself.
+var services = []string{"user", "payment", "order", "gateway"}
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
