@@ -53,6 +53,9 @@ type Options struct {
 	Databases map[string]string
 	// Env is added after the package's Env.
 	Env []string
+	// Gateway starts the REST gateway too (Platform.GatewayURL); the suites that load the
+	// services directly leave it out.
+	Gateway bool
 }
 
 // Rig is a running platform, on free ports, with chassis clients of its services.
@@ -106,7 +109,7 @@ func Launch(ctx context.Context, root, dir string, opts Options) (_ *Rig, err er
 	p, err := platform.Start(ctx, platform.Options{
 		Root: root, BinDir: filepath.Join(dir, "bin"), DataDir: r.dataDir,
 		Replicas: opts.Replicas, FreePorts: true, Databases: opts.Databases,
-		Env: append(slices.Clone(Env), opts.Env...), Out: r.Log,
+		Env: append(slices.Clone(Env), opts.Env...), Out: r.Log, WithoutGateway: !opts.Gateway,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start the platform: %w\n%s", err, r.Log)

@@ -82,6 +82,9 @@ type Options struct {
 	FreePorts bool
 	// Databases maps a service to its DATABASE_URL; a missing one is a SQLite file in DataDir.
 	Databases map[string]string
+	// WithoutGateway leaves the gateway out: the fault and security suites load the services
+	// directly, and an idle gateway would only be one more process to rotate, restart and count.
+	WithoutGateway bool
 	// Env is added to every service's environment (MESHMART_* settings, OTEL_*).
 	Env []string
 	// Out receives every process's output, each line prefixed with the instance's name;
@@ -119,7 +122,8 @@ type Platform struct {
 	Admin Credentials
 
 	// GatewayURL is the gateway's base URL (http://127.0.0.1:8080 on the well-known ports): the
-	// storefront page at /, REST under /v1/, /openapi.json, gRPC-Web and Connect.
+	// storefront page at /, REST under /v1/, /openapi.json, gRPC-Web and Connect. Empty with
+	// Options.WithoutGateway.
 	GatewayURL string
 
 	// ACL is the Consul agent's ACL: its management token, a token per service, and a reader.
@@ -229,8 +233,10 @@ func Start(ctx context.Context, opts Options) (_ *Platform, err error) {
 			p.Instances = append(p.Instances, in)
 		}
 	}
-	if err := p.startGateway(common, keysTarget, secrets); err != nil {
-		return nil, err
+	if !opts.WithoutGateway {
+		if err := p.startGateway(common, keysTarget, secrets); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.WaitPassing(ctx, 90*time.Second); err != nil {
 		return nil, err
