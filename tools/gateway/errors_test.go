@@ -44,6 +44,7 @@ func TestErrorsAreJSONStatusesWithTheirHTTPStatus(t *testing.T) {
 		{"a garbage token", request{method: "GET", path: "/v1/orders", token: "garbage"}, http.StatusUnauthorized, codes.Unauthenticated, nil},
 		{"a user on an admin route", request{method: "GET", path: "/v1/users", token: ada.token()}, http.StatusForbidden, codes.PermissionDenied, nil},
 		{"someone else's order", request{method: "GET", path: "/v1/orders/" + bobs.GetId(), token: ada.token()}, http.StatusNotFound, codes.NotFound, nil},
+		{"someone else's account", request{method: "GET", path: "/v1/users/" + bob.id, token: ada.token()}, http.StatusNotFound, codes.NotFound, nil},
 		{"an unknown product", request{method: "GET", path: "/v1/products/NO-SUCH-" + suffix()}, http.StatusNotFound, codes.NotFound, nil},
 		{"an unknown route", request{method: "GET", path: "/v1/no-such-thing"}, http.StatusNotFound, codes.NotFound, nil},
 		{"a method the path does not take", request{method: "PUT", path: "/v1/products", body: `{}`}, http.StatusMethodNotAllowed, codes.Unimplemented, nil},

@@ -78,12 +78,14 @@ var routes = []route{
 		if u := resp.GetUser(); u.GetGivenName() != "Augusta" || u.GetUsername() != f.ada.username {
 			t.Errorf("after a PATCH of givenName: %v", u)
 		}
-		// With ?updateMask=, only the fields it names change, whatever else the body holds.
+		// With ?updateMask=, only the fields it names change, whatever else the body holds. A query
+		// parameter's mask is taken as is by grpc-gateway (runtime.PopulateQueryParameters splits
+		// it on commas): its paths are the proto field names, not the JSON ones.
 		resp = &userv1.UpdateUserResponse{}
-		do(t, request{method: "PATCH", path: "/v1/users/" + f.ada.id + "?updateMask=familyName", token: f.ada.token(),
+		do(t, request{method: "PATCH", path: "/v1/users/" + f.ada.id + "?updateMask=family_name", token: f.ada.token(),
 			body: `{"givenName":"Ignored","familyName":"Lovelace"}`}).ok(t, resp)
 		if u := resp.GetUser(); u.GetGivenName() != "Augusta" || u.GetFamilyName() != "Lovelace" {
-			t.Errorf("after a PATCH with updateMask=familyName: given %q, family %q; want Augusta Lovelace", u.GetGivenName(), u.GetFamilyName())
+			t.Errorf("after a PATCH with updateMask=family_name: given %q, family %q; want Augusta Lovelace", u.GetGivenName(), u.GetFamilyName())
 		}
 	}},
 	{"meshmart.user.v1.UserService/DeleteUser", "DELETE", "/v1/users/{id}", func(t *testing.T, f *fixture) {
