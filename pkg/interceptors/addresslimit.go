@@ -18,9 +18,11 @@ import (
 // addressLimitLogEvery is how often, at most, AddressRateLimit logs the calls it refused.
 const addressLimitLogEvery = 10 * time.Second
 
-// AddressRateLimit allows each peer address rps calls per second with bursts of burst, and fails
-// the rest with ResourceExhausted and a RetryInfo saying when the next call would pass. The
-// address is the connection's (PeerAddress), never a header. Streams count once, when they open.
+// AddressRateLimit allows each client address rps calls per second with bursts of burst, and
+// fails the rest with ResourceExhausted and a RetryInfo saying when the next call would pass. addr
+// names a call's address: ClientAddress, which is the connection's peer (PeerAddress) except for
+// calls a trusted forwarder makes for a client, so that the browsers behind the gateway are
+// limited one by one. Streams count once, when they open.
 //
 // It is meant to run first, before the logging interceptor and before any token is looked at,
 // so that a flood of calls (bad tokens, logins) costs neither a signature check nor a log line
@@ -29,8 +31,8 @@ const addressLimitLogEvery = 10 * time.Second
 //
 // go-grpc-middleware's ratelimit interceptor cannot attach a RetryInfo, hence the two small
 // functions below around the keyed limiter RateLimit also uses.
-func AddressRateLimit(rps float64, burst int, log *slog.Logger, refused prometheus.Counter) Server {
-	a := &addressLimiter{limiter: newKeyedLimiter(rps, burst, PeerAddress), log: log, refused: refused}
+func AddressRateLimit(rps float64, burst int, addr func(ctx context.Context) string, log *slog.Logger, refused prometheus.Counter) Server {
+	a := &addressLimiter{limiter: newKeyedLimiter(rps, burst, addr), log: log, refused: refused}
 	return Server{
 		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			if err := a.check(ctx, info.FullMethod); err != nil {
@@ -85,8 +87,8 @@ func (a *addressLimiter) note(ctx context.Context, method string) {
 	n := a.count
 	a.count, a.lastLog = 0, now
 	a.mu.Unlock()
-	// n counts the calls refused since the last line, this one included; peer and method are
-	// this call's, a sample.
+	// n counts the calls refused since the last line, this one included; the addresses and the
+	// method are this call's, a sample.
 	a.log.WarnContext(ctx, "calls refused by the per-address rate limit", "refused", n,
-		"peer", PeerAddress(ctx), "method", method)
+		"client_address", a.limiter.key(ctx), "peer", PeerAddress(ctx), "method", method)
 }

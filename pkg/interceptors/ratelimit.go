@@ -16,12 +16,21 @@ import (
 
 // RateLimit allows each client rps calls per second with bursts of burst, and fails the rest with
 // ResourceExhausted. A client is the authenticated user when there is one (so it must run after
-// Authenticate), else the peer's IP address. Streams count once, when they open.
+// Identify), else its address as addr names it (ClientAddress: a browser behind the gateway
+// is not limited together with all the others). Streams count once, when they open.
 //
 // go-grpc-middleware supplies the interceptor but leaves the Limiter to us; x/time/rate has no
 // keyed limiter, hence the small map below.
-func RateLimit(rps float64, burst int) Server {
-	l := newKeyedLimiter(rps, burst, clientKey)
+func RateLimit(rps float64, burst int, addr func(ctx context.Context) string) Server {
+	l := newKeyedLimiter(rps, burst, func(ctx context.Context) string {
+		// A service calling without a user's token has an identity but no subject: keyed by
+		// "user:" alone, every such call (the gateway's anonymous browsers, every service's own
+		// calls) would share one bucket.
+		if id, ok := auth.FromContext(ctx); ok && id.IsUser() {
+			return "user:" + id.Subject
+		}
+		return "ip:" + addr(ctx)
+	})
 	return Server{
 		Unary:  ratelimit.UnaryServerInterceptor(l),
 		Stream: ratelimit.StreamServerInterceptor(l),
@@ -88,16 +97,9 @@ func (l *keyedLimiter) allow(ctx context.Context) (time.Duration, bool) {
 	return time.Duration(missing / float64(l.limit) * float64(time.Second)), false
 }
 
-func clientKey(ctx context.Context) string {
-	if id, ok := auth.FromContext(ctx); ok {
-		return "user:" + id.Subject
-	}
-	return "ip:" + PeerAddress(ctx)
-}
-
-// PeerAddress is the address a call came from, as its connection says (never a header a client
-// could write): the peer's IP without the port, the whole address when it has no port (bufconn),
-// "" when the call has no peer.
+// PeerAddress is the address a call came from, as its connection says (never a header): the
+// peer's IP without the port, the whole address when it has no port (bufconn), "" when the call
+// has no peer. ClientAddress uses it for every caller but a trusted forwarder.
 func PeerAddress(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {

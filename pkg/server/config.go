@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"math"
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
+	"github.com/meshmart/meshmart/pkg/identity"
+	"github.com/meshmart/meshmart/pkg/interceptors"
 )
 
 // Config is everything a chassis server can be told. Each field is set, in increasing order of
@@ -74,12 +77,22 @@ type Config struct {
 	// RateLimit of 0 turns limiting off.
 	RateLimit float64 `flag:"rate-limit" env:"MESHMART_RATE_LIMIT" usage:"calls per second per client; 0 disables"`
 	RateBurst int     `flag:"rate-burst" env:"MESHMART_RATE_BURST" usage:"burst above the per-client rate"`
-	// AddressRateLimit is the calls per second allowed per peer IP address before anything else
-	// is done with a call (no token is checked, nothing is logged per call), AddressRateBurst the
-	// burst above it; 0 turns it off. Set it above what the busiest legitimate address sends
-	// (a NAT, a proxy in front of the service): it is the first guard, not the per-user quota.
-	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per peer IP address, checked before authentication; 0 disables"`
+	// AddressRateLimit is the calls per second allowed per client IP address before anything
+	// else is done with a call (no token is checked, nothing is logged per call),
+	// AddressRateBurst the burst above it; 0 turns it off. The address is the peer's, or the
+	// client's a trusted forwarder names (TrustedForwarders). Set it above what the busiest
+	// legitimate address sends (a NAT, a proxy in front of the service): it is the first guard,
+	// not the per-user quota.
+	AddressRateLimit float64 `flag:"address-rate-limit" env:"MESHMART_ADDRESS_RATE_LIMIT" usage:"calls per second per client IP address (the peer's, or the one a -trusted-forwarders service names), checked before authentication; 0 disables"`
 	AddressRateBurst int     `flag:"address-rate-burst" env:"MESHMART_ADDRESS_RATE_BURST" usage:"burst above the per-address rate"`
+	// TrustedForwarders are the services (by the name their verified mutual-TLS certificate
+	// gives) that call on behalf of clients they name in x-forwarded-for metadata: for their
+	// calls the per-address limits (AddressRateLimit, RateLimit for anonymous callers, the user
+	// service's login backoff) key on the last element of that header, so that the browsers
+	// behind the REST gateway are limited one by one. From any other caller the header is
+	// ignored, and a value that is not an IP address falls back to the peer's. Empty trusts
+	// nobody.
+	TrustedForwarders []string `flag:"trusted-forwarders" env:"MESHMART_TRUSTED_FORWARDERS" usage:"comma-separated services whose x-forwarded-for names the client address the per-address limits key on; empty: none"`
 
 	// AuthKeysTarget is where the user service publishes the keys that verify access tokens
 	// (user.v1 ListTokenKeys), dialled with pkg/client: pkg/app fetches them at start, every
@@ -129,6 +142,7 @@ func DefaultConfig(grpcAddr string) Config {
 		RateBurst:            400,
 		AddressRateLimit:     500,
 		AddressRateBurst:     1000,
+		TrustedForwarders:    []string{"gateway"},
 		AuthKeysRefresh:      time.Minute,
 		AuthIssuer:           auth.DefaultIssuer,
 		AuthAudience:         auth.DefaultAudience,
@@ -177,4 +191,12 @@ func (c *Config) Validate() error {
 // them: the signer and every verifier read the same settings.
 func (c *Config) AuthOptions() []auth.Option {
 	return []auth.Option{auth.WithIssuer(c.AuthIssuer), auth.WithAudience(c.AuthAudience)}
+}
+
+// ClientAddress returns how the server names the address a call comes from
+// (interceptors.ClientAddress, trusting TrustedForwarders by their verified mutual-TLS
+// certificates), for a service that keys limits of its own on it, as the user service's login
+// backoff does: its limits and the server's then agree on who a client is.
+func (c *Config) ClientAddress() func(ctx context.Context) string {
+	return interceptors.ClientAddress(identity.PeerService, c.TrustedForwarders)
 }

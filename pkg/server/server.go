@@ -175,6 +175,10 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	// limit counts its own refusals), so only calls gRPC refused before it get the stats
 	// handler's log line.
 	chain := []interceptors.Server{rejected.mark()}
+	// The address of a call is its peer's, or the client a trusted forwarder (the gateway, by
+	// its verified certificate, known from the handshake) names: available before any token is
+	// looked at.
+	clientAddr := interceptors.ClientAddress(o.peerService, cfg.TrustedForwarders)
 	if cfg.AddressRateLimit > 0 {
 		// First of all, before a token is looked at or a line logged: a flood from one address
 		// (bad tokens, logins) is refused for the price of a map lookup (see AddressRateLimit).
@@ -185,7 +189,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		if err := o.registry.Register(refused); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
-		chain = append(chain, interceptors.AddressRateLimit(cfg.AddressRateLimit, cfg.AddressRateBurst, log, refused))
+		chain = append(chain, interceptors.AddressRateLimit(cfg.AddressRateLimit, cfg.AddressRateBurst, clientAddr, log, refused))
 	}
 	chain = append(chain,
 		interceptors.RequestID(),
@@ -209,7 +213,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		chain = append(chain, interceptors.Identify(o.verifier, o.peerService, log))
 	}
 	if cfg.RateLimit > 0 {
-		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst))
+		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst, clientAddr))
 	}
 	if s.authn && cfg.StreamsPerUser > 0 {
 		chain = append(chain, streamsPerUser(cfg.StreamsPerUser))

@@ -1,5 +1,5 @@
-// Command gateway is meshmart's edge for browsers and HTTP clients: REST (grpc-gateway) in front
-// of the user, order and payment services, which it finds through Consul and calls over mutual
+// Command gateway is meshmart's edge for browsers and HTTP clients: REST (grpc-gateway), gRPC-Web
+// and Connect (connect-go) in front of the user, order and payment services, which it finds through Consul and calls over mutual
 // TLS as the service "gateway". It verifies no access token itself: it forwards each caller's
 // Authorization header, and the services decide. Its own gRPC server serves health checking and
 // reflection only, for Consul and the probes; docs/configuration.md lists every setting.
@@ -19,6 +19,8 @@ import (
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/services/gateway/internal/rest"
+	"github.com/meshmart/meshmart/services/gateway/internal/ui"
+	"github.com/meshmart/meshmart/services/gateway/internal/webrpc"
 )
 
 // settings are the gateway's own, beside the chassis' server.Config.
@@ -72,6 +74,23 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if err != nil {
 		return err
 	}
+	// gRPC-Web and Connect beside REST, on the services' own paths (/meshmart.user.v1.UserService/
+	// GetUser), behind the same CORS, request-id and tracing middleware.
+	web := webrpc.Conns{
+		"meshmart.user.v1.UserService":       conns.User,
+		"meshmart.order.v1.OrderService":     conns.Order,
+		"meshmart.order.v1.CatalogService":   conns.Order,
+		"meshmart.payment.v1.PaymentService": conns.Payment,
+	}
+	webHandler, err := webrpc.New(web)
+	if err != nil {
+		return err
+	}
+	for name := range web {
+		gw.Handle("/"+name+"/", webHandler)
+	}
+	// The storefront page, static files embedded in the binary, at the root.
+	gw.Handle("/", ui.Handler())
 	if err := s.ServeChassis(); err != nil {
 		return err
 	}

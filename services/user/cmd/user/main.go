@@ -17,7 +17,6 @@ import (
 
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/interceptors"
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -110,7 +109,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	}
 	s.Defer("database", users.Close)
 	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...), user.WithRefreshTTL(c.RefreshTTL),
-		user.WithLoginLimits(c.loginLimits()), user.WithClientAddress(interceptors.PeerAddress))
+		user.WithLoginLimits(c.loginLimits()), user.WithClientAddress(s.Config.ClientAddress()))
 	if err != nil {
 		return err
 	}

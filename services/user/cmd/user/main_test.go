@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,5 +130,76 @@ func endToEnd(t *testing.T, bin string, agent *testkit.Consul, dsn, tag string) 
 	_, err = users.GetUser(ctx, &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Id{Id: created.GetUser().GetId()}})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("GetUser without a token = %v", err)
+	}
+}
+
+// TestLoginBackoffPerForwardedAddress runs the real binary and fails logins through callers that
+// all share the loopback address: the gateway's (by its mutual-TLS certificate) back off per
+// browser it names in x-forwarded-for, so one guessing browser does not lock out the next one,
+// while a user's client or another service writing that header is held to its real address. With
+// the backoff keyed on the peer address, as it was, the gateway's second browser is refused for
+// the first one's failures, and spoofing callers would not be: the test fails either way.
+func TestLoginBackoffPerForwardedAddress(t *testing.T) {
+	t.Parallel()
+	bin := testkit.BuildBinary(t, ".")
+	pki := testkit.NewPKI(t, "user", "gateway", "order")
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	// Two free failures per address, then a wait far longer than the test; the accounts never
+	// back off, so only the address decides.
+	testkit.StartProcess(t, "user service", bin, []string{"-grpc-addr", addr, "-http-addr", "", "-consul-addr", "",
+		"-database", filepath.Join(t.TempDir(), "user.sqlite"), "-drain-delay", "0s",
+		"-login-address-free-failures", "2", "-login-free-failures", "1000", "-login-backoff-base", "1h"},
+		pki.Env("user")...)
+	dial := func(opt client.Option) userv1.UserServiceClient {
+		cc, err := client.Dial(addr, testkit.Logger(t), client.WithServer("user"), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return userv1.NewUserServiceClient(cc)
+	}
+	gateway, anonymous, order := dial(pki.As("gateway")), dial(pki.Anonymous()), dial(pki.As("order"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		_, err := anonymous.CreateUser(ctx, &userv1.CreateUserRequest{Email: "ada@example.com", Username: "ada", Password: "correct horse", GivenName: "Ada"})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	login := func(users userv1.UserServiceClient, forwardedFor, username, password string) error {
+		_, err := users.Login(metadata.AppendToOutgoingContext(ctx, "x-forwarded-for", forwardedFor),
+			&userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: username}, Password: password})
+		return err
+	}
+
+	// Steps in order: every caller is on the loopback address, so the spoofers' failures add up.
+	for _, step := range []struct {
+		name         string
+		users        userv1.UserServiceClient
+		forwardedFor string
+		password     string
+		want         codes.Code
+	}{
+		{"gateway, first browser guesses", gateway, "203.0.113.1", "wrong", codes.Unauthenticated},
+		{"gateway, first browser guesses", gateway, "203.0.113.1", "wrong", codes.Unauthenticated},
+		{"gateway, first browser guesses", gateway, "203.0.113.1", "wrong", codes.Unauthenticated},
+		{"gateway, first browser backs off", gateway, "203.0.113.1", "correct horse", codes.ResourceExhausted},
+		{"gateway, second browser logs in", gateway, "198.51.100.9, 203.0.113.2", "correct horse", codes.OK},
+		{"user's client guesses, spoofing", anonymous, "192.0.2.1", "wrong", codes.Unauthenticated},
+		{"user's client guesses, spoofing", anonymous, "192.0.2.2", "wrong", codes.Unauthenticated},
+		{"user's client guesses, spoofing", anonymous, "192.0.2.3", "wrong", codes.Unauthenticated},
+		{"user's client backs off however it spoofs", anonymous, "192.0.2.4", "correct horse", codes.ResourceExhausted},
+		{"another service backs off however it spoofs", order, "192.0.2.5", "correct horse", codes.ResourceExhausted},
+		{"gateway, malformed: its own address backs off", gateway, "not-an-address", "correct horse", codes.ResourceExhausted},
+		{"gateway, third browser logs in", gateway, "203.0.113.3", "correct horse", codes.OK},
+	} {
+		if err := login(step.users, step.forwardedFor, "ada", step.password); status.Code(err) != step.want {
+			t.Errorf("%s (x-forwarded-for %q): Login = %v, want %v", step.name, step.forwardedFor, err, step.want)
+		}
 	}
 }

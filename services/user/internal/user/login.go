@@ -97,8 +97,9 @@ var DefaultLoginLimits = LoginLimits{
 // WithLoginLimits replaces DefaultLoginLimits.
 func WithLoginLimits(l LoginLimits) Option { return func(s *Service) { s.limits = l } }
 
-// WithClientAddress tells the service how to learn the address a call comes from (the
-// transport's peer address), for the per-address backoff. Without it no address backs off.
+// WithClientAddress tells the service how to learn the address a call comes from, for the
+// per-address backoff: the chassis' server.Config.ClientAddress, the peer's address or, for the
+// gateway's calls, the browser's it forwards. Without it no address backs off.
 func WithClientAddress(f func(ctx context.Context) string) Option {
 	return func(s *Service) { s.clientAddr = f }
 }
