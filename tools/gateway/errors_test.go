@@ -43,7 +43,10 @@ func TestErrorsAreJSONStatusesWithTheirHTTPStatus(t *testing.T) {
 		{"no token", request{method: "GET", path: "/v1/orders"}, http.StatusUnauthorized, codes.Unauthenticated, nil},
 		{"a garbage token", request{method: "GET", path: "/v1/orders", token: "garbage"}, http.StatusUnauthorized, codes.Unauthenticated, nil},
 		{"a user on an admin route", request{method: "GET", path: "/v1/users", token: ada.token()}, http.StatusForbidden, codes.PermissionDenied, nil},
-		{"someone else's order", request{method: "GET", path: "/v1/orders/" + bobs.GetId(), token: ada.token()}, http.StatusNotFound, codes.NotFound, nil},
+		// The order service refuses another user's order as PERMISSION_DENIED; the user service
+		// hides another user's account as NOT_FOUND (UserService.GetUser). Through the gateway,
+		// whose certificate proves a service, both once answered 200 with the other user's data.
+		{"someone else's order", request{method: "GET", path: "/v1/orders/" + bobs.GetId(), token: ada.token()}, http.StatusForbidden, codes.PermissionDenied, nil},
 		{"someone else's account", request{method: "GET", path: "/v1/users/" + bob.id, token: ada.token()}, http.StatusNotFound, codes.NotFound, nil},
 		{"an unknown product", request{method: "GET", path: "/v1/products/NO-SUCH-" + suffix()}, http.StatusNotFound, codes.NotFound, nil},
 		{"an unknown route", request{method: "GET", path: "/v1/no-such-thing"}, http.StatusNotFound, codes.NotFound, nil},
