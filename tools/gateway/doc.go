@@ -4,6 +4,7 @@
 // browser or curl would. They check that every google.api.http binding of the contracts answers
 // as its RPC, that errors arrive as JSON google.rpc.Status with the HTTP status of their gRPC code
 // and their details, CORS, server streams as NDJSON and Server-Sent Events and their cancellation
-// reaching the service, the header allow-list and request ids, and that one trace spans gateway,
-// order, user and payment.
+// reaching the service, the header allow-list and request ids, that the services take the
+// client's address from the gateway and not from a spoofed X-Forwarded-For, and that one trace
+// spans gateway, order, user and payment.
 package gateway
