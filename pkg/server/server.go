@@ -210,7 +210,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	}
 	if o.verifier != nil {
 		s.authn = true
-		chain = append(chain, interceptors.Identify(o.verifier, o.peerService, log))
+		chain = append(chain, interceptors.Identify(o.verifier, relayedAsNoService(o.peerService, cfg.TrustedForwarders), log))
 	}
 	if cfg.RateLimit > 0 {
 		chain = append(chain, interceptors.RateLimit(cfg.RateLimit, cfg.RateBurst, clientAddr))
@@ -479,3 +479,20 @@ type contextStream struct {
 }
 
 func (s *contextStream) Context() context.Context { return s.ctx }
+
+// relayedAsNoService is peerService, except that a trusted forwarder (the gateway) is no service:
+// it relays its clients' calls, so a call from it is identified by the token it forwards alone.
+// As a service it would let every browser behind it act for any user (auth.Identity.CanActFor
+// trusts services with anyone's resources) and call users' methods with no token at all.
+func relayedAsNoService(peerService func(ctx context.Context) string, forwarders []string) func(ctx context.Context) string {
+	if peerService == nil || len(forwarders) == 0 {
+		return peerService
+	}
+	forwarders = slices.Clone(forwarders)
+	return func(ctx context.Context) string {
+		if s := peerService(ctx); !slices.Contains(forwarders, s) {
+			return s
+		}
+		return ""
+	}
+}

@@ -1,0 +1,47 @@
+package gateway
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshmart/meshmart/pkg/testkit"
+)
+
+// One trace spans an order placed over REST: the gateway's call, the order service's CreateOrder
+// and the user and payment calls it makes, all under one trace id, as every process exports to
+// the test's OTLP receiver.
+func TestOneTraceSpansGatewayOrderUserAndPayment(t *testing.T) {
+	ada := signUp(t, "spanned")
+	o := createOrder(t, ada, "traced-"+suffix())
+	want := []string{
+		"gateway ",
+		"order meshmart.order.v1.OrderService/CreateOrder",
+		"user meshmart.user.v1.UserService/GetUser",
+		"payment meshmart.payment.v1.PaymentService/CreatePayment",
+	}
+	var found string
+	testkit.Eventually(t, 15*time.Second, "a trace of CreateOrder from the gateway to user and payment", func() (bool, string) {
+		traces := shared.traces.traces()
+		for id, spans := range traces {
+			names := make([]string, len(spans))
+			for i, s := range spans {
+				names[i] = s.String()
+			}
+			missing := 0
+			for _, w := range want {
+				if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, w) }) {
+					missing++
+				}
+			}
+			if missing == 0 {
+				found = id
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d traces received", len(traces))
+	})
+	t.Logf("order %s: trace %s: %v", o.GetId(), found, shared.traces.traces()[found])
+}
