@@ -39,19 +39,10 @@ var (
 // longer changes. The zero value is not usable: use NewTable.
 type Table struct {
 	policies map[string]*authzv1.Policy
-	// forwarders are services that only carry other callers' calls (the gateway): their
-	// certificate alone makes no caller, so a call of theirs without a user token is
-	// unauthenticated, as the browser's own call would be, not a service denied.
-	forwarders []string
 }
 
 // NewTable returns an empty table, which denies every method but health checking and reflection.
-// forwarders name the services that forward other callers' calls (server.Config's
-// TrustedForwarders): a call from one of them that carries no user token counts as a call with no
-// credentials at all.
-func NewTable(forwarders ...string) *Table {
-	return &Table{policies: map[string]*authzv1.Policy{}, forwarders: forwarders}
-}
+func NewTable() *Table { return &Table{policies: map[string]*authzv1.Policy{}} }
 
 // AddService adds the policies of the service called name ("meshmart.user.v1.UserService"), found
 // in protoregistry.GlobalFiles, where the generated code of every linked contract registers
@@ -110,7 +101,7 @@ func (t *Table) Check(ctx context.Context, fullMethod string) error {
 		return nil
 	}
 	id, _ := auth.FromContext(ctx)
-	if !id.IsUser() && (!id.IsService() || slices.Contains(t.forwarders, id.Service)) {
+	if !id.IsUser() && !id.IsService() {
 		return errUnauthenticated
 	}
 	if ok && Allows(p, id) {

@@ -53,14 +53,11 @@ var (
 	order    = auth.Identity{Service: "order"}
 	payment  = auth.Identity{Service: "payment"}
 	userViaO = auth.Identity{Subject: "u1", Roles: []string{auth.RoleUser}, Service: "order"}
-	// The gateway forwards browsers' calls: alone, its certificate is no caller.
-	gateway  = auth.Identity{Service: "gateway"}
-	userViaG = auth.Identity{Subject: "u1", Roles: []string{auth.RoleUser}, Service: "gateway"}
 )
 
 func TestInterceptor(t *testing.T) {
 	t.Parallel()
-	table := authz.NewTable("gateway")
+	table := authz.NewTable()
 	if err := table.Add(service(t, map[string]*authzv1.Policy{
 		"Public":        {Public: true},
 		"Users":         {Users: true},
@@ -84,13 +81,6 @@ func TestInterceptor(t *testing.T) {
 		{"Users", admin, codes.OK},
 		{"Users", order, codes.PermissionDenied},
 		{"Users", userViaO, codes.OK},
-		{"Users", gateway, codes.Unauthenticated},
-		{"Users", userViaG, codes.OK},
-		{"Public", gateway, codes.OK},
-		{"Admins", gateway, codes.Unauthenticated},
-		{"Admins", userViaG, codes.PermissionDenied},
-		{"OrderOnly", gateway, codes.Unauthenticated},
-		{"OrderOnly", userViaG, codes.PermissionDenied},
 		{"Admins", nobody, codes.Unauthenticated},
 		{"Admins", user, codes.PermissionDenied},
 		{"Admins", admin, codes.OK},

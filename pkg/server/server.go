@@ -148,7 +148,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		o.registry = prometheus.NewRegistry()
 		o.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	s := &Server{name: name, cfg: cfg, log: log, registry: o.registry, lis: o.lis, policies: authz.NewTable(cfg.TrustedForwarders...)}
+	s := &Server{name: name, cfg: cfg, log: log, registry: o.registry, lis: o.lis, policies: authz.NewTable()}
 	s.endStreams, s.stopStream = context.WithCancel(context.Background())
 
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
