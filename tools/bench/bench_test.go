@@ -1,8 +1,9 @@
 // Package bench measures the platform as `make run` starts it (three replicas of each service,
-// Consul, real processes on loopback), on SQLite and on PostgreSQL, with ghz as the load
-// generator (and net/http for REST through the gateway). Every figure is a ratio or a percentile of loads run side by side, in alternating
-// rounds, in the same run: this machine is noisy, so absolute figures from separate runs do not
-// compare. `make bench` runs it and prints one table; BENCHMARKS.md keeps the latest.
+// Consul, the gateway, real processes on loopback), on SQLite and on PostgreSQL, with ghz as the
+// load generator (and net/http for REST through the gateway). Every figure is a ratio or a
+// percentile of loads run side by side, in alternating rounds, in the same run: this machine is
+// noisy, so absolute figures from separate runs do not compare. `make bench` runs it and prints
+// one table; BENCHMARKS.md keeps the latest.
 package bench
 
 import (
