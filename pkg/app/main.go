@@ -39,6 +39,12 @@ type Service struct {
 	// Setup.Serve a server.WithVerifier: the user service, which signs them and publishes the
 	// keys. Every other service refuses to start without -auth-keys-target or -auth-public-key.
 	OwnVerifier bool
+	// Edge says the program serves no business service of its own and verifies no access token
+	// itself: it forwards each caller's token to the services, which verify it (the gateway). It
+	// needs neither -auth-keys-target nor -auth-public-key, and Start serves with
+	// Setup.ServeChassis. Given -auth-keys-target it still fetches the keys, and so reports
+	// SERVING only once the user service answered.
+	Edge bool
 }
 
 // Command is a subcommand: `<service> <Name> args...` runs Run with the args.
@@ -74,10 +80,12 @@ func checkAuth(svc Service, cfg server.Config) error {
 	switch {
 	case svc.OwnVerifier:
 		return nil
-	case cfg.AuthKeysTarget == "" && cfg.AuthPublicKey == "":
-		return errAuthRequired
 	case cfg.AuthKeysTarget != "" && cfg.AuthPublicKey != "":
 		return errors.New("set -auth-keys-target (MESHMART_AUTH_KEYS_TARGET) or -auth-public-key (MESHMART_AUTH_PUBLIC_KEY), not both")
+	case svc.Edge:
+		return nil
+	case cfg.AuthKeysTarget == "" && cfg.AuthPublicKey == "":
+		return errAuthRequired
 	}
 	return nil
 }
@@ -88,14 +96,7 @@ func checkAuth(svc Service, cfg server.Config) error {
 // service with a method whose contract does not declare who may call it (see
 // server.Server.RegisterService).
 func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) error {
-	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
-	if s.Identity != nil {
-		chassis = append(chassis, server.WithIdentity(s.Identity))
-	}
-	if s.verifier != nil {
-		chassis = append(chassis, server.WithVerifier(s.verifier))
-	}
-	srv, err := server.New(s.name, s.Config, s.Log, append(chassis, opts...)...)
+	srv, err := s.newServer(opts)
 	if err != nil {
 		return err
 	}
@@ -107,6 +108,40 @@ func (s *Setup) Serve(desc *grpc.ServiceDesc, impl any, opts ...server.Option) e
 	}
 	s.App.Serve(srv)
 	return nil
+}
+
+// errChassisServices is ServeChassis' refusal of a business service, which only Serve may register.
+var errChassisServices = errors.New("ServeChassis serves health and reflection only: register services with Setup.Serve")
+
+// ServeChassis makes the App's server a chassis server that registers no service of its own:
+// health checking, reflection, metrics, Consul registration and the graceful stop, for a program
+// whose real work is elsewhere (the gateway, which serves HTTP with Setup.Go and calls the
+// services with Dial). Since health and reflection are open to anyone, no access token is
+// required; opts that register a service (server.WithService) are refused, so that nothing
+// callable escapes the authentication Serve insists on.
+func (s *Setup) ServeChassis(opts ...server.Option) error {
+	srv, err := s.newServer(opts)
+	if err != nil {
+		return err
+	}
+	if len(srv.Services()) > 0 {
+		return errors.Join(errChassisServices, srv.Close())
+	}
+	s.App.Serve(srv)
+	return nil
+}
+
+// newServer builds the service's chassis server: traced with Tracer, presenting Identity, with
+// the verifier of the fetched token keys if any, then opts.
+func (s *Setup) newServer(opts []server.Option) (*server.Server, error) {
+	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
+	if s.Identity != nil {
+		chassis = append(chassis, server.WithIdentity(s.Identity))
+	}
+	if s.verifier != nil {
+		chassis = append(chassis, server.WithVerifier(s.verifier))
+	}
+	return server.New(s.name, s.Config, s.Log, append(chassis, opts...)...)
 }
 
 // Dial connects to another service at target with the chassis client (pkg/client): over mutual

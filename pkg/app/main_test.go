@@ -207,3 +207,58 @@ func TestRunServesUntilContextEnds(t *testing.T) {
 		t.Errorf("Run = %v, want nil after ctx ended", err)
 	}
 }
+
+func TestServeChassis(t *testing.T) {
+	t.Parallel()
+	keys := testkit.NewKeys(t)
+	base := []string{"-consul-addr", "", "-http-addr", "", "-drain-delay", "0s", "-log-level", "warn", "-insecure-plaintext"}
+	tests := []struct {
+		name    string
+		edge    bool
+		args    []string
+		opts    []server.Option
+		wantErr string // "" means the chassis server serves health until ctx ends
+	}{
+		{"edge without token settings", true, nil, nil, ""},
+		{"edge with a public key", true, []string{"-auth-public-key", keys.PublicKeyFile}, nil, ""},
+		{"edge told two ways", true, []string{"-auth-public-key", keys.PublicKeyFile, "-auth-keys-target", "127.0.0.1:1"}, nil, "not both"},
+		{"service that is no edge", false, nil, nil, "-auth-keys-target (MESHMART_AUTH_KEYS_TARGET) or -auth-public-key"},
+		{"business service smuggled in", true, nil,
+			[]server.Option{server.WithService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only"))}, "ServeChassis serves health and reflection only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testkit.FreePort(t)))
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			probed := false
+			svc := exampleService(t, func(_ context.Context, s *app.Setup) error {
+				if err := s.ServeChassis(tt.opts...); err != nil {
+					return err
+				}
+				s.Go("prober", func(context.Context) error {
+					defer cancel()
+					if err := app.Probe(t.Context(), "", []string{"-grpc-addr", addr, "-insecure-plaintext"}, noEnv); err != nil {
+						return err
+					}
+					probed = true
+					return nil
+				})
+				return nil
+			})
+			svc.Edge = tt.edge
+			args := append(slices.Clone(base), "-grpc-addr", addr, "-service-password", "pw")
+			err := app.Run(ctx, svc, append(args, tt.args...), noEnv)
+			if tt.wantErr == "" {
+				if err != nil || !probed {
+					t.Errorf("Run = %v (probed: %v), want a chassis server answering health checks", err, probed)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Run = %v, want an error with %q", err, tt.wantErr)
+			}
+		})
+	}
+}

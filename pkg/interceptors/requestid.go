@@ -17,6 +17,11 @@ const RequestIDKey = "x-request-id"
 // bloated through it.
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
+// ValidRequestID reports whether id is a request id the chassis keeps as it is (a caller's
+// x-request-id is otherwise replaced): the gateway checks an HTTP client's X-Request-Id with it,
+// so that the id it answers with is the one the services log.
+func ValidRequestID(id string) bool { return validRequestID.MatchString(id) }
+
 type requestIDKey struct{}
 
 // RequestIDFromContext returns the request id of the call ctx belongs to, or "".
@@ -37,7 +42,7 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 func RequestID() Server {
 	withID := func(ctx context.Context) context.Context {
 		id := ""
-		if vals := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(vals) > 0 && validRequestID.MatchString(vals[0]) {
+		if vals := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(vals) > 0 && ValidRequestID(vals[0]) {
 			id = vals[0]
 		} else {
 			id = uuid.NewString()

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strconv"
 	"time"
 
@@ -301,6 +302,10 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) error {
 	s.services = append(s.services, desc.ServiceName)
 	return nil
 }
+
+// Services are the full names of the services registered with RegisterService or WithService,
+// in the order they were; health and reflection are not among them.
+func (s *Server) Services() []string { return slices.Clone(s.services) }
 
 // Registry is where the server's metrics live, for services to add their own.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
