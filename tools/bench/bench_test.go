@@ -226,8 +226,12 @@ func seed(b *testing.B, r *loadkit.Rig) {
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			name := fmt.Sprintf("seeded-%d", i)
-			_, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: loadkit.Password, GivenName: "Seeded"})
-			errs <- err
+			// Eight sign-ups at once hash more passwords than two cores can: the user service
+			// sheds the excess with a RetryInfo, and the seeding waits as a client would.
+			errs <- loadkit.WhenRefused(ctx, func() error {
+				_, err := r.Users.CreateUser(ctx, &userv1.CreateUserRequest{Email: name + "@example.com", Username: name, Password: loadkit.Password, GivenName: "Seeded"})
+				return err
+			})
 		})
 	}
 	wg.Wait()
