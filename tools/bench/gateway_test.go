@@ -94,6 +94,15 @@ func rest(ctx context.Context, hc *http.Client, base string, c restCall, token s
 	return m, nil
 }
 
+// withToken returns ctx carrying token as the gRPC call's bearer token, or ctx itself for a
+// public call (token ""): an empty bearer would be refused as an invalid token.
+func withToken(ctx context.Context, token string) context.Context {
+	if token == "" {
+		return ctx
+	}
+	return loadkit.Account{Token: token}.In(ctx)
+}
+
 // gatewayRows measures each call as REST through the gateway and as gRPC straight to the order
 // service, in alternating rounds, and fills the gateway rows.
 func gatewayRows(b *testing.B, r *loadkit.Rig, user loadkit.Account, col *column) {
@@ -136,7 +145,7 @@ func gatewayRows(b *testing.B, r *loadkit.Rig, user loadkit.Account, col *column
 		if err != nil {
 			b.Fatalf("%s through the gateway: %v", c.name, err)
 		}
-		viaGRPC, err := c.grpc(loadkit.Account{Token: tok}.In(ctx))
+		viaGRPC, err := c.grpc(withToken(ctx, tok))
 		if err != nil {
 			b.Fatalf("%s over gRPC: %v", c.name, err)
 		}
@@ -172,7 +181,7 @@ func gatewayRows(b *testing.B, r *loadkit.Rig, user loadkit.Account, col *column
 				if c.token != nil {
 					tok = c.token()
 				}
-				callCtx := loadkit.Account{Token: tok}.In(context.Background())
+				callCtx := withToken(context.Background(), tok)
 				gw0, order0 := cpu(gateway.Pid()), cpu(orderPids...)
 				res := testkit.Load(concurrency, round, func() error {
 					ctx, cancel := context.WithTimeout(callCtx, 10*time.Second)
