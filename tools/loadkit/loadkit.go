@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -399,6 +400,34 @@ func (r *Result) FailureWindow() (first, last time.Duration) {
 		return 0, 0
 	}
 	return r.Failures[0].At, r.Failures[len(r.Failures)-1].At
+}
+
+// WhenRefused makes call and, while the server refuses it with RESOURCE_EXHAUSTED and a
+// RetryInfo (a refusal before anything was done: the user service sheds password hashes beyond
+// what its cores can do), waits the delay it asks for and makes it again, within ctx: what a
+// well-behaved client does. Any other answer, or a refusal without a delay, is returned as is.
+func WhenRefused(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		st := status.Convert(err)
+		if st.Code() != codes.ResourceExhausted {
+			return err
+		}
+		var delay time.Duration
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				delay = ri.GetRetryDelay().AsDuration()
+			}
+		}
+		if delay <= 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+	}
 }
 
 // failurePause is how long a worker waits after a failed call.
