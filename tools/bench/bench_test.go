@@ -115,7 +115,7 @@ func alternate(b *testing.B, tlsOpts []runner.Option, calls ...call) []*stat {
 }
 
 func measure(b *testing.B, db string, col *column) {
-	opts := loadkit.Options{}
+	opts := loadkit.Options{Gateway: true} // the REST rows (gateway_test.go) go through it
 	if db == "postgres" {
 		opts.Databases = map[string]string{}
 		for _, svc := range platform.Services {

@@ -89,7 +89,7 @@ func launch(root string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	shared.rig, err = loadkit.Launch(ctx, root, shared.dir, loadkit.Options{Replicas: 1, Env: []string{
+	shared.rig, err = loadkit.Launch(ctx, root, shared.dir, loadkit.Options{Replicas: 1, Gateway: true, Env: []string{
 		"MESHMART_LOG_LEVEL=info",
 		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + lis.Addr().String(),
 		"OTEL_EXPORTER_OTLP_INSECURE=true",
