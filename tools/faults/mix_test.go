@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -65,7 +64,7 @@ func (m *mix) login() loadkit.Op {
 	return loadkit.Op{Name: "Login", Call: func(ctx context.Context, w, _ int) error {
 		i := w % len(m.accounts)
 		var resp *userv1.LoginResponse
-		err := whenRefused(ctx, func() (err error) {
+		err := loadkit.WhenRefused(ctx, func() (err error) {
 			resp, err = m.rig.Users.Login(ctx, &userv1.LoginRequest{
 				Identifier: &userv1.LoginRequest_Username{Username: fmt.Sprintf("%s-%d", m.name, i)}, Password: loadkit.Password})
 			return err
@@ -79,35 +78,6 @@ func (m *mix) login() loadkit.Op {
 		m.logins[kidOf(resp.GetAccessToken())]++
 		return nil
 	}}
-}
-
-// whenRefused makes call and, while the server refuses it with RESOURCE_EXHAUSTED and a RetryInfo
-// (a refusal before anything was done: the user service sheds password hashes beyond what its
-// cores can do, issue 15), waits the delay it asks for and makes it again, within ctx: what a
-// well-behaved client does. The mix signs users up faster than two loaded cores hash passwords,
-// so without it the fault tests would count the service's load shedding as the fault's failures.
-func whenRefused(ctx context.Context, call func() error) error {
-	for {
-		err := call()
-		st := status.Convert(err)
-		if st.Code() != codes.ResourceExhausted {
-			return err
-		}
-		var delay time.Duration
-		for _, d := range st.Details() {
-			if ri, ok := d.(*errdetails.RetryInfo); ok {
-				delay = ri.GetRetryDelay().AsDuration()
-			}
-		}
-		if delay <= 0 {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-	}
 }
 
 // ops are the mix's calls; without are the names of ops to leave out.
@@ -137,7 +107,7 @@ func (m *mix) ops(without ...string) []loadkit.Op {
 		}},
 		{Name: "CreateUser", Call: func(ctx context.Context, w, n int) error {
 			name := fmt.Sprintf("%s-new-%d-%d", m.name, w, n)
-			return whenRefused(ctx, func() error {
+			return loadkit.WhenRefused(ctx, func() error {
 				_, err := m.rig.Users.CreateUser(ctx, &userv1.CreateUserRequest{
 					Email: name + "@example.com", Username: name, Password: loadkit.Password, GivenName: "New"})
 				return err
