@@ -14,12 +14,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/meshmart/meshmart/services/gateway/internal/upstream"
 )
 
 // errorHandler answers an error of a call, or of decoding its request, with the JSON
 // google.rpc.Status of its gRPC status and the HTTP status grpc-gateway maps its code to. An
 // error that is no status (none should reach here) is logged and answered as Internal, so that
-// no Go error string reaches the client.
+// no Go error string reaches the client; a failure to reach a service is answered without the
+// addresses in its message (upstream.Status; the chassis client logs the original).
 func errorHandler(log *slog.Logger) runtime.ErrorHandlerFunc {
 	return func(ctx context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
 		httpStatus := 0
@@ -36,6 +39,7 @@ func errorHandler(log *slog.Logger) runtime.ErrorHandlerFunc {
 				st = status.New(codes.Internal, "internal error")
 			}
 		}
+		st, _ = upstream.Status(st)
 		if httpStatus == 0 {
 			httpStatus = runtime.HTTPStatusFromCode(st.Code())
 		}

@@ -447,3 +447,30 @@ func TestStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestUnreachableServiceNamesNoAddress calls through a gateway whose order connection points at a
+// port nothing listens on: the browser gets 503 UNAVAILABLE with a message that tells it to try
+// again, not grpc-go's dial error with the address the gateway dialled.
+func TestUnreachableServiceNamesNoAddress(t *testing.T) {
+	t.Parallel()
+	cc, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	gw, err := rest.New(t.Context(), rest.Conns{User: cc, Order: cc, Payment: cc}, testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(gw)
+	t.Cleanup(ts.Close)
+	f := &fixture{url: ts.URL}
+	resp, body := f.do(t, http.MethodGet, "/v1/products", "", nil)
+	st := decodeStatus(t, resp, body)
+	if resp.StatusCode != http.StatusServiceUnavailable || st.Code != int(codes.Unavailable) {
+		t.Fatalf("GET /v1/products with the order service unreachable = %d %s, want 503 UNAVAILABLE", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "127.0.0.1") || strings.Contains(string(body), "dial") {
+		t.Errorf("the answer names the gateway's view of the network: %s", body)
+	}
+}

@@ -44,6 +44,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	authzv1 "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
+	"github.com/meshmart/meshmart/services/gateway/internal/upstream"
 	// The contracts' generated code registers their descriptors in protoregistry.GlobalFiles,
 	// where New finds the services it is asked to serve.
 	_ "github.com/meshmart/meshmart/proto/meshmart/order/v1"
@@ -231,9 +232,11 @@ func outgoing(ctx context.Context, h http.Header, remoteAddr string) context.Con
 }
 
 // connectError turns an upstream gRPC error into a connect error with the same code, message and
-// details (field violations, precondition failures), so the browser sees what a gRPC client would.
+// details (field violations, precondition failures), so the browser sees what a gRPC client would,
+// except for a failure to reach a service, whose message would name internal addresses
+// (upstream.Status; the chassis client logs the original).
 func connectError(err error) error {
-	st := status.Convert(err)
+	st, _ := upstream.Status(status.Convert(err))
 	cerr := connect.NewError(connect.Code(st.Code()), errors.New(st.Message()))
 	for _, d := range st.Proto().GetDetails() {
 		detail, derr := connect.NewErrorDetail(d)
