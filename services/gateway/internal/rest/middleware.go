@@ -13,7 +13,7 @@ import (
 )
 
 // requestID gives every request an id: the client's X-Request-Id when the services would keep
-// it, else a new UUID, forwarded to them (see forwardedHeaders) and answered in X-Request-Id, so
+// it, else a new UUID, forwarded to them (upstream.Headers) and answered in X-Request-Id, so
 // that a client can quote it and one id names the request in every service's log.
 //
 // It also drops X-Forwarded-For and X-Forwarded-Host: the gateway is the edge, and grpc-gateway

@@ -13,7 +13,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/textproto"
+	"slices"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -25,6 +25,7 @@ import (
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 	"github.com/meshmart/meshmart/services/gateway/internal/openapi"
+	"github.com/meshmart/meshmart/services/gateway/internal/upstream"
 )
 
 // Conns are the connections to the services the gateway forwards to; each is required. The
@@ -146,21 +147,16 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// forwardedHeaders are the HTTP headers besides Authorization that reach the services, as the
-// metadata keys they become: the request id, which the services log, and the W3C trace context
-// (which the chassis client's own propagation then sets to the gateway's span). Authorization is
-// not listed because grpc-gateway forwards it unconditionally; listing it would send it twice.
-var forwardedHeaders = map[string]string{
-	"X-Request-Id": "x-request-id",
-	"Traceparent":  "traceparent",
-	"Tracestate":   "tracestate",
-}
-
-// incomingHeader is the allow-list of HTTP headers forwarded as gRPC metadata: nothing else, and
-// no Grpc-Metadata-* passthrough, so that a client cannot set metadata a service might trust.
+// incomingHeader is the allow-list of HTTP headers forwarded as gRPC metadata: upstream.Headers
+// and nothing else, no Grpc-Metadata-* passthrough. Authorization is left to grpc-gateway, which
+// forwards it unconditionally; matching it too would send it twice. The trace context the chassis
+// client's own propagation then sets to the gateway's span.
 func incomingHeader(key string) (string, bool) {
-	md, ok := forwardedHeaders[textproto.CanonicalMIMEHeaderKey(key)]
-	return md, ok
+	md := strings.ToLower(key)
+	if md == "authorization" || !slices.Contains(upstream.Headers, md) {
+		return "", false
+	}
+	return md, true
 }
 
 // dropHeader forwards no service metadata to the client.

@@ -1,5 +1,6 @@
-// Package upstream decides what a browser is told when a call to a service fails before any
-// service answered it.
+// Package upstream holds what the gateway's two edges (REST in package rest, gRPC-Web and Connect
+// in package webrpc) share about the calls they forward: which request headers reach the services
+// (Headers), and what a browser is told when a call fails before any service answered it (Status).
 //
 // grpc-go makes those statuses on the gateway's side of the connection, and their messages name
 // the gateway's view of the network: "connection error: desc = \"transport: Error while dialing:
@@ -16,6 +17,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// Headers are the only request headers that reach the services, as the metadata keys they become:
+// the caller's access token, the request id the services log, and the W3C trace context.
+// Anything else a browser sends (cookies, Grpc-Metadata-* headers, spoofed identities) stays at the
+// edge, so that a client cannot set metadata a service might trust.
+var Headers = []string{"authorization", "x-request-id", "traceparent", "tracestate"}
 
 // Unavailable is the message a client gets in place of a local failure's.
 const Unavailable = "the service is unavailable; try again"

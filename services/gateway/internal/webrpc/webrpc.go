@@ -43,6 +43,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/meshmart/meshmart/pkg/interceptors"
 	authzv1 "github.com/meshmart/meshmart/proto/meshmart/authz/v1"
 	"github.com/meshmart/meshmart/services/gateway/internal/upstream"
 	// The contracts' generated code registers their descriptors in protoregistry.GlobalFiles,
@@ -56,15 +57,6 @@ import (
 // are forwarded on. One connection may serve several services (OrderService and CatalogService
 // share the order service's).
 type Conns map[string]grpc.ClientConnInterface
-
-// forwardedHeaders are the only request headers that reach the services, as outgoing metadata:
-// the caller's token, the request id and the trace context. Anything else a browser sends (cookies,
-// user agents, spoofed identities) stays at the edge.
-var forwardedHeaders = []string{"authorization", "x-request-id", "traceparent", "tracestate"}
-
-// forwardedForKey is the metadata key carrying the chain of client addresses, as grpc-gateway
-// sets it; the services trust it only from the gateway's verified identity.
-const forwardedForKey = "x-forwarded-for"
 
 // New returns a handler serving, in gRPC-Web and Connect (and gRPC over HTTP/2), every unary and
 // server-streaming method of each service in conns that a user or an admin may call, at
@@ -215,17 +207,17 @@ func (f forwarder) serverStream(ctx context.Context, req *connect.Request[frame]
 // caller's address appended to any X-Forwarded-For chain it sent, as grpc-gateway does: the last
 // element is the address the gateway saw, the only one the services can trust.
 func outgoing(ctx context.Context, h http.Header, remoteAddr string) context.Context {
-	md := make(metadata.MD, len(forwardedHeaders)+1)
-	for _, k := range forwardedHeaders {
+	md := make(metadata.MD, len(upstream.Headers)+1)
+	for _, k := range upstream.Headers {
 		if v := h.Values(k); len(v) > 0 {
 			md[k] = v
 		}
 	}
 	if ip, _, err := net.SplitHostPort(remoteAddr); err == nil {
-		if fwd := h.Get(forwardedForKey); fwd != "" {
-			md[forwardedForKey] = []string{fwd + ", " + ip}
+		if fwd := h.Get(interceptors.ForwardedForKey); fwd != "" {
+			md[interceptors.ForwardedForKey] = []string{fwd + ", " + ip}
 		} else {
-			md[forwardedForKey] = []string{ip}
+			md[interceptors.ForwardedForKey] = []string{ip}
 		}
 	}
 	return metadata.NewOutgoingContext(ctx, md)
