@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,6 +27,7 @@ import (
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
+	"github.com/meshmart/meshmart/tools/loadkit"
 )
 
 // The chassis' cost is measured on testkit's example GetUser, which does nothing, served by the
@@ -228,27 +228,14 @@ func alternateExample(b *testing.B, token string, servers ...exampleServer) []se
 	return stats
 }
 
-// userHZ is the unit of the CPU times in /proc/<pid>/stat: clock ticks of 1/100 s, the value
-// Linux exports to user space (sysconf(_SC_CLK_TCK)) on every architecture Go supports.
-const userHZ = 100
-
-// cpuTime returns the CPU time (user + system, all threads) process pid has used so far, from
-// /proc/<pid>/stat. Its resolution is 10 ms, well under 1% of a round's CPU time.
+// cpuTime is loadkit.CPUTime, failing the benchmark on an error. Its resolution is 10 ms, well
+// under 1% of a round's CPU time.
 func cpuTime(b *testing.B, pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := loadkit.CPUTime(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The command name (field 2) may hold spaces; the fields after its closing parenthesis start
-	// with field 3, state. utime and stime are fields 14 and 15.
-	rest := string(data[strings.LastIndexByte(string(data), ')')+2:])
-	f := strings.Fields(rest)
-	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
-	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
-	if err1 != nil || err2 != nil {
-		b.Fatalf("/proc/%d/stat: utime %q, stime %q", pid, f[14-3], f[15-3])
-	}
-	return time.Duration(utime+stime) * time.Second / userHZ
+	return d
 }
 
 // chassisRows measures the four example servers side by side and fills the chassis rows.
