@@ -8,19 +8,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	_ "google.golang.org/genproto/googleapis/rpc/errdetails" // resolves the details of a google.rpc.Status body
 	spb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -34,8 +30,7 @@ import (
 var shared struct {
 	once   sync.Once
 	rig    *loadkit.Rig
-	traces *collector
-	otlp   *grpc.Server
+	traces *testkit.Traces
 	dir    string
 	err    error
 }
@@ -48,8 +43,8 @@ func TestMain(m *testing.M) {
 		}
 		shared.rig.Close()
 	}
-	if shared.otlp != nil {
-		shared.otlp.Stop()
+	if shared.traces != nil {
+		shared.traces.Stop()
 	}
 	if shared.dir != "" {
 		os.RemoveAll(shared.dir)
@@ -75,71 +70,19 @@ func rig(t *testing.T) *loadkit.Rig {
 }
 
 func launch(root string) error {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	var err error
+	if shared.traces, err = testkit.StartTraces(); err != nil {
 		return err
 	}
-	shared.traces = &collector{spans: map[string][]span{}}
-	shared.otlp = grpc.NewServer()
-	coltracepb.RegisterTraceServiceServer(shared.otlp, shared.traces)
-	go func() { _ = shared.otlp.Serve(lis) }()
 
 	if shared.dir, err = os.MkdirTemp("", "meshmart-gateway-e2e-"); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	shared.rig, err = loadkit.Launch(ctx, root, shared.dir, loadkit.Options{Replicas: 1, Gateway: true, Env: []string{
-		"MESHMART_LOG_LEVEL=info",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + lis.Addr().String(),
-		"OTEL_EXPORTER_OTLP_INSECURE=true",
-		// Spans leave every 100 ms instead of every 5 s, so the trace test waits little.
-		"OTEL_BSP_SCHEDULE_DELAY=100",
-	}})
+	shared.rig, err = loadkit.Launch(ctx, root, shared.dir, loadkit.Options{Replicas: 1, Gateway: true,
+		Env: append([]string{"MESHMART_LOG_LEVEL=info"}, shared.traces.Env()...)})
 	return err
-}
-
-// collector is an OTLP/gRPC trace receiver: every process of the platform exports its spans to it.
-type collector struct {
-	coltracepb.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans map[string][]span // by trace id, in hex
-}
-
-// span is one received span: the service.name of the process that made it and its name.
-type span struct{ service, name string }
-
-func (s span) String() string { return s.service + " " + s.name }
-
-func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.GetKey() == "service.name" {
-				service = a.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, sp := range ss.GetSpans() {
-				id := hex.EncodeToString(sp.GetTraceId())
-				c.spans[id] = append(c.spans[id], span{service: service, name: sp.GetName()})
-			}
-		}
-	}
-	return &coltracepb.ExportTraceServiceResponse{}, nil
-}
-
-// traces returns a copy of every trace received so far.
-func (c *collector) traces() map[string][]span {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make(map[string][]span, len(c.spans))
-	for id, s := range c.spans {
-		out[id] = slices.Clone(s)
-	}
-	return out
 }
 
 // suffix makes the names a test signs up unique, so that the tests may run again (-count) on the

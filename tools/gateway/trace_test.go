@@ -24,12 +24,8 @@ func TestOneTraceSpansGatewayOrderUserAndPayment(t *testing.T) {
 	}
 	var found string
 	testkit.Eventually(t, 15*time.Second, "a trace of CreateOrder from the gateway to user and payment", func() (bool, string) {
-		traces := shared.traces.traces()
-		for id, spans := range traces {
-			names := make([]string, len(spans))
-			for i, s := range spans {
-				names[i] = s.String()
-			}
+		traces := shared.traces.All()
+		for id, names := range traces {
 			missing := 0
 			for _, w := range want {
 				if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, w) }) {
@@ -43,5 +39,5 @@ func TestOneTraceSpansGatewayOrderUserAndPayment(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%d traces received", len(traces))
 	})
-	t.Logf("order %s: trace %s: %v", o.GetId(), found, shared.traces.traces()[found])
+	t.Logf("order %s: trace %s: %v", o.GetId(), found, shared.traces.Trace(found))
 }

@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -37,39 +34,6 @@ const (
 	adminPassword = "admin-test-password"
 )
 
-// collector is an OTLP trace receiver: every process of the stack exports its spans to it.
-type collector struct {
-	coltracepb.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans map[string][]string // trace id -> "service span-name"
-}
-
-func (c *collector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.GetKey() == "service.name" {
-				service = a.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, sp := range ss.GetSpans() {
-				id := fmt.Sprintf("%x", sp.GetTraceId())
-				c.spans[id] = append(c.spans[id], service+" "+sp.GetName())
-			}
-		}
-	}
-	return &coltracepb.ExportTraceServiceResponse{}, nil
-}
-
-func (c *collector) trace(id string) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.spans[id])
-}
-
 // stack is the whole platform: Consul, the user and payment services, and order replicas.
 type stack struct {
 	t                testing.TB
@@ -84,14 +48,14 @@ type stack struct {
 	orders           orderv1.OrderServiceClient
 	users            userv1.UserServiceClient
 	payments         paymentv1.PaymentServiceClient
-	traces           *collector
+	traces           *testkit.Traces
 }
 
 // startStack starts the platform; env is added to every process's environment.
 func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, env ...string) *stack {
 	t.Helper()
 	s := &stack{t: t, agent: testkit.StartConsul(t), pki: testkit.NewPKI(t, "user", "payment", "order"), bins: map[string]string{}, dbs: map[string]string{},
-		conns: map[string]*grpc.ClientConn{}, traces: &collector{spans: map[string][]string{}}}
+		conns: map[string]*grpc.ClientConn{}}
 	for _, svc := range []string{"user", "payment", "order"} {
 		s.bins[svc] = testkit.BuildBinary(t, "github.com/meshmart/meshmart/services/"+svc+"/cmd/"+svc)
 		s.dbs[svc] = dsn(t)
@@ -108,15 +72,11 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 	if err := os.WriteFile(s.pubFile, pubPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if s.traces, err = testkit.StartTraces(); err != nil {
 		t.Fatal(err)
 	}
-	otlp := grpc.NewServer()
-	coltracepb.RegisterTraceServiceServer(otlp, s.traces)
-	go func() { _ = otlp.Serve(lis) }()
-	t.Cleanup(otlp.Stop)
-	s.env = append([]string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + lis.Addr().String(), "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_BSP_SCHEDULE_DELAY=100"}, env...)
+	t.Cleanup(s.traces.Stop)
+	s.env = append(s.traces.Env(), env...)
 
 	s.makeAdmin(t, dir)
 	s.user = s.startUser()
@@ -595,14 +555,9 @@ func flowTrace(t *testing.T, s *stack) {
 	s.createPaid(t, ada, "o1")
 	var traceID string
 	testkit.Eventually(t, 10*time.Second, "a CreateOrder trace reaching user and payment", func() (bool, string) {
-		s.traces.mu.Lock()
-		ids := make([]string, 0, len(s.traces.spans))
-		for id := range s.traces.spans {
-			ids = append(ids, id)
-		}
-		s.traces.mu.Unlock()
-		for _, id := range ids {
-			spans := strings.Join(s.traces.trace(id), "\n")
+		traces := s.traces.All()
+		for id, trace := range traces {
+			spans := strings.Join(trace, "\n")
 			if strings.Contains(spans, "order meshmart.order.v1.OrderService/CreateOrder") &&
 				strings.Contains(spans, "user meshmart.user.v1.UserService/GetUser") &&
 				strings.Contains(spans, "payment meshmart.payment.v1.PaymentService/CreatePayment") {
@@ -610,7 +565,7 @@ func flowTrace(t *testing.T, s *stack) {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprintf("%d traces", len(ids))
+		return false, fmt.Sprintf("%d traces", len(traces))
 	})
-	t.Logf("trace %s: %v", traceID, s.traces.trace(traceID))
+	t.Logf("trace %s: %v", traceID, s.traces.Trace(traceID))
 }
