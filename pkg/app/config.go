@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -23,7 +24,9 @@ import (
 //	flag:"grpc-addr"              the flag name (a field without it is no setting)
 //	env:"MESHMART_GRPC_ADDR"      the environment variable
 //	usage:"gRPC listen address"   the help text
-//	secret:"true"                 masked wherever settings are logged
+//	secret:"true"                 masked wherever settings are logged, and also read from the file
+//	                              that <env>_FILE names (DATABASE_URL_FILE=/run/secrets/dsn), as
+//	                              Docker secrets and Kubernetes Secrets mount them
 //	required:"why it is needed"   the setting must not be empty or zero
 //
 // The field's value when it is bound is its default. Supported types are string, bool, int,
@@ -60,8 +63,22 @@ func Bind(fs *flag.FlagSet, getenv func(string) string, cfgs ...any) (*Settings,
 			// The flag is defined before the environment is read, so that -h prints the built-in
 			// default and never a secret taken from the environment.
 			fs.Var(st.value, st.flag, fmt.Sprintf("%s (env %s)", st.usage, st.env))
-			if v := getenv(st.env); v != "" {
+			v := getenv(st.env)
+			if path := getenv(st.env + FileSuffix); st.secret && v == "" && path != "" {
+				b, err := os.ReadFile(path)
+				v = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+				switch {
+				case err != nil:
+					errs = append(errs, fmt.Errorf("%s%s: %w", st.env, FileSuffix, err))
+				case v == "":
+					errs = append(errs, fmt.Errorf("%s%s=%q: the file is empty", st.env, FileSuffix, path))
+				}
+			}
+			if v != "" {
 				if err := st.value.Set(v); err != nil {
+					if st.secret {
+						v = Masked
+					}
 					errs = append(errs, fmt.Errorf("%s=%q: %w", st.env, v, err))
 				}
 			}
@@ -70,6 +87,11 @@ func Bind(fs *flag.FlagSet, getenv func(string) string, cfgs ...any) (*Settings,
 	}
 	return s, errors.Join(errs...)
 }
+
+// FileSuffix names the variable that holds a secret setting's file: DATABASE_URL_FILE for
+// DATABASE_URL. The variable itself wins when both are set; a file that cannot be read, or is
+// empty, is an error naming the variable. One trailing newline is dropped.
+const FileSuffix = "_FILE"
 
 // Check reports, in one error, every required setting that is still empty, naming its flag and
 // environment variable and why it is needed.
@@ -96,11 +118,17 @@ func (s *Settings) LogValue() slog.Value {
 // Masked is what stands in the log and the docs for a secret that is set.
 const Masked = "[MASKED]"
 
+// shown is v as logs and docs show it: a secret is masked, except that a URL keeps all but its
+// password (postgres://order_service:xxxxx@postgres:5432/meshmart_order), which says where a
+// service connects without saying how it signs in.
 func shown(st setting, v string) string {
-	if st.secret && v != "" {
-		return Masked
+	if !st.secret || v == "" {
+		return v
 	}
-	return v
+	if u, err := url.Parse(v); err == nil && u.Scheme != "" && u.Host != "" {
+		return u.Redacted()
+	}
+	return Masked
 }
 
 func isZero(v flag.Value) bool {

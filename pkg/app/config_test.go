@@ -6,6 +6,8 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,7 +132,7 @@ func TestTable(t *testing.T) {
 		"| `-addr` | `EX_ADDR` | `:1` | listen address |\n",
 		"| `-every` | `EX_EVERY` | `1s` | how often |\n",
 		"| `-tags` | `EX_TAGS` | — | comma-separated tags |\n",
-		"| `-password` | `EX_PASSWORD` | `" + app.Masked + "` | the password. Required: it signs in. Secret: masked in the log |\n",
+		"| `-password` | `EX_PASSWORD` | `" + app.Masked + "` | the password. Required: it signs in. Secret: masked in the log; EX_PASSWORD_FILE names a file to read it from |\n",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("the table lacks %q:\n%s", want, table)
@@ -156,5 +158,57 @@ func TestHelpHidesSecretsFromTheEnvironment(t *testing.T) {
 	}
 	if cfg.Password != "hunter2" || cfg.Addr != ":9" {
 		t.Errorf("the environment was not applied: %+v", cfg)
+	}
+}
+
+func TestSecretFromFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	secret, empty := file("password", "hunter2\n"), file("empty", "\n")
+
+	var cfg example
+	if _, err := app.Bind(newFlagSet(), envOf(map[string]string{"EX_PASSWORD_FILE": secret}), &cfg); err != nil || cfg.Password != "hunter2" {
+		t.Errorf("from EX_PASSWORD_FILE: password %q, error %v; want hunter2 and no error", cfg.Password, err)
+	}
+	cfg = example{}
+	env := map[string]string{"EX_PASSWORD": "from-env", "EX_PASSWORD_FILE": secret}
+	if _, err := app.Bind(newFlagSet(), envOf(env), &cfg); err != nil || cfg.Password != "from-env" {
+		t.Errorf("both set: password %q, error %v; want the variable to win", cfg.Password, err)
+	}
+	// Only secrets are read from files: a _FILE for another setting is not this package's.
+	cfg = example{}
+	if _, err := app.Bind(newFlagSet(), envOf(map[string]string{"EX_ADDR_FILE": secret}), &cfg); err != nil || cfg.Addr != "" {
+		t.Errorf("EX_ADDR_FILE: addr %q, error %v; want it ignored", cfg.Addr, err)
+	}
+	for name, path := range map[string]string{"missing": filepath.Join(dir, "nothing"), "empty": empty} {
+		_, err := app.Bind(newFlagSet(), envOf(map[string]string{"EX_PASSWORD_FILE": path}), &example{})
+		if err == nil || !strings.Contains(err.Error(), "EX_PASSWORD_FILE") {
+			t.Errorf("%s file: error %v, want one naming EX_PASSWORD_FILE", name, err)
+		}
+	}
+}
+
+func TestSecretURLsShowAllButThePassword(t *testing.T) {
+	t.Parallel()
+	type dsn struct {
+		Database string `flag:"database" env:"EX_DATABASE_URL" usage:"where" secret:"true"`
+	}
+	cfg := dsn{}
+	env := map[string]string{"EX_DATABASE_URL": "postgres://order:s3cret@db:5432/orders?sslmode=verify-full"}
+	settings, err := app.Bind(newFlagSet(), envOf(env), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("configured", "settings", settings)
+	if strings.Contains(buf.String(), "s3cret") || !strings.Contains(buf.String(), "postgres://order:xxxxx@db:5432/orders") {
+		t.Errorf("logged %s; want the URL with its password masked", buf.String())
 	}
 }

@@ -26,7 +26,7 @@ func Table(cfgs ...any) (string, error) {
 				usage += ". Required: " + st.required
 			}
 			if st.secret {
-				usage += ". Secret: masked in the log"
+				usage += ". Secret: masked in the log; " + st.env + FileSuffix + " names a file to read it from"
 			}
 			fmt.Fprintf(&b, "| `-%s` | `%s` | %s | %s |\n", st.flag, st.env, def, strings.ReplaceAll(usage, "|", `\|`))
 		}

@@ -34,7 +34,7 @@ import (
 
 // settings are the order service's own, beside the chassis' server.Config.
 type settings struct {
-	Database       string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	Database       string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (data/order.sqlite when unset; its directory is created), or a postgres:// URL" secret:"true"`
 	UserTarget     string        `flag:"user-target" env:"MESHMART_USER_TARGET" usage:"where the user service is"`
 	PaymentTarget  string        `flag:"payment-target" env:"MESHMART_PAYMENT_TARGET" usage:"where the payment service is"`
 	ReconcileEvery time.Duration `flag:"reconcile-interval" env:"MESHMART_RECONCILE_INTERVAL" usage:"how often the reconciler looks for unsettled orders"`

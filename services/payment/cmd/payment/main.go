@@ -30,7 +30,7 @@ type settings struct {
 	ProcessorTimeout time.Duration `flag:"processor-timeout" env:"MESHMART_PROCESSOR_TIMEOUT" usage:"bound on one processor call; past it the payment stays PENDING"`
 	ProcessorLatency time.Duration `flag:"processor-latency" env:"MESHMART_PROCESSOR_LATENCY" usage:"delay the simulated processor adds to every answer"`
 	WatchInterval    time.Duration `flag:"watch-interval" env:"MESHMART_WATCH_INTERVAL" usage:"how often WatchPayments streams look for new events"`
-	Database         string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	Database         string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (data/payment.sqlite when unset; its directory is created), or a postgres:// URL" secret:"true"`
 }
 
 func defaults() *settings {

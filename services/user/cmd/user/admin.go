@@ -20,7 +20,7 @@ import (
 
 // adminSettings are what `user admin` shares with the service: where the database is.
 type adminSettings struct {
-	Database string `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	Database string `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (data/user.sqlite when unset; its directory is created), or a postgres:// URL" secret:"true"`
 }
 
 // admin is `user admin -email E [-username U] [-password-file F]`: run by an operator against the

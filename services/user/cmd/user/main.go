@@ -53,7 +53,7 @@ func keygen(_ context.Context, args []string) error {
 // settings are the user service's own, beside the chassis' server.Config. The keys are file
 // paths, not the keys themselves, so they are not secret.
 type settings struct {
-	Database   string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (its directory is created), or a postgres:// URL"`
+	Database   string        `flag:"database" env:"DATABASE_URL" usage:"SQLite file path (data/user.sqlite when unset; its directory is created), or a postgres:// URL" secret:"true"`
 	SigningKey string        `flag:"signing-key" env:"MESHMART_SIGNING_KEY" usage:"PEM Ed25519 private key signing access tokens, shared by every replica; empty makes one up, whose tokens die with the process"`
 	ExtraKeys  []string      `flag:"extra-keys" env:"MESHMART_EXTRA_KEYS" usage:"comma-separated PEM Ed25519 key files (private or public) published and accepted beside the signing key, never signing: the next key before a rotation, the previous one until its tokens expire"`
 	TokenTTL   time.Duration `flag:"token-ttl" env:"MESHMART_TOKEN_TTL" usage:"access token lifetime: the longest a deleted, suspended or logged-out account keeps access, since an access token cannot be recalled"`
