@@ -25,8 +25,8 @@ help: ## list the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: consul ## build every pinned tool (buf, protoc plugins, grpcurl, ghz, consul)
-	@for t in buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl ghz; do echo "go tool $$t: $$(go tool -n $$t)"; done
+tools: consul ## build every pinned tool (buf, protoc plugins, grpcurl, ghz, helm, consul)
+	@for t in buf protoc-gen-go protoc-gen-go-grpc protoc-gen-grpc-gateway protoc-gen-openapiv2 grpcurl ghz helm; do echo "go tool $$t: $$(go tool -n $$t)"; done
 
 # Consul, for the test kit and `make run`: the one on PATH when there is one, else built from the Go
 # module proxy. `go install` refuses Consul (its go.mod has replace directives), so the recipe
@@ -97,7 +97,7 @@ build: ## build every module
 	go build $(MODULES)
 
 .PHONY: test
-test: third_party consul ## run every test of every module, with the race detector
+test: third_party consul helm-check ## run every test of every module, with the race detector
 	go test -race -count=1 -timeout 30m $(MODULES)
 
 # The fast layer: the domain, transport and chassis unit tests, on SQLite in temporary
@@ -105,6 +105,14 @@ test: third_party consul ## run every test of every module, with the race detect
 # packages that start Consul or PostgreSQL (pkg/consul, pkg/sqldb, pkg/testkit) and tools/ (the
 # fault tests and the benchmarks).
 FAST_EXCLUDE := /cmd/|/internal/store$$|/tools/|/pkg/(consul|sqldb|testkit)$$
+
+# The Helm chart (deploy/helm/meshmart), offline: no cluster, no network, no Docker. helm lint
+# --strict and helm template with every values file (Helm pinned in tools/go.mod), every rendered
+# object decoded strictly into the pinned k8s.io/api types, and the policy test (docs/kubernetes.md).
+.PHONY: helm-check
+helm-check: ## lint, render, validate and policy-check the Helm chart (offline)
+	@echo "go tool helm: $$(go tool -n helm)"
+	go test -count=1 ./tools/helmcheck
 
 .PHONY: test-fast
 test-fast: ## domain and transport tests only: no binaries, Consul or PostgreSQL (well under a minute)
