@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/meshmart/meshmart/pkg/consul"
 	"github.com/meshmart/meshmart/pkg/server"
 )
@@ -29,6 +31,9 @@ type App struct {
 	workers []part
 	closers []part
 	gates   []gate
+
+	drain     chan struct{} // closed by Drain
+	drainOnce sync.Once
 }
 
 // gate is something the App waits for before it serves.
@@ -45,10 +50,11 @@ type part struct {
 
 // New returns an App that logs to log. Give it a server with Serve, workers with Go, and
 // closers with Defer, then call Run.
-func New(log *slog.Logger) *App { return &App{log: log} }
+func New(log *slog.Logger) *App { return &App{log: log, drain: make(chan struct{})} }
 
-// Serve makes srv the App's gRPC server; its Config also says where the HTTP endpoints listen
-// and which Consul agent to register with. Without a server Run runs only workers and closers.
+// Serve makes srv the App's gRPC server; its Config also says where the HTTP endpoints and the
+// plaintext health-only server (Config.HealthAddr, see server.Server.HealthServer) listen and
+// which Consul agent to register with. Without a server Run runs only workers and closers.
 func (a *App) Serve(srv *server.Server) { a.srv = srv }
 
 // Go adds a background worker: run is called when the App starts and must return when its
@@ -78,9 +84,12 @@ func (a *App) Defer(name string, close func() error) {
 //  2. the server keeps serving for Config.DrainDelay, so that clients re-resolve;
 //  3. the workers' context ends and Run waits for them;
 //  4. long-lived streams end (with Unavailable, so clients reconnect elsewhere) and the server
-//     stops gracefully within Config.ShutdownTimeout, then forcibly;
+//     stops gracefully within Config.ShutdownTimeout, then forcibly; then the health-only server
+//     stops;
 //  5. the HTTP server shuts down;
 //  6. the closers are called, last added first.
+//
+// Drain does step 1 ahead of time; the drain delay of step 2 then counts from that moment.
 //
 // It returns nil after a shutdown asked for through ctx, else the first part's error.
 func (a *App) Run(ctx context.Context) error {
@@ -131,6 +140,10 @@ type running struct {
 	stopRegistrar         context.CancelFunc
 	stopWorkers           context.CancelFunc
 	grpc, http, reg, work sync.WaitGroup
+
+	// registered is set once the registrar runs; leftAt once the instance left rotation (leave).
+	registered bool
+	leftAt     time.Time
 }
 
 func (a *App) run(ctx context.Context) error {
@@ -138,10 +151,20 @@ func (a *App) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-	case <-r.failed.c:
-		r.log.Error("stopping: a part failed", "error", r.failed.err)
+	// A drain only takes the instance out of rotation: the App runs on until ctx ends.
+	drain := a.drain
+	for stopping := false; !stopping; {
+		select {
+		case <-ctx.Done():
+			stopping = true
+		case <-r.failed.c:
+			r.log.Error("stopping: a part failed", "error", r.failed.err)
+			stopping = true
+		case <-drain:
+			r.log.Info("draining: out of Consul and NOT_SERVING, still serving calls until stopped")
+			r.leave()
+			drain = nil
+		}
 	}
 	r.stop()
 	if r.failed.happened() {
@@ -167,6 +190,13 @@ func (a *App) start(ctx context.Context) (*running, error) {
 				r.failed.set(fmt.Errorf("grpc server: %w", err), true)
 			}
 		})
+		if r.p.health != nil {
+			r.grpc.Go(func() {
+				if err := r.p.health.Serve(r.p.healthLis); err != nil {
+					r.failed.set(fmt.Errorf("health server: %w", err), false)
+				}
+			})
+		}
 	}
 	if r.p.http != nil {
 		r.http.Go(func() {
@@ -180,10 +210,16 @@ func (a *App) start(ctx context.Context) (*running, error) {
 	regCtx, r.stopRegistrar = context.WithCancel(context.WithoutCancel(ctx))
 	workCtx, r.stopWorkers = context.WithCancel(context.WithoutCancel(ctx))
 	serve := func() {
+		select {
+		case <-a.drain:
+			return // drained before it served: it must never register (run's loop leaves)
+		default:
+		}
 		if a.srv != nil {
 			a.srv.SetServing()
 		}
 		if r.p.registrar != nil {
+			r.registered = true
 			r.reg.Go(func() { r.p.registrar.Run(regCtx) })
 		}
 	}
@@ -214,35 +250,53 @@ func (a *App) start(ctx context.Context) (*running, error) {
 			return r, nil
 		case <-r.failed.c:
 			return r, nil
+		case <-a.drain:
+			return r, nil // it will not serve: run's loop leaves
 		}
 	}
 	serve()
 	return r, nil
 }
 
-// stop stops a started App in the order Run describes; every step that needs a context gets
-// one of its own, since the App's is done.
-func (r *running) stop() {
-	r.log.Info("shutting down", "drain_delay", r.cfg.DrainDelay.String())
+// leave takes the instance out of rotation, for good, while it keeps serving: NOT_SERVING, the
+// registrar stopped (so that it cannot register the instance again), out of Consul. It does so
+// once; a later call does nothing.
+func (r *running) leave() {
+	if !r.leftAt.IsZero() {
+		return
+	}
 	if r.srv != nil {
 		r.srv.SetNotServing()
 	}
 	r.stopRegistrar()
 	r.reg.Wait()
-	if r.p.registrar != nil {
+	if r.registered {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := r.p.registrar.Deregister(ctx); err != nil {
 			r.log.Warn("consul deregistration failed", "error", err)
 		}
 		cancel()
 	}
+	r.leftAt = time.Now()
+}
+
+// stop stops a started App in the order Run describes; every step that needs a context gets
+// one of its own, since the App's is done. After a drain it waits only what is left of the drain
+// delay.
+func (r *running) stop() {
+	r.log.Info("shutting down", "drain_delay", r.cfg.DrainDelay.String(), "drained_before", !r.leftAt.IsZero())
+	r.leave()
 	if r.srv != nil && !(r.failed.happened() && r.failed.grpc) {
-		time.Sleep(r.cfg.DrainDelay)
+		time.Sleep(r.cfg.DrainDelay - time.Since(r.leftAt)) // nothing left after a drain that long ago
 	}
 	r.stopWorkers()
 	r.work.Wait()
 	if r.srv != nil {
 		r.srv.GracefulStop(r.cfg.ShutdownTimeout)
+		if r.p.health != nil {
+			// Health calls are short and Watch streams never end by themselves: no grace.
+			r.p.health.Stop()
+		}
 		r.grpc.Wait()
 	}
 	if r.p.http != nil {
@@ -258,21 +312,41 @@ func (r *running) stop() {
 type prepared struct {
 	http      *http.Server
 	httpLis   net.Listener
+	health    *grpc.Server // the health-only server, when Config.HealthAddr is set
+	healthLis net.Listener
 	registrar *consul.Registrar
 }
 
-// prepare binds the gRPC and HTTP listeners and builds the registrar before anything is served,
-// so that a taken port or a bad advertise address fails before anything is exposed.
+// prepare binds the gRPC, health and HTTP listeners and builds the registrar before anything is
+// served, so that a taken port or a bad advertise address fails before anything is exposed.
 func (a *App) prepare(cfg server.Config) (prepared, error) {
 	var p prepared
 	if _, err := a.srv.Listen(); err != nil {
 		return p, err
 	}
+	// fail releases what was bound so far.
+	fail := func(err error) (prepared, error) {
+		err = errors.Join(err, a.srv.Close())
+		for _, lis := range []net.Listener{p.healthLis, p.httpLis} {
+			if lis != nil {
+				err = errors.Join(err, lis.Close())
+			}
+		}
+		return prepared{}, err
+	}
+	if cfg.HealthAddr != "" {
+		lis, err := net.Listen("tcp", cfg.HealthAddr)
+		if err != nil {
+			return fail(fmt.Errorf("listen on %s: %w", cfg.HealthAddr, err))
+		}
+		p.health, p.healthLis = a.srv.HealthServer(), lis
+		a.log.Info("serving health without TLS, for probes only", "health_addr", lis.Addr().String())
+	}
 	var httpAddr net.Addr
 	if cfg.HTTPAddr != "" {
 		lis, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
-			return p, errors.Join(fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err), a.srv.Close())
+			return fail(fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err))
 		}
 		httpAddr, p.httpLis = lis.Addr(), lis
 		p.http = &http.Server{Handler: a.srv.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -286,11 +360,7 @@ func (a *App) prepare(cfg server.Config) (prepared, error) {
 		p.registrar, err = consul.NewRegistrar(cfg.ConsulAddr, reg, a.log)
 	}
 	if err != nil {
-		err = errors.Join(err, a.srv.Close())
-		if p.httpLis != nil {
-			err = errors.Join(err, p.httpLis.Close())
-		}
-		return prepared{}, err
+		return fail(err)
 	}
 	return p, nil
 }

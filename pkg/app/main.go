@@ -36,8 +36,13 @@ type Service struct {
 	// (handing each closer to Setup.Defer), adds workers with Setup.Go and serves with
 	// Setup.Serve. Run runs the result.
 	Start func(ctx context.Context, s *Setup) error
-	// Commands are subcommands besides ProbeCommand, such as the user service's keygen.
+	// Commands are subcommands besides the chassis' own (ProbeCommand, DrainCommand and, with
+	// Migrate, MigrateCommand), such as the user service's keygen.
 	Commands []Command
+	// Migrate applies the service's schema migrations to the database its Settings name, once
+	// they are bound, and returns the names of those it applied: none when the schema is up to
+	// date. Set, it gives the binary MigrateCommand. Nil: the service keeps no database.
+	Migrate func(ctx context.Context) (applied []string, err error)
 	// OwnVerifier says that the service verifies access tokens with keys of its own, by giving
 	// Setup.Serve a server.WithVerifier: the user service, which signs them and publishes the
 	// keys. Every other service refuses to start without -auth-keys-target or -auth-public-key.
@@ -183,11 +188,16 @@ func (s *Setup) ObserveDB(db *sql.DB) error {
 
 // Main runs svc as the process' main with os.Args and the environment until SIGINT or SIGTERM,
 // and returns the exit code, so that a service's main is `os.Exit(app.Main(svc))`: 0 on a clean
-// stop (or -h), 1 after an error, which it prints to stderr.
+// stop (or -h), 1 after an error, which it prints to stderr. DrainSignal drains the service (see
+// App.Drain and DrainCommand).
 func Main(svc Service) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := Run(ctx, svc, os.Args[1:], os.Getenv)
+	// Caught from the start: a drain asked for while the service starts must not kill it.
+	drain := make(chan os.Signal, 1)
+	signal.Notify(drain, DrainSignal)
+	defer signal.Stop(drain)
+	err := run(ctx, svc, os.Args[1:], os.Getenv, drain)
 	switch {
 	case err == nil || errors.Is(err, flag.ErrHelp):
 		return 0
@@ -202,8 +212,8 @@ func commandName(svc Service, args []string) string {
 	if len(args) == 0 {
 		return svc.Name
 	}
-	if args[0] == ProbeCommand {
-		return svc.Name + " " + ProbeCommand
+	if args[0] == ProbeCommand || args[0] == DrainCommand || (args[0] == MigrateCommand && svc.Migrate != nil) {
+		return svc.Name + " " + args[0]
 	}
 	for _, c := range svc.Commands {
 		if c.Name == args[0] {
@@ -214,14 +224,25 @@ func commandName(svc Service, args []string) string {
 }
 
 // Run is Main without the process: args are the arguments after the program name and getenv
-// reads the environment. A first argument naming ProbeCommand or one of svc.Commands runs that
-// subcommand. Otherwise it binds the chassis' and the service's settings to one flag set
-// (default < environment < flag), checks them, builds the logger, logs every setting in one line
-// (secrets masked) and the tracer, calls svc.Start and runs the App until ctx ends.
+// reads the environment. A first argument naming ProbeCommand, DrainCommand, MigrateCommand (for
+// a service with Migrate) or one of svc.Commands runs that subcommand. Otherwise it binds the
+// chassis' and the service's settings to one flag set (default < environment < flag), checks
+// them, builds the logger, logs every setting in one line (secrets masked) and the tracer, calls
+// svc.Start and runs the App until ctx ends. Unlike Main, it leaves DrainSignal alone.
 func Run(ctx context.Context, svc Service, args []string, getenv func(string) string) error {
+	return run(ctx, svc, args, getenv, nil)
+}
+
+// run is Run, with the channel DrainSignal arrives on (nil: none).
+func run(ctx context.Context, svc Service, args []string, getenv func(string) string, drain <-chan os.Signal) error {
 	if len(args) > 0 {
-		if args[0] == ProbeCommand {
+		switch {
+		case args[0] == ProbeCommand:
 			return Probe(ctx, svc.GRPCAddr, args[1:], getenv)
+		case args[0] == DrainCommand:
+			return Drain(ctx, args[1:], getenv)
+		case args[0] == MigrateCommand && svc.Migrate != nil:
+			return migrate(ctx, svc, args[1:], getenv)
 		}
 		for _, c := range svc.Commands {
 			if c.Name == args[0] {
@@ -242,6 +263,11 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		// A mistyped subcommand, or `migrate` given to a binary without one, must not start a
+		// server where a one-shot was meant (a Kubernetes Job would then never end).
+		return fmt.Errorf("unknown subcommand or stray argument %q", fs.Arg(0))
+	}
 	if err := errors.Join(checkAuth(svc, cfg), settings.Check(), cfg.Validate()); err != nil {
 		return err
 	}
@@ -255,6 +281,9 @@ func Run(ctx context.Context, svc Service, args []string, getenv func(string) st
 		return err
 	}
 	a := New(log)
+	if drain != nil {
+		a.DrainOn(drain)
+	}
 	a.Defer("tracer", func() error { shutdownTracing(); return nil })
 	id, closeID, err := cfg.Identity(ctx, log)
 	if err != nil {

@@ -17,6 +17,15 @@
 //	                                    (acl.json), the management and reader tokens
 //	DIR/prometheus/consul.token         the reader token, for Prometheus' Consul discovery
 //	DIR/admin/password                  the first admin's password (`user admin`)
+//
+// WritePostgres adds what a platform on PostgreSQL needs (compose, Swarm):
+//
+//	DIR/<service>/database-url          the service's DSN, with its own role's password
+//	DIR/admin/database-url              the user service's DSN, for `user admin`
+//	DIR/postgres/password               the superuser's password (POSTGRES_PASSWORD_FILE)
+//	DIR/postgres/init.sql               a role and a database per service, for the server's first
+//	                                    start (/docker-entrypoint-initdb.d)
+//	DIR/postgres/<role>.password        each role's password, kept across runs
 package devsetup
 
 import (
@@ -25,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,24 +108,66 @@ func Write(dir string, services []string, hosts map[string][]string) (*Secrets, 
 	if err := writeSecret(filepath.Join(dir, "prometheus", "consul.token"), s.ACL.Reader.SecretID); err != nil {
 		return nil, err
 	}
-	pw := filepath.Join(dir, "admin", "password")
-	b, err := os.ReadFile(pw)
-	switch {
-	case err == nil:
-		s.AdminPassword = strings.TrimSpace(string(b))
-	case errors.Is(err, fs.ErrNotExist):
-		r := make([]byte, 18)
-		if _, err := rand.Read(r); err != nil {
-			return nil, err
-		}
-		s.AdminPassword = hex.EncodeToString(r)
-		if err := writeSecret(pw, s.AdminPassword); err != nil {
-			return nil, err
-		}
-	default:
+	if s.AdminPassword, err = keptPassword(filepath.Join(dir, "admin", "password")); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// DataServices are the services that keep a database.
+var DataServices = []string{"user", "order", "payment"}
+
+// WritePostgres makes sure dir holds the PostgreSQL secrets of DataServices for a server at addr
+// (host:port, as the services reach it): a role and a database per service (user_service owns
+// meshmart_user, ...), each role with a random password kept across runs, and every service's
+// DSN in its own directory. The DSNs disable TLS to the server, as a development network
+// does; production passes its own DSN (docs/operations.md, "Secrets").
+func WritePostgres(dir, addr string) error {
+	// The server reads the superuser's password from its file (POSTGRES_PASSWORD_FILE).
+	if _, err := keptPassword(filepath.Join(dir, "postgres", "password")); err != nil {
+		return err
+	}
+	var init strings.Builder
+	init.WriteString("-- One database per service, each owned by the service's own role. Made by devsetup;\n" +
+		"-- the server runs it once, when its data directory is new.\n")
+	for _, svc := range DataServices {
+		role, db := svc+"_service", "meshmart_"+svc
+		pw, err := keptPassword(filepath.Join(dir, "postgres", role+".password"))
+		if err != nil {
+			return err
+		}
+		// The password is hex, so it needs no quoting beyond the literal's quotes.
+		// PostgreSQL lets every role connect to a new database: only its owner may here.
+		fmt.Fprintf(&init, "CREATE ROLE %s LOGIN PASSWORD '%s';\nCREATE DATABASE %s OWNER %s;\nREVOKE ALL ON DATABASE %s FROM PUBLIC;\n",
+			role, pw, db, role, db)
+		dsn := (&url.URL{Scheme: "postgres", User: url.UserPassword(role, pw), Host: addr, Path: "/" + db, RawQuery: "sslmode=disable"}).String()
+		if err := writeSecret(filepath.Join(dir, svc, "database-url"), dsn); err != nil {
+			return err
+		}
+		if svc == SigningService {
+			if err := writeSecret(filepath.Join(dir, "admin", "database-url"), dsn); err != nil {
+				return err
+			}
+		}
+	}
+	return writeSecret(filepath.Join(dir, "postgres", "init.sql"), init.String())
+}
+
+// keptPassword returns the password in path, making a random one first if there is none.
+func keptPassword(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(strings.TrimSpace(string(b))) > 0:
+		return strings.TrimSpace(string(b)), nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return "", err
+	}
+	r := make([]byte, 18)
+	if _, err := rand.Read(r); err != nil {
+		return "", err
+	}
+	pw := hex.EncodeToString(r)
+	return pw, writeSecret(path, pw)
 }
 
 func hasAll(a consul.ACL, services []string) bool {

@@ -26,6 +26,10 @@ type Config struct {
 	HTTPAddr string `flag:"http-addr" env:"MESHMART_HTTP_ADDR" usage:"/metrics and pprof listen address, its port registered in Consul as the metrics_port meta; empty disables"`
 	// Pprof serves /debug/pprof on HTTPAddr. Off by default.
 	Pprof bool `flag:"pprof" env:"MESHMART_PPROF" usage:"serve /debug/pprof on the HTTP listener"`
+	// HealthAddr is where a second, plaintext gRPC server answers grpc.health.v1 alone (see
+	// Server.HealthServer), for Kubernetes' native gRPC probes, which cannot speak TLS; empty, the
+	// default, turns it off. Keep it inside the pod or node.
+	HealthAddr string `flag:"health-addr" env:"MESHMART_HEALTH_ADDR" usage:"plaintext listen address serving only grpc.health.v1 (Check, Watch), for Kubernetes gRPC probes, which cannot speak TLS; never expose it outside the pod; empty disables"`
 
 	// ConsulAddr is the Consul agent's HTTP address; empty turns registration off. The agent's
 	// ACL token, if any, is read from CONSUL_HTTP_TOKEN.

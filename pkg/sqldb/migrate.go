@@ -3,6 +3,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -22,57 +23,86 @@ import (
 // exactly once and a failed migration leaves nothing half-applied. goose and golang-migrate
 // both lack that lock on SQLite, which is why this small migrator exists.
 func Migrate(ctx context.Context, db *DB, fsys fs.FS) error {
+	_, err := migrate(ctx, db, fsys)
+	return err
+}
+
+// MigrateDatabase opens the database at dsn (see Open), applies the migrations in fsys as
+// Migrate does, closes it and returns the names of the migrations it applied: none when the
+// schema was up to date. It is what a service's `migrate` subcommand runs.
+func MigrateDatabase(ctx context.Context, dsn string, fsys fs.FS) (applied []string, err error) {
+	db, err := Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	applied, err = migrate(ctx, db, fsys)
+	return applied, errors.Join(err, db.Close())
+}
+
+// migrate is Migrate, returning the names of the migrations it applied.
+func migrate(ctx context.Context, db *DB, fsys fs.FS) ([]string, error) {
 	migrations, err := load(fsys, db.Dialect)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tx, err := db.BeginTx(ctx, nil) // SQLite: BEGIN IMMEDIATE, the write lock (see Open)
+	// SQLite: BEGIN IMMEDIATE, the write lock (see Open). PostgreSQL: READ COMMITTED whatever the
+	// server's default_transaction_isolation says, so that each statement after the lock sees
+	// what the run that held it before committed; under REPEATABLE READ the snapshot would be
+	// taken by the lock statement itself, before the wait, and a second run would apply every
+	// migration again.
+	var opts *sql.TxOptions
+	if db.Dialect == Postgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("migrate: begin: %w", err)
+		return nil, fmt.Errorf("migrate: begin: %w", err)
 	}
 	defer tx.Rollback()
 	if db.Dialect == Postgres {
 		// Any constant works; this one spells "meshmart" in ASCII.
 		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7882464627958653556)"); err != nil {
-			return fmt.Errorf("migrate: lock: %w", err)
+			return nil, fmt.Errorf("migrate: lock: %w", err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: create schema_migrations: %w", err)
+		return nil, fmt.Errorf("migrate: create schema_migrations: %w", err)
 	}
-	applied := map[int64]bool{}
+	done := map[int64]bool{}
 	rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
 	if err != nil {
-		return fmt.Errorf("migrate: read schema_migrations: %w", err)
+		return nil, fmt.Errorf("migrate: read schema_migrations: %w", err)
 	}
 	for rows.Next() {
 		var v int64
 		if err := rows.Scan(&v); err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
-		applied[v] = true
+		done[v] = true
 	}
 	if err := rows.Close(); err != nil {
-		return err
+		return nil, err
 	}
+	var applied []string
 	for _, m := range migrations {
-		if applied[m.version] {
+		if done[m.version] {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return fmt.Errorf("migrate: %s: %w", m.name, err)
+			return nil, fmt.Errorf("migrate: %s: %w", m.name, err)
 		}
 		if _, err := tx.ExecContext(ctx, db.Rebind("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
 			m.version, m.name, time.Now().UnixMicro()); err != nil {
-			return fmt.Errorf("migrate: record %s: %w", m.name, err)
+			return nil, fmt.Errorf("migrate: record %s: %w", m.name, err)
 		}
+		applied = append(applied, m.name)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: commit: %w", err)
+		return nil, fmt.Errorf("migrate: commit: %w", err)
 	}
-	return nil
+	return applied, nil
 }
 
 type migration struct {

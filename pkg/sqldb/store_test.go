@@ -195,3 +195,43 @@ func TestSQLiteFilesAreOwnerOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateUnderRepeatableRead: on a PostgreSQL database whose default isolation is REPEATABLE
+// READ, concurrent runs still apply each migration once: the migration transaction reads what the
+// run that held the lock before it committed.
+func TestMigrateUnderRepeatableRead(t *testing.T) {
+	t.Parallel()
+	dsn := testkit.PostgresURL(t)
+	db := open(t, dsn)
+	var name string
+	if err := db.QueryRow("SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("ALTER DATABASE " + name + " SET default_transaction_isolation = 'repeatable read'"); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		runs [][]string
+	)
+	for range 4 {
+		wg.Go(func() {
+			applied, err := sqldb.MigrateDatabase(context.Background(), dsn, migrations)
+			if err != nil {
+				t.Errorf("MigrateDatabase: %v", err)
+			}
+			mu.Lock()
+			runs = append(runs, applied)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	var total int
+	for _, r := range runs {
+		total += len(r)
+	}
+	if total != 3 {
+		t.Errorf("four concurrent runs applied %v, want the three migrations once between them", runs)
+	}
+}

@@ -1,22 +1,39 @@
 // Command smoke is `make smoke`: the whole user journey against a running platform (`make run` or
 // `docker compose up`), through grpcurl only, exactly as a user at a terminal would make it, and
-// then a second journey through the REST gateway with curl only (rest.go). It
-// lists and describes every service through reflection on every instance, health-checks every
-// instance, signs up, logs in, renews the access token with the refresh token, creates a paid and
-// a declined order, cancels the paid one (which
-// refunds it), reads the payments, logs out (the refresh token is then refused), logs in as the platform's admin (made by `user admin`, its
-// password in -admin-password-file) to list the accounts and finds that no call makes the smoke
-// user an admin, and checks every answer, spreading the calls over the
-// replicas. The gateway counts as an instance: its gRPC port answers reflection and health, it is
-// registered and passing in Consul, and Prometheus scrapes it. It stops at the first wrong answer,
-// saying what it expected and what it got.
+// then a second journey through the REST gateway with curl only (rest.go).
+//
+// It first asks Consul which instances of each service (and of the gateway) pass their health
+// checks, and compares that with how many it expects (-replicas): every instance that is
+// missing (not registered: stopped, or deregistered) or failing (critical, with its check's
+// output) is named, and fewer passing than expected fails the run at once, before any dial. The
+// journey then runs against the instances that pass: it lists and describes every service through
+// reflection on every passing instance, health-checks it, signs up, logs in, renews the access
+// token with the refresh token, creates a paid and a declined order, cancels the paid one (which
+// refunds it), reads the payments, logs out (the refresh token is then refused), logs in as the
+// platform's admin (made by `user admin`, its password in -admin-password-file) to list the
+// accounts and finds that no call makes the smoke user an admin, and checks every answer,
+// spreading the calls over the replicas. The gateway counts as an instance: its gRPC port answers
+// reflection and health, it is registered and passing in Consul, and Prometheus scrapes it. It
+// stops at the first wrong answer, saying what it expected and what it got.
+//
+// Consul knows the compose stack's instances by their container names (user-2:50051); smoke
+// reaches replica n of a service on the host's well-known port of that replica (user-2 on
+// -host:50061, the gateway on -host:50054), as docker-compose.yml publishes them. Addresses that
+// are not container names (make run's 127.0.0.1:50061) are dialled as Consul gives them.
 //
 // Usage:
 //
 //	smoke [-grpcurl path] [-curl path] [-gateway http://127.0.0.1:8080]
-//	      [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
+//	      [-host 127.0.0.1] [-replicas 2 | -replicas user=2,order=2,payment=2,gateway=1]
+//	      [-consul 127.0.0.1:8500]
 //	      [-cacert data/secrets/ca.pem] [-consul-token-file data/secrets/consul/reader.token]
 //	      [-admin-email admin@meshmart.local] [-admin-password-file data/secrets/admin/password]
+//	      [-prometheus 127.0.0.1:9090] [-jaeger 127.0.0.1:16686]
+//
+// -replicas is how many instances must pass in Consul: one number for each of user, order and
+// payment (the gateway stays 1), or service=count pairs, a service left out keeping its default
+// (2 for the services, 1 for the gateway). With one replica of the compose stack stopped
+// (`docker compose stop user-2`), `-replicas user=1` checks the rest.
 package main
 
 import (
@@ -27,7 +44,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,7 +61,8 @@ func main() {
 	flag.StringVar(&cfg.curl, "curl", "curl", "the curl executable, for the REST journey")
 	flag.StringVar(&cfg.gateway, "gateway", "http://127.0.0.1:"+strconv.Itoa(platform.GatewayPorts.REST), "the gateway's base URL, for the REST journey")
 	host := flag.String("host", "127.0.0.1", "host the services' and the gateway's well-known ports are on")
-	replicas := flag.Int("replicas", 2, "replicas of each service")
+	replicas := replicasFlag{}
+	flag.Var(replicas, "replicas", "instances that must pass in Consul: a number for each of user, order and payment (the gateway stays 1), or service=count pairs such as user=1,order=2 (a service left out: 2, the gateway 1); the journey runs on those that pass")
 	flag.StringVar(&cfg.consul, "consul", "127.0.0.1:8500", "Consul HTTP address, to check every instance is registered and passing; empty skips")
 	flag.StringVar(&cfg.cacert, "cacert", "data/secrets/ca.pem", "the CA bundle that verifies the services' certificates (grpcurl -cacert): make run's, or the compose stack's data/compose/ca.pem")
 	flag.StringVar(&cfg.consulTokenFile, "consul-token-file", "data/secrets/consul/reader.token", "a Consul ACL token that may read the catalog (the compose stack's: data/compose/consul-reader.token)")
@@ -60,11 +77,8 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.adminPassword = strings.TrimSpace(string(pw))
-	cfg.instances = map[string][]string{}
-	for _, svc := range platform.Services {
-		cfg.instances[svc] = platform.Addrs(*host, svc, *replicas)
-	}
-	cfg.instances[platform.Gateway] = []string{net.JoinHostPort(*host, strconv.Itoa(platform.GatewayPorts.GRPC))}
+	cfg.host = *host
+	cfg.expected = replicas.addrs(*host)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := journey(ctx, cfg, os.Stdout); err != nil {
@@ -84,7 +98,15 @@ type config struct {
 	consul                    string
 	prometheus                string
 	jaeger                    string
-	instances                 map[string][]string // service or gateway -> gRPC addresses
+	// host is where the compose stack publishes its replicas' well-known ports (-host).
+	host string
+	// expected are the addresses, on the host, of the instances that must pass (the well-known
+	// ports of -replicas replicas), by service or gateway: their number is what must pass in
+	// Consul, and they name what is missing. Without Consul (-consul "") the journey runs on them.
+	expected map[string][]string
+	// instances are the addresses the journey calls, by service or gateway: the instances
+	// Consul says pass (journey sets them), or the expected ones without Consul.
+	instances map[string][]string
 }
 
 // programs are what smoke checks instance by instance: the services and the gateway.
@@ -203,13 +225,17 @@ func expect(what string, m map[string]any, want string, path ...string) error {
 
 func journey(ctx context.Context, cfg config, log *os.File) error {
 	r := runner{cfg: cfg, log: log}
-	if err := r.everyInstance(ctx); err != nil {
-		return err
-	}
+	r.cfg.instances = cfg.expected
 	if cfg.consul != "" {
-		if err := r.registered(ctx); err != nil {
+		passing, err := r.passing(ctx)
+		if err != nil {
 			return err
 		}
+		r.cfg.instances = passing
+	}
+	cfg = r.cfg
+	if err := r.everyInstance(ctx); err != nil {
+		return err
 	}
 	user1, user2 := cfg.instances["user"][0], cfg.instances["user"][len(cfg.instances["user"])-1]
 	order1, order2 := cfg.instances["order"][0], cfg.instances["order"][len(cfg.instances["order"])-1]
@@ -550,34 +576,6 @@ func (r runner) everyInstance(ctx context.Context) error {
 					return err
 				}
 			}
-		}
-	}
-	return nil
-}
-
-// registered checks through Consul's HTTP API that every service has its replicas passing.
-func (r runner) registered(ctx context.Context) error {
-	token, err := os.ReadFile(r.cfg.consulTokenFile)
-	if err != nil {
-		return fmt.Errorf("consul read token: %w", err)
-	}
-	for _, svc := range programs {
-		want := len(r.cfg.instances[svc])
-		r.step("%s: %d instances passing in Consul at %s", svc, want, r.cfg.consul)
-		url := "http://" + r.cfg.consul + "/v1/health/service/" + svc + "?passing"
-		var entries []json.RawMessage
-		if err := getJSONAs(ctx, url, strings.TrimSpace(string(token)), &entries); err != nil {
-			return fmt.Errorf("consul health of %s: %w", svc, err)
-		}
-		if len(entries) != want {
-			return fmt.Errorf("consul: %d %s instances passing, want %d", len(entries), svc, want)
-		}
-		// ACLs deny by default: without a token the catalog shows nothing.
-		if err := getJSON(ctx, url, &entries); err != nil {
-			return fmt.Errorf("consul health of %s without a token: %w", svc, err)
-		}
-		if len(entries) != 0 {
-			return fmt.Errorf("consul shows %d %s instances to a client without a token: ACLs are off", len(entries), svc)
 		}
 	}
 	return nil

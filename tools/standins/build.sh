@@ -5,9 +5,12 @@
 # and Debian packages in a root filesystem made with debootstrap. It also builds the `docker
 # compose` plugin the same way when the machine lacks it.
 #
-# It prints the variables that point docker-compose.yml at the stand-ins (see standins.env);
-# the compose file itself names the usual public images. Images already present are kept, so a
-# second run takes seconds. Usage: tools/standins/build.sh [env-file]
+# It then writes the variables that point docker-compose.yml at the stand-ins (standins.env) where
+# `docker compose` reads them by itself: the repository's .env (gitignored), or the env file given
+# as its argument; the compose file itself names the usual public images. In an existing file
+# only those variables are replaced. Its own output is progress on stderr, so that
+# `build.sh > build.log 2>&1` keeps the whole log. Images already present are kept, so a second
+# run takes seconds. Usage: tools/standins/build.sh [env-file]
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -107,4 +110,13 @@ image meshmart-standin/consul:1.21 consul.Dockerfile "$bin/consul"
 image meshmart-standin/jaeger:2.13 jaeger.Dockerfile "$bin/jaeger"
 image meshmart-standin/prometheus:v3.16 prometheus.Dockerfile "$bin/prometheus"
 
-cp standins.env "${1:-/dev/stdout}" 2>/dev/null || cat standins.env
+# The variables into the env file: other lines of an existing file are kept, ours replaced.
+env_file=${1:-$here/../../.env}
+names=$(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' standins.env | paste -sd'|')
+{
+  [ -f "$env_file" ] && grep -Ev "^($names)=" "$env_file" | grep -v '^# meshmart stand-ins' || true
+  echo "# meshmart stand-ins (tools/standins/build.sh):"
+  grep -E "^($names)=" standins.env
+} > "$env_file.tmp"
+mv "$env_file.tmp" "$env_file"
+echo "stand-in images ready; their variables are in $(realpath "$env_file"), which docker compose reads by itself" >&2

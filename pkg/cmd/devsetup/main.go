@@ -5,12 +5,14 @@
 //
 // Usage:
 //
-//	devsetup [-dir data/secrets] [-hosts user=user-1,user-2 ...] [-owner user=65532 ...] [-public DIR]
+//	devsetup [-dir data/secrets] [-hosts user=user-1,user-2 ...] [-owner user=65532 ...] [-public DIR] [-postgres HOST:PORT]
 //	devsetup acl [-dir data/secrets] -consul consul:8500
 //
 // The first form writes the secrets, keeping what exists; with -owner it gives each service's
 // directory to the uid its container runs as; with -public it copies what a client outside needs
-// (the CA bundle, the Consul reader token, the first admin's password) into DIR. The second form
+// (the CA bundle, the Consul reader token, the first admin's password) into DIR; with -postgres it
+// also writes each service's DSN for a PostgreSQL server at HOST:PORT, the server's superuser
+// password and the init.sql that makes a role and a database per service. The second form
 // creates the ACL's tokens on the agent, once it answers.
 package main
 
@@ -52,12 +54,18 @@ func run(args []string) error {
 	hosts, owners := pairs{}, pairs{}
 	fs.Var(hosts, "hosts", "service=host,host: extra host names of a service's certificate (repeatable)")
 	fs.Var(owners, "owner", "service=uid: the uid that owns a service's directory (repeatable)")
+	postgres := fs.String("postgres", "", "host:port of a PostgreSQL server: also write each service's DSN and the server's init.sql")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, err := devsetup.Write(*dir, services, hosts)
 	if err != nil {
 		return err
+	}
+	if *postgres != "" {
+		if err := devsetup.WritePostgres(*dir, *postgres); err != nil {
+			return err
+		}
 	}
 	for svc, uids := range owners {
 		uid, err := strconv.Atoi(uids[0])

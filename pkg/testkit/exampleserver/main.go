@@ -77,5 +77,8 @@ func run() error {
 	defer stop()
 	a := app.New(logger)
 	a.Serve(srv)
+	drain := make(chan os.Signal, 1)
+	signal.Notify(drain, app.DrainSignal) // as app.Main does: `drain` subcommands reach it
+	a.DrainOn(drain)
 	return a.Run(ctx)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/internal/remote"
 	"github.com/meshmart/meshmart/services/order/internal/store"
+	"github.com/meshmart/meshmart/services/order/migrations"
 )
 
 // settings are the order service's own, beside the chassis' server.Config.
@@ -85,9 +86,14 @@ func defaults() *settings {
 	}
 }
 
+// migrate applies the order service's migrations to -database (`order migrate`).
+func (c *settings) migrate(ctx context.Context) ([]string, error) {
+	return sqldb.MigrateDatabase(ctx, c.Database, migrations.FS)
+}
+
 func main() {
 	c := defaults()
-	os.Exit(app.Main(app.Service{Name: "order", GRPCAddr: ":50052", Settings: c, Start: c.start}))
+	os.Exit(app.Main(app.Service{Name: "order", GRPCAddr: ":50052", Settings: c, Start: c.start, Migrate: c.migrate}))
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {

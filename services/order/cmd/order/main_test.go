@@ -59,6 +59,9 @@ func startStack(t testing.TB, dsn func(testing.TB) string, orderReplicas int, en
 	for _, svc := range []string{"user", "payment", "order"} {
 		s.bins[svc] = testkit.BuildBinary(t, "github.com/meshmart/meshmart/services/"+svc+"/cmd/"+svc)
 		s.dbs[svc] = dsn(t)
+		// Each schema is migrated before any replica starts, as the Helm chart's Job does; the
+		// services then find nothing to do.
+		checkMigrateCommand(t, s.bins[svc], s.dbs[svc])
 	}
 	privPEM, pubPEM, err := auth.GenerateKey()
 	if err != nil {

@@ -18,11 +18,12 @@ import (
 	"github.com/meshmart/meshmart/services/payment/internal/grpcapi"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 	"github.com/meshmart/meshmart/services/payment/internal/store"
+	"github.com/meshmart/meshmart/services/payment/migrations"
 )
 
 func main() {
 	c := defaults()
-	os.Exit(app.Main(app.Service{Name: "payment", GRPCAddr: ":50053", Settings: c, Start: c.start}))
+	os.Exit(app.Main(app.Service{Name: "payment", GRPCAddr: ":50053", Settings: c, Start: c.start, Migrate: c.migrate}))
 }
 
 // settings are the payment service's own, beside the chassis' server.Config.
@@ -35,6 +36,11 @@ type settings struct {
 
 func defaults() *settings {
 	return &settings{ProcessorTimeout: 2 * time.Second, WatchInterval: 200 * time.Millisecond, Database: "data/payment.sqlite"}
+}
+
+// migrate applies the payment service's migrations to -database (`payment migrate`).
+func (c *settings) migrate(ctx context.Context) ([]string, error) {
+	return sqldb.MigrateDatabase(ctx, c.Database, migrations.FS)
 }
 
 func (c *settings) start(ctx context.Context, s *app.Setup) error {

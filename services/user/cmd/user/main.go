@@ -23,12 +23,13 @@ import (
 	"github.com/meshmart/meshmart/services/user/internal/grpcapi"
 	"github.com/meshmart/meshmart/services/user/internal/store"
 	"github.com/meshmart/meshmart/services/user/internal/user"
+	"github.com/meshmart/meshmart/services/user/migrations"
 )
 
 func main() {
 	c := defaults()
 	os.Exit(app.Main(app.Service{Name: "user", GRPCAddr: ":50051", Settings: c, Start: c.start,
-		OwnVerifier: true, Commands: []app.Command{
+		Migrate: c.migrate, OwnVerifier: true, Commands: []app.Command{
 			{Name: "keygen", Run: keygen},
 			{Name: "admin", Run: func(ctx context.Context, args []string) error { return admin(ctx, args, os.Getenv, os.Stdout) }},
 		}}))
@@ -75,6 +76,11 @@ func defaults() *settings {
 		ImportMaxItems:    grpcapi.DefaultImportMaxItems,
 		LoginFreeFailures: l.Account.Free, LoginAddressFreeFailures: l.Address.Free,
 		LoginBackoffBase: l.Account.Base, LoginBackoffMax: l.Account.Max}
+}
+
+// migrate applies the user service's migrations to -database (`user migrate`).
+func (c *settings) migrate(ctx context.Context) ([]string, error) {
+	return sqldb.MigrateDatabase(ctx, c.Database, migrations.FS)
 }
 
 func (c *settings) loginLimits() user.LoginLimits {
