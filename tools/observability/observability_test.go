@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -327,5 +328,63 @@ func scrape(t *testing.T, addr string, names map[string]bool) {
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestComposeGrafana checks, with docker compose's own reading of docker-compose.yml, that the
+// stand-ins' env leaves Grafana out (no replica, never pulled: no Grafana can be built offline)
+// and that without it Grafana runs on the public image with the provisioning mounted.
+func TestComposeGrafana(t *testing.T) {
+	t.Parallel()
+	root := testkit.RepoRoot(t)
+	type service struct {
+		Image      string `json:"image"`
+		PullPolicy string `json:"pull_policy"`
+		Deploy     struct {
+			Replicas *int `json:"replicas"`
+		} `json:"deploy"`
+		Volumes []struct {
+			Target string `json:"target"`
+		} `json:"volumes"`
+	}
+	grafana := func(envFile string) service {
+		cmd := exec.Command("docker", "compose", "--env-file", envFile, "config", "--format", "json")
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("docker compose config (install docker and its compose plugin: tools/standins/build.sh builds the plugin): %v", err)
+		}
+		var cfg struct {
+			Services map[string]service `json:"services"`
+		}
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		g, ok := cfg.Services["grafana"]
+		if !ok {
+			t.Fatal("docker-compose.yml has no grafana service")
+		}
+		return g
+	}
+	empty := filepath.Join(t.TempDir(), "empty.env")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	public := grafana(empty)
+	if !strings.HasPrefix(public.Image, "grafana/grafana:") || public.Deploy.Replicas == nil || *public.Deploy.Replicas != 1 || public.PullPolicy == "never" {
+		t.Errorf("grafana by default: %+v, want one replica of grafana/grafana, pulled when missing", public)
+	}
+	var targets []string
+	for _, v := range public.Volumes {
+		targets = append(targets, v.Target)
+	}
+	for _, want := range []string{"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} {
+		if !slices.Contains(targets, want) {
+			t.Errorf("grafana mounts %v, not %s", targets, want)
+		}
+	}
+	offline := grafana(filepath.Join(root, "tools", "standins", "standins.env"))
+	if offline.Deploy.Replicas == nil || *offline.Deploy.Replicas != 0 || offline.PullPolicy != "never" {
+		t.Errorf("grafana with the stand-ins: replicas %v, pull_policy %q; want 0 and never", offline.Deploy.Replicas, offline.PullPolicy)
 	}
 }
