@@ -49,6 +49,27 @@ bin/consul:
 	@echo "building consul $(CONSUL_VERSION) from the Go module proxy (minutes the first time)"
 	cd $(CONSUL_SRC) && GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/bin/consul .
 
+# promtool, Prometheus' rule checker, for the rules' checks and unit tests (tools/observability,
+# docs/observability.md): built from the Go module proxy at the Prometheus stand-in's version
+# (tools/standins/build.sh) with the module's own go.mod, so that tools/go.mod need not take in
+# all of Prometheus. remove_all_sd leaves out the service-discovery plugins (AWS, Azure,
+# Kubernetes...), which rule checks never use and which are most of the build. The first build
+# takes minutes; the binary is kept in the cache.
+PROMETHEUS_MODULE_VERSION := v0.316.0
+PROMTOOL := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/meshmart/bin/promtool-$(PROMETHEUS_MODULE_VERSION)/promtool
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## build promtool (Prometheus' rule checker) from the Go module proxy into the cache
+
+$(PROMTOOL):
+	@echo "building promtool $(PROMETHEUS_MODULE_VERSION) from the Go module proxy (minutes the first time)"
+	GOWORK=off GOFLAGS= CGO_ENABLED=0 GOBIN=$(dir $@) go install -trimpath -ldflags='-s -w' -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE_VERSION)
+
+.PHONY: promtool-test
+promtool-test: promtool ## check and unit-test the Prometheus rules (deploy/observability/prometheus)
+	$(PROMTOOL) check rules deploy/observability/prometheus/alerts.yml
+	cd deploy/observability/prometheus && $(PROMTOOL) test rules alerts.test.yml
+
 .PHONY: third_party
 third_party: $(THIRD_PARTY_STAMP) $(GOOGLEAPIS_STAMP) ## copy third-party protos from the Go module proxy
 
@@ -97,7 +118,7 @@ build: ## build every module
 	go build $(MODULES)
 
 .PHONY: test
-test: third_party consul helm-check ## run every test of every module, with the race detector
+test: third_party consul helm-check promtool ## run every test of every module, with the race detector
 	go test -race -count=1 -timeout 30m $(MODULES)
 
 # The fast layer: the domain, transport and chassis unit tests, on SQLite in temporary

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
@@ -71,6 +74,10 @@ type Setup struct {
 	// Identity is the service's SPIFFE identity (Config.Identity), which its server presents and
 	// its clients (Dial) prove themselves with; nil with -insecure-plaintext.
 	Identity identity.Source
+	// Registry holds the service's metrics, served on its /metrics: the Go runtime's and the
+	// process', the server's (Serve), the clients' (Dial: calls, retries, breaker state), and
+	// whatever the service adds (its database pool, its domain counts).
+	Registry *prometheus.Registry
 
 	name string
 	// verifier checks tokens with the keys fetched from Config.AuthKeysTarget; nil without it.
@@ -136,10 +143,10 @@ func (s *Setup) ServeChassis(opts ...server.Option) error {
 	return nil
 }
 
-// newServer builds the service's chassis server: traced with Tracer, presenting Identity, with
-// the verifier of the fetched token keys if any, then opts.
+// newServer builds the service's chassis server: traced with Tracer, its metrics in Registry,
+// presenting Identity, with the verifier of the fetched token keys if any, then opts.
 func (s *Setup) newServer(opts []server.Option) (*server.Server, error) {
-	chassis := []server.Option{server.WithTracerProvider(s.Tracer)}
+	chassis := []server.Option{server.WithTracerProvider(s.Tracer), server.WithRegistry(s.Registry)}
 	if s.Identity != nil {
 		chassis = append(chassis, server.WithIdentity(s.Identity))
 	}
@@ -150,11 +157,12 @@ func (s *Setup) newServer(opts []server.Option) (*server.Server, error) {
 }
 
 // Dial connects to another service at target with the chassis client (pkg/client): over mutual
-// TLS with the service's own identity, traced, the connection closed when the App stops. The
+// TLS with the service's own identity, traced, its metrics in Registry, the connection closed
+// when the App stops. The
 // server must prove to be the service target names (client.WithServer for a target that names
 // none). With -insecure-plaintext it dials in plaintext.
 func (s *Setup) Dial(target string, opts ...client.Option) (*grpc.ClientConn, error) {
-	chassis := []client.Option{client.WithTracerProvider(s.Tracer)}
+	chassis := []client.Option{client.WithTracerProvider(s.Tracer), client.WithRegistry(s.Registry)}
 	if s.Identity != nil {
 		chassis = append(chassis, client.WithIdentity(s.Identity))
 	} else {
@@ -166,6 +174,16 @@ func (s *Setup) Dial(target string, opts ...client.Option) (*grpc.ClientConn, er
 	}
 	s.Defer("connection to "+target, cc.Close)
 	return cc, nil
+}
+
+// ObserveDB exports db's connection pool on the service's /metrics (go_sql_* with db_name the
+// service's name: open, in use and idle connections, waits for one and their time), which the
+// dashboards show beside the calls: a pool at its limit makes every call wait.
+func (s *Setup) ObserveDB(db *sql.DB) error {
+	if err := s.Registry.Register(collectors.NewDBStatsCollector(db, s.name)); err != nil {
+		return fmt.Errorf("register the database pool's metrics: %w", err)
+	}
+	return nil
 }
 
 // Main runs svc as the process' main with os.Args and the environment until SIGINT or SIGTERM,
@@ -272,7 +290,9 @@ func run(ctx context.Context, svc Service, args []string, getenv func(string) st
 		return errors.Join(err, a.close())
 	}
 	a.Defer("identity", closeID)
-	setup := &Setup{App: a, Log: log, Config: cfg, Tracer: tp, Identity: id, name: svc.Name}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	setup := &Setup{App: a, Log: log, Config: cfg, Tracer: tp, Identity: id, Registry: registry, name: svc.Name}
 	if !svc.OwnVerifier && cfg.AuthKeysTarget != "" {
 		if err := setup.fetchTokenKeys(); err != nil {
 			return errors.Join(err, a.close())

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -91,8 +90,11 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tracerProvider = tp })
 }
 
-// WithRegistry registers client metrics in r. Without it no client metrics are kept. Each
-// registry takes one set: share one Dial's metrics by dialling once per target.
+// WithRegistry registers client metrics in r: the calls (grpc_client_*, by method and code), the
+// retries gRPC made (meshmart_client_retries_total) and the breaker's state
+// (meshmart_client_breaker_state and _transitions_total, by peer_service). Dials that share r
+// share the metrics, each target's breaker and retries under its own peer_service. Without it no
+// client metrics are kept.
 func WithRegistry(r prometheus.Registerer) Option {
 	return optionFunc(func(o *options) { o.registry = r })
 }
@@ -135,14 +137,23 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 		interceptors.Timeout(o.timeout),
 		interceptors.ClientLogging(log),
 	}
+	var retries *retryCounter
 	if o.registry != nil {
-		m := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram())
-		if err := o.registry.Register(m); err != nil {
-			return nil, fmt.Errorf("register client metrics: %w", err)
+		m, err := registerMetrics(o.registry)
+		if err != nil {
+			return nil, err
 		}
-		chain = append(chain, interceptors.Client{Unary: m.UnaryClientInterceptor(), Stream: m.StreamClientInterceptor()})
+		peer := o.serverName(target)
+		chain = append(chain, interceptors.Client{Unary: m.calls.UnaryClientInterceptor(), Stream: m.calls.StreamClientInterceptor()})
+		o.breaker.OnStateChange = m.observeBreaker(peer, o.breaker.OnStateChange)
+		retries = m.retryCounter(peer)
 	}
 	chain = append(chain, interceptors.Breaker(target, o.breaker))
+	if retries != nil {
+		// Innermost, so that each logical call is marked once before gRPC's retries; the stats
+		// handler below sees every attempt of it.
+		chain = append(chain, retries.mark())
+	}
 
 	dialOpts := append(interceptors.ClientChain(chain...),
 		grpc.WithTransportCredentials(creds),
@@ -155,6 +166,9 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 		// Within the server's keepalive enforcement (pings no more often than every 10s).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	)
+	if retries != nil {
+		dialOpts = append(dialOpts, grpc.WithStatsHandler(retries))
+	}
 	dialOpts = append(dialOpts, o.extra...)
 	cc, err := grpc.NewClient(target, dialOpts...)
 	if err != nil {
@@ -221,6 +235,15 @@ func ServiceConfig(files *protoregistry.Files) (string, error) {
 	return string(b), nil
 }
 
+// serverName is the service target must prove to be: WithServer's, else the one a consul://
+// target names.
+func (o *options) serverName(target string) string {
+	if o.server != "" {
+		return o.server
+	}
+	return consul.ServiceOf(target)
+}
+
 // credentials are the transport credentials the options ask for, to dial target.
 func (o *options) credentials(target string) (credentials.TransportCredentials, error) {
 	if o.insecure {
@@ -229,10 +252,7 @@ func (o *options) credentials(target string) (credentials.TransportCredentials, 
 	if o.bundle == nil {
 		return nil, errors.New("no transport security: give client.WithIdentity, client.WithTrustBundle or client.WithInsecure")
 	}
-	server := o.server
-	if server == "" {
-		server = consul.ServiceOf(target)
-	}
+	server := o.serverName(target)
 	if server == "" {
 		return nil, errors.New("name the service the target must prove to be with client.WithServer")
 	}

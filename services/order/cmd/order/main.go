@@ -16,9 +16,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/meshmart/meshmart/pkg/app"
 	"github.com/meshmart/meshmart/pkg/client"
 	"github.com/meshmart/meshmart/pkg/server"
@@ -103,10 +100,8 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	if c.ReconcileEvery <= 0 {
 		return errors.New("-reconcile-interval must be positive")
 	}
-	// The service's own metrics share the chassis' registry (server.WithRegistry).
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics, err := newReconcileMetrics(registry)
+	// The service's own metrics join the chassis' on its /metrics.
+	metrics, err := newReconcileMetrics(s.Registry)
 	if err != nil {
 		return err
 	}
@@ -115,6 +110,9 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", orders.Close)
+	if err := s.ObserveDB(orders.DB.DB); err != nil {
+		return err
+	}
 	// Mutual TLS with the order service's own identity: user and payment see the verified caller
 	// "order", and only instances that prove to be user and payment are ever called.
 	userConn, err := s.Dial(c.UserTarget, client.WithServer("user"))
@@ -145,7 +143,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		"payment_target", c.PaymentTarget)
 	return s.Serve(&orderv1.OrderService_ServiceDesc, grpcapi.New(svc, s.Log, c.TrackInterval,
 		grpcapi.WithTrackLimits(grpcapi.TrackLimits{MaxOrders: c.TrackMaxOrders, Rate: c.TrackRate, Burst: c.TrackBurst})),
-		server.WithRegistry(registry), server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
+		server.WithService(&orderv1.CatalogService_ServiceDesc, grpcapi.NewCatalog(catalog, s.Log)))
 }
 
 // followPayments follows the payment service's event log every interval until ctx ends, reading

@@ -8,7 +8,7 @@ import (
 	"github.com/meshmart/meshmart/services/order/internal/order"
 )
 
-// The reconciler's metrics; tools/compose/alerts.yml alerts on them (TestAlertRules checks that
+// The reconciler's metrics; deploy/observability/prometheus/alerts.yml alerts on them (TestAlertRules checks that
 // every metric it names is one of these or the chassis').
 const (
 	metricUnsettled = "meshmart_order_unsettled_orders"

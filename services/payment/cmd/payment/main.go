@@ -49,7 +49,14 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", payments.Close)
-	svc := payment.NewService(payments, payment.Simulator{Latency: c.ProcessorLatency}, c.ProcessorTimeout)
+	if err := s.ObserveDB(payments.DB.DB); err != nil {
+		return err
+	}
+	metrics, err := newChargeMetrics(s.Registry)
+	if err != nil {
+		return err
+	}
+	svc := payment.NewService(payments, payment.Simulator{Latency: c.ProcessorLatency}, c.ProcessorTimeout, payment.WithObserver(metrics))
 	s.Log.Info("payment service starting", "database", sqldb.Describe(c.Database),
 		"processor", "simulator", "processor_timeout", c.ProcessorTimeout.String())
 	return s.Serve(&paymentv1.PaymentService_ServiceDesc, grpcapi.New(svc, s.Log, c.WatchInterval))

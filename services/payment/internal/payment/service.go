@@ -29,12 +29,38 @@ type Service struct {
 	leaseSlack time.Duration
 	poll       time.Duration
 	now        func() time.Time
+	observer   Observer
 }
 
+// Observer is told what the charges come to, for the service's metrics.
+type Observer interface {
+	// Charged is told of each charge the processor answered, with the status it settled in
+	// (StatusCaptured, StatusDeclined, StatusFailed), or StatusPending when the processor's
+	// answer is unknown and the charge stays pending for the next call to try again.
+	Charged(Status)
+}
+
+// Option configures NewService.
+type Option func(*Service)
+
+// WithObserver tells o of every charge; without it nothing is told.
+func WithObserver(o Observer) Option { return func(s *Service) { s.observer = o } }
+
 // NewService returns a Service charging through processor, giving it processorTimeout per call.
-func NewService(store Store, processor Processor, processorTimeout time.Duration) *Service {
-	return &Service{store: store, processor: processor, pages: paging.NewCodec(store.PageKey), timeout: processorTimeout, leaseSlack: 5 * time.Second,
+func NewService(store Store, processor Processor, processorTimeout time.Duration, opts ...Option) *Service {
+	s := &Service{store: store, processor: processor, pages: paging.NewCodec(store.PageKey), timeout: processorTimeout, leaseSlack: 5 * time.Second,
 		poll: 25 * time.Millisecond, now: func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
+}
+
+// charged tells the observer, if any, of a charge's status.
+func (s *Service) charged(st Status) {
+	if s.observer != nil {
+		s.observer.Charged(st)
+	}
 }
 
 // ChargeInput is a request to charge an order.
@@ -148,6 +174,7 @@ func (s *Service) settle(ctx context.Context, p Payment, token string) (Payment,
 		if rerr := s.store.Release(rctx, p.ID); rerr != nil {
 			return Payment{}, rerr
 		}
+		s.charged(StatusPending)
 		p.Attempts = attempt
 		return p, nil
 	}
@@ -176,6 +203,7 @@ func (s *Service) settle(ctx context.Context, p Payment, token string) (Payment,
 	if err != nil {
 		return Payment{}, err
 	}
+	s.charged(p.Status)
 	return p, nil
 }
 

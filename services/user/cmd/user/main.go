@@ -114,6 +114,9 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 		return err
 	}
 	s.Defer("database", users.Close)
+	if err := s.ObserveDB(users.DB.DB); err != nil {
+		return err
+	}
 	svc, err := user.NewService(users, issuer, user.WithPublishedKeys(extra...), user.WithRefreshTTL(c.RefreshTTL),
 		user.WithLoginLimits(c.loginLimits()), user.WithClientAddress(s.Config.ClientAddress()))
 	if err != nil {
