@@ -14,7 +14,7 @@
 // Usage:
 //
 //	smoke [-grpcurl path] [-curl path] [-gateway http://127.0.0.1:8080]
-//	      [-host 127.0.0.1] [-replicas 2] [-consul 127.0.0.1:8500]
+//	      [-host 127.0.0.1] [-replicas 2] [-instances user=host:port,host:port ...] [-consul 127.0.0.1:8500]
 //	      [-cacert data/secrets/ca.pem] [-consul-token-file data/secrets/consul/reader.token]
 //	      [-admin-email admin@meshmart.local] [-admin-password-file data/secrets/admin/password]
 package main
@@ -52,6 +52,8 @@ func main() {
 	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
 	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
 	flag.StringVar(&cfg.adminEmail, "admin-email", platform.AdminEmail, "the admin's email (make run's)")
+	instances := pairs{}
+	flag.Var(instances, "instances", "name=host:port,host:port: the gRPC addresses of a service's (or the gateway's) instances, instead of the well-known ports on -host (repeatable; the swarm stack's: go run ./tools/swarm smoke-flags)")
 	adminFile := flag.String("admin-password-file", "data/secrets/admin/password", "file holding the admin's password (make run's; the compose stack's: data/compose/admin-password)")
 	flag.Parse()
 	pw, err := os.ReadFile(*adminFile)
@@ -65,6 +67,9 @@ func main() {
 		cfg.instances[svc] = platform.Addrs(*host, svc, *replicas)
 	}
 	cfg.instances[platform.Gateway] = []string{net.JoinHostPort(*host, strconv.Itoa(platform.GatewayPorts.GRPC))}
+	for name, addrs := range instances {
+		cfg.instances[name] = addrs
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := journey(ctx, cfg, os.Stdout); err != nil {
@@ -580,5 +585,19 @@ func (r runner) registered(ctx context.Context) error {
 			return fmt.Errorf("consul shows %d %s instances to a client without a token: ACLs are off", len(entries), svc)
 		}
 	}
+	return nil
+}
+
+// pairs is a repeatable name=a,b flag.
+type pairs map[string][]string
+
+func (p pairs) String() string { return fmt.Sprint(map[string][]string(p)) }
+
+func (p pairs) Set(v string) error {
+	name, list, ok := strings.Cut(v, "=")
+	if !ok || name == "" || list == "" {
+		return fmt.Errorf("want name=host:port[,host:port], not %q", v)
+	}
+	p[name] = strings.Split(list, ",")
 	return nil
 }

@@ -2,6 +2,11 @@
 # The stand-in postgres image's entrypoint: the official image's behaviour, reduced to what the
 # compose stack uses. Runs as root, drops to the postgres user.
 set -euo pipefail
+# POSTGRES_PASSWORD_FILE (a Docker secret, the swarm stack's), read as root as the official image
+# does, so the file may be readable by root only.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE") && export POSTGRES_PASSWORD && unset POSTGRES_PASSWORD_FILE
+fi
 if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" && chown -R postgres:postgres "$PGDATA" /var/run/postgresql && chmod 700 "$PGDATA"
   exec runuser -u postgres -- "$0" "$@"
