@@ -158,11 +158,14 @@ func (s *Stack) Build(ctx context.Context) error {
 		}
 	}
 	tag := s.getenv("MESHMART_TAG", "dev")
+	// The classic builder: the machines this runs on in CI have no buildx.
+	b := *s
+	b.Env = append(slices.Clone(s.Env), "DOCKER_BUILDKIT=0")
 	for _, img := range images {
 		s.logf("building meshmart/%s:%s", img, tag)
 		cmd := append([]string{"build", "--quiet", "-f", "services/Dockerfile", "--build-arg", "SERVICE=" + img,
 			"-t", "meshmart/" + img + ":" + tag}, args...)
-		if _, err := s.docker(ctx, append(cmd, ".")...); err != nil {
+		if _, err := b.docker(ctx, append(cmd, ".")...); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -141,17 +142,30 @@ func TestSwarmFaults(t *testing.T) {
 	}
 	defer func() { printTable(t, rows) }()
 
-	// 1. A rolling update of every service: start-first, health-gated.
+	// 1. A rolling update of every service: start-first, health-gated, one task at a time. User,
+	// payment and order one after another (rolling two that call each other at once made
+	// CreateOrder fail: payment unreachable from order for ~40 s); the gateway, which no one in the
+	// load calls, beside them, so that the test stays within its bound.
 	res := under("rolling update of every service", func(ctx context.Context) (string, error) {
-		var notes []string
-		for _, svc := range []string{"user", "payment", "order", "gateway"} {
+		update := func(svc string) (string, error) {
 			t0 := time.Now()
-			if _, err := s.docker(ctx, "service", "update", "--force", "--detach=false", "--quiet", StackName+"_"+svc); err != nil {
-				return strings.Join(notes, ", "), err
-			}
-			notes = append(notes, fmt.Sprintf("%s %s", svc, time.Since(t0).Round(time.Second)))
+			_, err := s.docker(ctx, "service", "update", "--force", "--detach=false", "--quiet", StackName+"_"+svc)
+			return fmt.Sprintf("%s %s", svc, time.Since(t0).Round(time.Second)), err
 		}
-		return strings.Join(notes, ", "), nil
+		var (
+			gwNote string
+			gwErr  error
+			wg     sync.WaitGroup
+		)
+		wg.Go(func() { gwNote, gwErr = update("gateway") })
+		var notes []string
+		var errs []error
+		for _, svc := range []string{"user", "payment", "order"} {
+			note, err := update(svc)
+			notes, errs = append(notes, note), append(errs, err)
+		}
+		wg.Wait()
+		return strings.Join(append(notes, gwNote+" (beside them)"), ", "), errors.Join(append(errs, gwErr)...)
 	})
 	noFailures(t, res, "GetUser", "CreateOrder")
 	waitPassing(ctx, t, s, token)
@@ -242,7 +256,9 @@ func TestSwarmFaults(t *testing.T) {
 		}
 		return "update status " + state + ", image " + strings.TrimSpace(img), err
 	})
-	noFailures(t, res, "GetUser", "CreateOrder")
+	// Reads only: swarm stops each unhealthy new task, and a CreateOrder in flight on an order
+	// task that was calling it can run out its deadline (printed above, as for the task kill).
+	noFailures(t, res, "GetUser")
 	waitPassing(ctx, t, s, token)
 }
 
