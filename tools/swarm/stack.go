@@ -235,9 +235,10 @@ func (s *Stack) Down(ctx context.Context) error {
 		if _, err := s.docker(ctx, "stack", "rm", StackName); err != nil {
 			return err
 		}
-		// stack rm returns before the tasks are gone; the volumes are in use until they are.
+		// stack rm returns before the tasks are gone; the volumes are in use until they are. Each
+		// task may take its stop_grace_period (20 s) and a busy machine more: minutes, not seconds.
 		label := "label=com.docker.stack.namespace=" + StackName
-		if err := s.until(ctx, 2*time.Minute, "the stack's containers and network are gone", func() (bool, error) {
+		if err := s.until(ctx, 5*time.Minute, "the stack's containers and network are gone", func() (bool, error) {
 			c, err := s.docker(ctx, "ps", "-aq", "--filter", label)
 			if err != nil {
 				return false, err
