@@ -243,6 +243,14 @@ func (s *Stack) Down(ctx context.Context) error {
 			if err != nil {
 				return false, err
 			}
+			// The containers of completed jobs (admin, consul-acl) outlive their services on
+			// Docker 20.10: once no service is left, they are only history.
+			if svcs, err := s.docker(ctx, "service", "ls", "-q", "--filter", label); err == nil && strings.TrimSpace(svcs) == "" && strings.TrimSpace(c) != "" {
+				if _, err := s.docker(ctx, append([]string{"rm", "-f"}, strings.Fields(c)...)...); err != nil {
+					return false, err
+				}
+				c = ""
+			}
 			n, err := s.docker(ctx, "network", "ls", "-q", "--filter", label)
 			return strings.TrimSpace(c) == "" && strings.TrimSpace(n) == "", err
 		}); err != nil {
