@@ -172,6 +172,24 @@ smoke-compose: ## the user journey against `docker compose up` (its CA, Consul t
 	go run ./tools/smoke -grpcurl "$$(go tool -n grpcurl)" -cacert data/compose/ca.pem \
 	  -consul-token-file data/compose/consul-reader.token -admin-password-file data/compose/admin-password $(SMOKE_FLAGS)
 
+# The Docker Swarm stack (deploy/swarm/stack.yml, docs/swarm.md): three Consul servers, two replicas
+# of each service, every secret a Docker secret. On a machine with the stand-in base images
+# (tools/standins) their env file is used, and no Grafana is deployed (none can be built offline).
+SWARM_ENV_FILE = $(if $(shell docker image inspect meshmart-standin/golang:1.26 >/dev/null 2>&1 && echo y),tools/standins/standins.env)
+
+.PHONY: swarm-up
+swarm-up: ## deploy the swarm stack on this engine (a single-node swarm made on the spot) and wait until it is healthy
+	go run ./tools/swarm up $(if $(SWARM_ENV_FILE),-env-file $(SWARM_ENV_FILE)) $(SWARM_FLAGS)
+
+.PHONY: swarm-down
+swarm-down: ## remove the swarm stack, its secrets, configs and volumes; leave swarm mode if swarm-up entered it
+	go run ./tools/swarm down
+
+.PHONY: smoke-swarm
+smoke-swarm: ## the user journey against the swarm stack (its tasks' published ports, its CA, token and admin password in data/swarm)
+	flags=$$(go run ./tools/swarm smoke-flags $(if $(SWARM_ENV_FILE),-env-file $(SWARM_ENV_FILE))) && \
+	  go run ./tools/smoke -grpcurl "$$(go tool -n grpcurl)" $$flags $(SMOKE_FLAGS)
+
 .PHONY: ci
 ci: tools lint check-generated breaking build ## everything CI runs, in order, ending with make test
 	$(MAKE) test

@@ -25,7 +25,7 @@
 //
 //	smoke [-grpcurl path] [-curl path] [-gateway http://127.0.0.1:8080]
 //	      [-host 127.0.0.1] [-replicas 2 | -replicas user=2,order=2,payment=2,gateway=1]
-//	      [-consul 127.0.0.1:8500]
+//	      [-instances user=host:port,host:port ...] [-consul 127.0.0.1:8500]
 //	      [-cacert data/secrets/ca.pem] [-consul-token-file data/secrets/consul/reader.token]
 //	      [-admin-email admin@meshmart.local] [-admin-password-file data/secrets/admin/password]
 //	      [-prometheus 127.0.0.1:9090] [-jaeger 127.0.0.1:16686]
@@ -33,7 +33,9 @@
 // -replicas is how many instances must pass in Consul: one number for each of user, order and
 // payment (the gateway stays 1), or service=count pairs, a service left out keeping its default
 // (2 for the services, 1 for the gateway). With one replica of the compose stack stopped
-// (`docker compose stop user-2`), `-replicas user=1` checks the rest.
+// (`docker compose stop user-2`), `-replicas user=1` checks the rest. -instances names where the
+// host reaches a service's instances when they are not on the well-known ports (the swarm stack's,
+// which Docker picks: `make smoke-swarm` passes them); that many must then pass in Consul.
 package main
 
 import (
@@ -69,6 +71,8 @@ func main() {
 	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
 	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
 	flag.StringVar(&cfg.adminEmail, "admin-email", platform.AdminEmail, "the admin's email (make run's)")
+	instances := pairs{}
+	flag.Var(instances, "instances", "name=host:port,host:port: the gRPC addresses of a service's (or the gateway's) instances, instead of the well-known ports on -host (repeatable; the swarm stack's: go run ./tools/swarm smoke-flags)")
 	adminFile := flag.String("admin-password-file", "data/secrets/admin/password", "file holding the admin's password (make run's; the compose stack's: data/compose/admin-password)")
 	flag.Parse()
 	pw, err := os.ReadFile(*adminFile)
@@ -79,6 +83,11 @@ func main() {
 	cfg.adminPassword = strings.TrimSpace(string(pw))
 	cfg.host = *host
 	cfg.expected = replicas.addrs(*host)
+	cfg.given = map[string]bool{}
+	for name, addrs := range instances {
+		cfg.expected[name] = addrs
+		cfg.given[name] = true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if err := journey(ctx, cfg, os.Stdout); err != nil {
@@ -104,6 +113,9 @@ type config struct {
 	// ports of -replicas replicas), by service or gateway: their number is what must pass in
 	// Consul, and they name what is missing. Without Consul (-consul "") the journey runs on them.
 	expected map[string][]string
+	// given marks the services whose expected addresses -instances named: published ports that
+	// Consul's registered addresses (overlay task names) do not map to.
+	given map[string]bool
 	// instances are the addresses the journey calls, by service or gateway: the instances
 	// Consul says pass (journey sets them), or the expected ones without Consul.
 	instances map[string][]string
@@ -578,5 +590,19 @@ func (r runner) everyInstance(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// pairs is a repeatable name=a,b flag.
+type pairs map[string][]string
+
+func (p pairs) String() string { return fmt.Sprint(map[string][]string(p)) }
+
+func (p pairs) Set(v string) error {
+	name, list, ok := strings.Cut(v, "=")
+	if !ok || name == "" || list == "" {
+		return fmt.Errorf("want name=host:port[,host:port], not %q", v)
+	}
+	p[name] = strings.Split(list, ",")
 	return nil
 }

@@ -5,6 +5,11 @@
 # signal to itself); it then execs postgres, so that postgres is PID 1 and gets `docker stop`'s
 # SIGINT (STOPSIGNAL): a fast shutdown, and no crash recovery at the next start.
 set -euo pipefail
+# POSTGRES_PASSWORD_FILE (a Docker secret, the swarm stack's), read as root as the official image
+# does, so the file may be readable by root only.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE") && export POSTGRES_PASSWORD && unset POSTGRES_PASSWORD_FILE
+fi
 if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" && chown -R postgres:postgres "$PGDATA" /var/run/postgresql && chmod 700 "$PGDATA"
   exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$0" "$@"
