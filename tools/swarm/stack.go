@@ -19,7 +19,8 @@ import (
 	"time"
 )
 
-// StackName is the name the stack is deployed under: its services are meshmart-swarm_user and so on; not "meshmart", the compose project's name, whose volumes (meshmart_pgdata) it would share.
+// StackName is the name the stack is deployed under: its services are meshmart-swarm_user and so
+// on. Not "meshmart", the compose project's name, whose volumes (meshmart_pgdata) it would share.
 const StackName = "meshmart-swarm"
 
 // Services are the stack's programs that run two replicas, register in Consul and publish their
