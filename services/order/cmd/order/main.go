@@ -133,6 +133,7 @@ func (c *settings) start(ctx context.Context, s *app.Setup) error {
 	}
 	users := remote.NewUsers(userv1.NewUserServiceClient(userConn))
 	svc := order.NewService(orders, users, remote.NewPayments(paymentv1.NewPaymentServiceClient(paymentConn)), c.Lease)
+	svc.ObserveStatuses(metrics)
 	reconciler, err := order.NewReconciler(svc, c.reconcilePolicy(), s.Log, metrics)
 	if err != nil {
 		return err

@@ -28,6 +28,24 @@ type Service struct {
 	pages    *paging.Codec
 	lease    time.Duration
 	now      func() time.Time
+	statuses StatusObserver
+}
+
+// StatusObserver is told of every status an order enters, once, by the replica that stored the
+// change: for metrics of orders by status.
+type StatusObserver interface {
+	Entered(Status)
+}
+
+// ObserveStatuses has o told of every status an order enters from now on; call it before the
+// Service serves. Without it nobody is.
+func (s *Service) ObserveStatuses(o StatusObserver) { s.statuses = o }
+
+// entered tells the observer, if any, that an order entered st.
+func (s *Service) entered(st Status) {
+	if s.statuses != nil {
+		s.statuses.Entered(st)
+	}
 }
 
 // NewService returns a Service. lease bounds how long a claim on an order lasts; it must outlast
@@ -131,6 +149,7 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 		// A concurrent call with the same key won the race: answer as it does.
 		return s.Create(ctx, caller, in)
 	}
+	s.entered(o.Status)
 	return s.finish(ctx, o)
 }
 
@@ -205,6 +224,7 @@ func (s *Service) transition(ctx context.Context, cur, next Order) (Order, error
 	if err != nil {
 		return Order{}, err
 	}
+	s.entered(next.Status)
 	return next, nil
 }
 
@@ -384,6 +404,9 @@ func (s *Service) followPayment(ctx context.Context, p Payment) error {
 		dctx, cancel := detached(ctx)
 		err = s.store.Transition(dctx, next, o.Status)
 		cancel()
+		if err == nil {
+			s.entered(next.Status)
+		}
 		if !errors.Is(err, ErrAlreadyChanged) {
 			return err
 		}
