@@ -119,4 +119,8 @@ names=$(sed -n 's/^\([A-Z_][A-Z0-9_]*\)=.*/\1/p' standins.env | paste -sd'|')
   grep -E "^($names)=" standins.env
 } > "$env_file.tmp"
 mv "$env_file.tmp" "$env_file"
-echo "stand-in images ready; their variables are in $(realpath "$env_file"), which docker compose reads by itself" >&2
+if [ $# -eq 0 ]; then
+  echo "stand-in images ready; their variables are in $(realpath "$env_file"), which docker compose reads by itself" >&2
+else
+  echo "stand-in images ready; their variables are in $(realpath "$env_file") (docker compose --env-file $1)" >&2
+fi
