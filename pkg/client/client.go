@@ -1,6 +1,7 @@
 // Package client dials meshmart services with the chassis' client side: consul:// resolution,
 // round-robin balancing with client-side health checking, retries for idempotent methods only,
-// retry throttling, a circuit breaker per target, a default per-call timeout, propagation of the
+// retry throttling, hedged reads (a slow call without side effects is sent again to another
+// replica), a circuit breaker per target, a default per-call timeout, propagation of the
 // caller's credentials and request id, tracing, metrics and logging.
 package client
 
@@ -49,6 +50,7 @@ type options struct {
 	registry       prometheus.Registerer
 	timeout        time.Duration
 	breaker        interceptors.BreakerSettings
+	hedge          HedgeSettings
 	extra          []grpc.DialOption
 }
 
@@ -91,7 +93,8 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // WithRegistry registers client metrics in r: the calls (grpc_client_*, by method and code), the
-// retries gRPC made (meshmart_client_retries_total) and the breaker's state
+// retries gRPC made (meshmart_client_retries_total), the hedges sent
+// (meshmart_client_hedges_total) and the breaker's state
 // (meshmart_client_breaker_state and _transitions_total, by peer_service). Dials that share r
 // share the metrics, each target's breaker and retries under its own peer_service. Without it no
 // client metrics are kept.
@@ -137,7 +140,10 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 		interceptors.Timeout(o.timeout),
 		interceptors.ClientLogging(log),
 	}
-	var retries *retryCounter
+	var (
+		retries *retryCounter
+		hedges  prometheus.Counter
+	)
 	if o.registry != nil {
 		m, err := registerMetrics(o.registry)
 		if err != nil {
@@ -147,11 +153,16 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 		chain = append(chain, interceptors.Client{Unary: m.calls.UnaryClientInterceptor(), Stream: m.calls.StreamClientInterceptor()})
 		o.breaker.OnStateChange = m.observeBreaker(peer, o.breaker.OnStateChange)
 		retries = m.retryCounter(peer)
+		hedges = m.hedges.WithLabelValues(peer) // exists from the start, at 0
 	}
 	chain = append(chain, interceptors.Breaker(target, o.breaker))
+	if !o.hedge.Disable {
+		// Inside the breaker, which counts one sample per logical call, hedged or not.
+		chain = append(chain, newHedger(o.hedge, protoregistry.GlobalFiles, hedges).interceptor())
+	}
 	if retries != nil {
-		// Innermost, so that each logical call is marked once before gRPC's retries; the stats
-		// handler below sees every attempt of it.
+		// Innermost, so that each attempt (the first and its hedge) is marked once before gRPC's
+		// retries; the stats handler below sees every attempt of it.
 		chain = append(chain, retries.mark())
 	}
 
@@ -188,8 +199,9 @@ var RetryPolicy = map[string]any{
 	"retryableStatusCodes": []string{"UNAVAILABLE"},
 }
 
-// ServiceConfig returns the default service config for every service in files: round-robin,
-// client-side health checking of the whole server, RetryPolicy for the idempotent methods, and
+// ServiceConfig returns the default service config for every service in files: round-robin
+// (meshmart_round_robin: grpc-go's round_robin whose picker sends a hedge or a retry to a replica
+// the call has not tried yet), client-side health checking of the whole server, RetryPolicy for the idempotent methods, and
 // retry throttling. Throttling stops retries once failures outrun successes by about 50 (half of
 // 100 tokens, each failure costing one and each success earning 0.1 back): loose enough that the
 // calls in flight to one replica that dies are all retried, tight enough that a dead service is
@@ -221,7 +233,7 @@ func ServiceConfig(files *protoregistry.Files) (string, error) {
 		return strings.Compare(a.Method, b.Method)
 	})
 	cfg := map[string]any{
-		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"loadBalancingConfig": []any{map[string]any{balancerName: map[string]any{}}},
 		"healthCheckConfig":   map[string]any{"serviceName": ""},
 		"retryThrottling":     map[string]any{"maxTokens": 100, "tokenRatio": 0.1},
 	}

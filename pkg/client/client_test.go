@@ -34,8 +34,8 @@ func TestServiceConfigRetriesOnlyIdempotentMethods(t *testing.T) {
 	if err := json.Unmarshal([]byte(sc), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := cfg.LoadBalancingConfig[0]["round_robin"]; !ok || cfg.HealthCheckConfig == nil {
-		t.Errorf("service config lacks round_robin or health checking: %s", sc)
+	if _, ok := cfg.LoadBalancingConfig[0]["meshmart_round_robin"]; !ok || cfg.HealthCheckConfig == nil {
+		t.Errorf("service config lacks meshmart_round_robin or health checking: %s", sc)
 	}
 	var retried []string
 	for _, n := range cfg.MethodConfig[0].Name {

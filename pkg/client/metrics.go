@@ -19,6 +19,7 @@ import (
 type metrics struct {
 	calls        *grpcprom.ClientMetrics
 	retries      *prometheus.CounterVec
+	hedges       *prometheus.CounterVec
 	breakerState *prometheus.GaugeVec
 	transitions  *prometheus.CounterVec
 }
@@ -30,6 +31,9 @@ func registerMetrics(reg prometheus.Registerer) (*metrics, error) {
 		calls: grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram()),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshmart_client_retries_total",
 			Help: "Attempts gRPC made again under the retry policy (idempotent methods, UNAVAILABLE only), by called service."},
+			[]string{"peer_service"}),
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshmart_client_hedges_total",
+			Help: "Second attempts sent to another replica because a call without side effects had not answered within its method's usual latency, by called service."},
 			[]string{"peer_service"}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshmart_client_breaker_state",
 			Help: "The circuit breaker of each called service: 0 closed, 1 half-open (probing), 2 open (calls fail at once)."},
@@ -43,6 +47,9 @@ func registerMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	if m.retries, err = shared(reg, m.retries); err != nil {
+		return nil, err
+	}
+	if m.hedges, err = shared(reg, m.hedges); err != nil {
 		return nil, err
 	}
 	if m.breakerState, err = shared(reg, m.breakerState); err != nil {
