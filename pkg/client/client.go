@@ -223,19 +223,11 @@ func ServiceConfig(files *protoregistry.Files) (string, error) {
 		Method  string `json:"method"`
 	}
 	var names []name
-	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			svc := fd.Services().Get(i)
-			for j := range svc.Methods().Len() {
-				m := svc.Methods().Get(j)
-				opts, _ := m.Options().(*descriptorpb.MethodOptions)
-				switch opts.GetIdempotencyLevel() {
-				case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
-					names = append(names, name{string(svc.FullName()), string(m.Name())})
-				}
-			}
+	rangeMethods(files, func(svc protoreflect.ServiceDescriptor, m protoreflect.MethodDescriptor, level descriptorpb.MethodOptions_IdempotencyLevel) {
+		switch level {
+		case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
+			names = append(names, name{string(svc.FullName()), string(m.Name())})
 		}
-		return true
 	})
 	slices.SortFunc(names, func(a, b name) int {
 		if a.Service != b.Service {
@@ -256,6 +248,21 @@ func ServiceConfig(files *protoregistry.Files) (string, error) {
 		return "", fmt.Errorf("service config: %w", err)
 	}
 	return string(b), nil
+}
+
+// rangeMethods calls f with every method of every service in files, and its idempotency_level.
+func rangeMethods(files *protoregistry.Files, f func(protoreflect.ServiceDescriptor, protoreflect.MethodDescriptor, descriptorpb.MethodOptions_IdempotencyLevel)) {
+	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := range fd.Services().Len() {
+			svc := fd.Services().Get(i)
+			for j := range svc.Methods().Len() {
+				m := svc.Methods().Get(j)
+				opts, _ := m.Options().(*descriptorpb.MethodOptions)
+				f(svc, m, opts.GetIdempotencyLevel())
+			}
+		}
+		return true
+	})
 }
 
 // serverName is the service target must prove to be: WithServer's, else the one a consul://

@@ -72,18 +72,10 @@ func (s HedgeSettings) withDefaults() HedgeSettings {
 // in files that may be hedged: those whose idempotency_level is NO_SIDE_EFFECTS, and unary.
 func Hedgeable(files *protoregistry.Files) []string {
 	var names []string
-	files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
-		for i := range fd.Services().Len() {
-			svc := fd.Services().Get(i)
-			for j := range svc.Methods().Len() {
-				m := svc.Methods().Get(j)
-				opts, _ := m.Options().(*descriptorpb.MethodOptions)
-				if opts.GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !m.IsStreamingClient() && !m.IsStreamingServer() {
-					names = append(names, "/"+string(svc.FullName())+"/"+string(m.Name()))
-				}
-			}
+	rangeMethods(files, func(svc protoreflect.ServiceDescriptor, m protoreflect.MethodDescriptor, level descriptorpb.MethodOptions_IdempotencyLevel) {
+		if level == descriptorpb.MethodOptions_NO_SIDE_EFFECTS && !m.IsStreamingClient() && !m.IsStreamingServer() {
+			names = append(names, "/"+string(svc.FullName())+"/"+string(m.Name()))
 		}
-		return true
 	})
 	slices.Sort(names)
 	return names

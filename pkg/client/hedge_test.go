@@ -105,6 +105,16 @@ func dialAddrs(t *testing.T, reg *prometheus.Registry, hedging client.HedgeSetti
 	return userv1.NewUserServiceClient(cc)
 }
 
+// untilBothRead reads until both replicas were sent a read: both are ready.
+func untilBothRead(ctx context.Context, t *testing.T, users userv1.UserServiceClient, a, b *replica) {
+	t.Helper()
+	for a.reads.Load() == 0 || b.reads.Load() == 0 {
+		if _, err := users.GetUser(ctx, &userv1.GetUserRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestHedgeAnswersFromAnotherReplica hangs one of two replicas under concurrent reads: every
 // read sent to it is hedged to the other, which answers; the hung replica's attempts are
 // cancelled; the metric counts the hedges.
@@ -115,12 +125,7 @@ func TestHedgeAnswersFromAnotherReplica(t *testing.T) {
 	users := dialReplicas(t, reg, client.HedgeSettings{MaxDelay: 50 * time.Millisecond, Burst: 1000}, good, bad)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	// Both replicas ready before one hangs.
-	for good.reads.Load() == 0 || bad.reads.Load() == 0 {
-		if _, err := users.GetUser(ctx, &userv1.GetUserRequest{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	untilBothRead(ctx, t, users, good, bad)
 	bad.hung.Store(true)
 	before := bad.reads.Load()
 

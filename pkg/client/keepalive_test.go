@@ -104,11 +104,7 @@ func TestKeepaliveDropsAHungReplica(t *testing.T) {
 	users := dialAddrs(t, prometheus.NewRegistry(), client.HedgeSettings{Disable: true}, []string{good.addr, proxy.addr}, grpc.WithStatsHandler(sent))
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	for good.reads.Load() == 0 || bad.reads.Load() == 0 {
-		if _, err := users.GetUser(ctx, &userv1.GetUserRequest{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	untilBothRead(ctx, t, users, good, bad)
 	proxy.frozen.Store(true)
 	frozen := time.Now()
 	const runFor = 16 * time.Second
