@@ -35,7 +35,7 @@ type replica struct {
 	reads, writes, cancelled atomic.Int32
 }
 
-func startReplica(t *testing.T, name string) *replica {
+func startReplica(t testing.TB, name string) *replica {
 	t.Helper()
 	r := &replica{name: name}
 	srv := grpc.NewServer()
@@ -88,7 +88,7 @@ func dialReplicas(t *testing.T, reg *prometheus.Registry, hedging client.HedgeSe
 }
 
 // dialAddrs dials addrs through one ClientConn, as dialReplicas does, with extra dial options.
-func dialAddrs(t *testing.T, reg *prometheus.Registry, hedging client.HedgeSettings, addrs []string, extra ...grpc.DialOption) userv1.UserServiceClient {
+func dialAddrs(t testing.TB, reg *prometheus.Registry, hedging client.HedgeSettings, addrs []string, extra ...grpc.DialOption) userv1.UserServiceClient {
 	t.Helper()
 	res := manual.NewBuilderWithScheme("replicas")
 	var state resolver.State
