@@ -134,6 +134,7 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	// The reply's type, read now: once the first attempt runs, it writes into reply.
 	replyType := msg.ProtoReflect().Type()
 	ctx = withTried(ctx)
+	t := ctx.Value(triedKey{}).(*tried)
 	firstCtx, cancelFirst := context.WithCancel(ctx)
 	defer cancelFirst()
 
@@ -145,7 +146,7 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 			return
 		}
 		var hctx context.Context
-		hctx, second.cancel = context.WithCancel(ctx)
+		hctx, second.cancel = context.WithCancel(context.WithValue(ctx, hedgeKey{}, true))
 		second.started = true
 		second.mu.Unlock()
 		if h.hedges != nil {
@@ -174,6 +175,9 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	second.mu.Lock()
 	if err == nil && !second.won {
 		lat.observe(took)
+		if sc, s := t.firstAttempt(); s != nil {
+			s.answered(sc)
+		}
 	}
 	// The first answer wins, unless it is a failure while the hedge may still succeed.
 	if !second.started || (err == nil && !second.won) {
@@ -189,6 +193,9 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	second.cancel()
 	if second.err != nil {
 		return err
+	}
+	if sc, s := t.firstAttempt(); s != nil && err != nil {
+		s.lost(sc) // the hedge answered, the first attempt had not
 	}
 	proto.Reset(msg)
 	proto.Merge(msg, second.reply)

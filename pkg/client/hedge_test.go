@@ -254,3 +254,33 @@ func TestHedgeTokensCapTheExtraLoad(t *testing.T) {
 		t.Errorf("the replica got %d reads, want 5 and one hedge", got)
 	}
 }
+
+// TestHungReplicaIsSkipped hangs one of two replicas under sequential reads: once hedges have
+// answered for it three times in a row, new reads skip it for a second instead of waiting for
+// their hedge, and then one is sent to it again (and hedged).
+func TestHungReplicaIsSkipped(t *testing.T) {
+	t.Parallel()
+	good, bad := startReplica(t, "good"), startReplica(t, "bad")
+	users := dialReplicas(t, prometheus.NewRegistry(), client.HedgeSettings{MaxDelay: 20 * time.Millisecond, Burst: 1000}, good, bad)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	untilBothRead(ctx, t, users, good, bad)
+	bad.hung.Store(true)
+	before := bad.reads.Load()
+	const calls = 40
+	start := time.Now()
+	for range calls {
+		if _, err := users.GetUser(ctx, &userv1.GetUserRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	sent := int(bad.reads.Load() - before)
+	// Round robin alone sends it every other read (20); skipped, it gets the 3 that make it a
+	// suspect, and 3 more for every second the reads took.
+	want := 3 * (1 + int(took/time.Second))
+	t.Logf("%d of %d reads went to the hung replica first, in %v", sent, calls, took.Round(time.Millisecond))
+	if sent > want {
+		t.Errorf("the hung replica was sent %d of %d reads in %v, want at most %d", sent, calls, took, want)
+	}
+}
