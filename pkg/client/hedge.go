@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -160,7 +162,7 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 		}
 		second.mu.Lock()
 		second.err = err
-		if err == nil && !second.decided {
+		if final(err) && !second.decided {
 			second.decided, second.won = true, true
 			cancelFirst()
 		}
@@ -179,8 +181,8 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 			s.answered(sc)
 		}
 	}
-	// The first answer wins, unless it is a failure while the hedge may still succeed.
-	if !second.started || (err == nil && !second.won) {
+	// The first answer wins; a failure another replica may not give waits for the hedge.
+	if !second.started || (final(err) && !second.won) {
 		second.decided = true
 		if second.cancel != nil {
 			second.cancel() // the loser
@@ -191,15 +193,29 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	second.mu.Unlock()
 	<-second.done
 	second.cancel()
-	if second.err != nil {
-		return err
+	if !second.won {
+		return err // neither answered: the first attempt's failure
 	}
-	if sc, s := t.firstAttempt(); s != nil && err != nil {
+	if sc, s := t.firstAttempt(); s != nil && !final(err) {
 		s.lost(sc) // the hedge answered, the first attempt had not
+	}
+	if second.err != nil {
+		return second.err
 	}
 	proto.Reset(msg)
 	proto.Merge(msg, second.reply)
 	return nil
+}
+
+// final reports whether an attempt's outcome answers the call: a success or a status the server
+// chose (NotFound, PermissionDenied...), which another replica would give too; not UNAVAILABLE,
+// which another replica may not give, nor the end of the attempt's context.
+func final(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded:
+		return false
+	}
+	return true
 }
 
 // latencies keeps a method's most recent latencies and the hedging delay they give.

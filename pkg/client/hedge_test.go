@@ -32,6 +32,7 @@ type replica struct {
 	name                     string
 	addr                     string
 	hung                     atomic.Bool
+	notFoundAfter            atomic.Int64 // nanoseconds; when set, GetUser answers NotFound after them
 	reads, writes, cancelled atomic.Int32
 }
 
@@ -64,6 +65,10 @@ func (r *replica) GetUser(ctx context.Context, _ *userv1.GetUserRequest) (*userv
 	r.reads.Add(1)
 	if err := r.answer(ctx); err != nil {
 		return nil, err
+	}
+	if d := time.Duration(r.notFoundAfter.Load()); d > 0 {
+		time.Sleep(d)
+		return nil, status.Error(codes.NotFound, "no such user")
 	}
 	return &userv1.GetUserResponse{User: &userv1.User{Username: r.name}}, nil
 }
@@ -282,5 +287,28 @@ func TestHungReplicaIsSkipped(t *testing.T) {
 	t.Logf("%d of %d reads went to the hung replica first, in %v", sent, calls, took.Round(time.Millisecond))
 	if sent > want {
 		t.Errorf("the hung replica was sent %d of %d reads in %v, want at most %d", sent, calls, took, want)
+	}
+}
+
+// TestHedgeAnswersWithTheFirstVerdict has one replica answer NotFound, slowly, and the other hang:
+// the call returns NotFound as soon as either attempt has it, first or hedge, rather than wait for
+// the hung one until the deadline.
+func TestHedgeAnswersWithTheFirstVerdict(t *testing.T) {
+	t.Parallel()
+	slow, bad := startReplica(t, "slow"), startReplica(t, "bad")
+	users := dialReplicas(t, prometheus.NewRegistry(), client.HedgeSettings{MaxDelay: 20 * time.Millisecond, Burst: 1000}, slow, bad)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	untilBothRead(ctx, t, users, slow, bad)
+	slow.notFoundAfter.Store(int64(100 * time.Millisecond))
+	bad.hung.Store(true)
+	// Two calls: round robin sends the first attempt of one to each replica.
+	for range 2 {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := users.GetUser(callCtx, &userv1.GetUserRequest{})
+		cancel()
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("GetUser: %v, want NotFound", err)
+		}
 	}
 }
