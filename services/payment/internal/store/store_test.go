@@ -89,7 +89,7 @@ func TestConcurrentDuplicatesChargeOnce(t *testing.T) {
 		if err != nil || len(page) != 1 {
 			t.Fatalf("payments in the database: %d (%v)", len(page), err)
 		}
-		events, err := s.EventsAfter(ctx, payment.Filter{UserID: alice}, 0, 100)
+		events, err := await(func() ([]payment.Event, error) { return s.EventsAfter(ctx, payment.Filter{UserID: alice}, 0, 100) }, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -343,7 +343,7 @@ func TestEventsInOrder(t *testing.T) {
 			}
 		}
 		orderSvc := auth.Identity{Service: "order"}
-		all, err := svc.Events(ctx, orderSvc, 0, 0)
+		all, err := await(func() ([]payment.Event, error) { return svc.Events(ctx, orderSvc, 0, 0) }, 4)
 		if err != nil || len(all) != 4 {
 			t.Fatalf("events = %d, %v; want 4", len(all), err)
 		}
@@ -363,4 +363,16 @@ func TestEventsInOrder(t *testing.T) {
 			t.Errorf("a user reading the event log = %v, want ErrPermissionDenied", err)
 		}
 	})
+}
+
+// await reads events until there are at least n, for at most 10 s. On PostgreSQL an event
+// appears once every transaction that began writing before it has ended (sqldb.Published), those
+// of the other tests sharing the server included.
+func await(read func() ([]payment.Event, error), n int) ([]payment.Event, error) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		events, err := read()
+		if err != nil || len(events) >= n || time.Now().After(deadline) {
+			return events, err
+		}
+	}
 }
