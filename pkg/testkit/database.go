@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshmart/meshmart/pkg/proc"
+	"github.com/meshmart/meshmart/pkg/sqldb"
 )
 
 // SQLitePath returns the path of a fresh SQLite database file in a temporary directory, removed
@@ -462,4 +464,17 @@ func (t *countingTx) Rollback() error {
 	t.cc.inTx = false
 	t.cc.c.trips.Add(1)
 	return t.Tx.Rollback()
+}
+
+// OpenCounted opens a service's store on dsn with the migrations in fsys, as its Open does, its
+// driver counted by the returned DBCounter, and closes it when the test ends.
+func OpenCounted(t testing.TB, dsn string, fsys fs.FS) (sqldb.Store, *DBCounter) {
+	t.Helper()
+	var c DBCounter
+	st, err := sqldb.OpenStore(context.Background(), dsn, fsys, sqldb.WithDriver(c.Wrap))
+	if err != nil {
+		t.Fatalf("testkit: open a counted store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, &c
 }

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 	"github.com/meshmart/meshmart/services/order/internal/store"
@@ -31,12 +30,7 @@ func TestNewOrderDatabaseWork(t *testing.T) {
 	t.Parallel()
 	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
 		ctx := context.Background()
-		var counter testkit.DBCounter
-		st, err := sqldb.OpenStore(ctx, db.New(t), migrations.FS, sqldb.WithDriver(counter.Wrap))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st, counter := testkit.OpenCounted(t, db.New(t), migrations.FS)
 		s := &store.Orders{Store: st}
 		svc := order.NewService(s, &fakeUsers{inactive: map[string]bool{}}, newFakePayments(), lease)
 		if _, err := order.NewCatalog(s, s.PageKey).Seed(ctx, testCatalog()); err != nil {

@@ -35,7 +35,7 @@ const columns = `id, user_id, items, currency, total, status, payment_id, failur
 	payment_token, revision, lease_until, create_time, update_time, attempts, next_attempt_at`
 
 // Create implements order.Store: one INSERT, whose trigger appends the first update (see
-// migrations/0006), so one statement and one commit.
+// migrations/0007), so one statement and one commit.
 func (s *Orders) Create(ctx context.Context, o order.Order) error {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
@@ -106,7 +106,7 @@ func (s *Orders) Release(ctx context.Context, id string) error {
 }
 
 // Transition implements order.Store: one conditional UPDATE, whose trigger appends the update
-// (see migrations/0006) with the stored status as the previous one.
+// (see migrations/0007) with the stored status as the previous one.
 func (s *Orders) Transition(ctx context.Context, o order.Order, _ order.Status) error {
 	res, err := s.DB.ExecContext(ctx, s.DB.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
 		payment_token = ?, revision = ?, lease_until = 0, update_time = ?, attempts = 0, next_attempt_at = 0

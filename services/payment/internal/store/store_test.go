@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/meshmart/meshmart/pkg/auth"
-	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/payment/internal/payment"
 	"github.com/meshmart/meshmart/services/payment/internal/paymenttest"
@@ -390,12 +389,7 @@ func TestNewChargeDatabaseWork(t *testing.T) {
 	t.Parallel()
 	testkit.ForEachDatabase(t, func(t *testing.T, db testkit.Database) {
 		ctx := context.Background()
-		var counter testkit.DBCounter
-		st, err := sqldb.OpenStore(ctx, db.New(t), migrations.FS, sqldb.WithDriver(counter.Wrap))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st, counter := testkit.OpenCounted(t, db.New(t), migrations.FS)
 		svc := payment.NewService(&store.Payments{Store: st}, payment.Simulator{}, time.Second)
 		counter.Reset()
 		p, err := svc.Charge(ctx, asAlice, charge(payment.TokenApprove, "k1"))
