@@ -77,7 +77,7 @@ func TestConcurrentCreatesAcrossReplicas(t *testing.T) {
 			}
 			replicas = append(replicas, order.NewService(s, users, payments, lease))
 		}
-		const keys = 40
+		const keys = 20
 		answers := make([][]string, keys) // order ids answered per key
 		var mu sync.Mutex
 		var wg sync.WaitGroup
