@@ -148,8 +148,8 @@ func load(fsys fs.FS, dialect Dialect) ([]migration, error) {
 }
 
 // OpenMigrated opens the database at dsn (see Open) and applies the migrations in fsys.
-func OpenMigrated(ctx context.Context, dsn string, fsys fs.FS) (*DB, error) {
-	db, err := Open(ctx, dsn)
+func OpenMigrated(ctx context.Context, dsn string, fsys fs.FS, opts ...Option) (*DB, error) {
+	db, err := Open(ctx, dsn, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -175,21 +175,6 @@ func FromMicros(n int64) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMicro(n).UTC()
-}
-
-// OrderedTx runs fn in a transaction that appends to an event log. On PostgreSQL it first takes
-// the transaction-scoped advisory lock lockID, so such transactions commit one at a time and a
-// sequence column they fill grows in commit order: a reader polling "events after N" can then
-// never miss one that commits late with a smaller number. SQLite serialises writers already.
-func OrderedTx(ctx context.Context, db *DB, lockID int64, fn func(*sql.Tx) error) error {
-	return InTx(ctx, db, func(tx *sql.Tx) error {
-		if db.Dialect == Postgres {
-			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockID); err != nil {
-				return err
-			}
-		}
-		return fn(tx)
-	})
 }
 
 // InTx runs fn in a transaction, committing when it returns nil and rolling back otherwise.

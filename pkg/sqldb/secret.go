@@ -22,7 +22,12 @@ func (db *DB) Secret(ctx context.Context, name string, size int) ([]byte, error)
 		return nil, fmt.Errorf("secret %s: %w", name, err)
 	}
 	var stored string
-	err := OrderedTx(ctx, db, secretLock, func(tx *sql.Tx) error {
+	err := InTx(ctx, db, func(tx *sql.Tx) error {
+		if db.Dialect == Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", int64(secretLock)); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS sqldb_secrets (
 			name TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
 			return err

@@ -14,10 +14,10 @@ type Store struct {
 	DB *DB
 }
 
-// OpenStore opens the database at dsn (see Open) and applies the migrations in fsys (see
-// Migrate).
-func OpenStore(ctx context.Context, dsn string, fsys fs.FS) (Store, error) {
-	db, err := OpenMigrated(ctx, dsn, fsys)
+// OpenStore opens the database at dsn (see Open, which takes opts) and applies the migrations
+// in fsys (see Migrate).
+func OpenStore(ctx context.Context, dsn string, fsys fs.FS, opts ...Option) (Store, error) {
+	db, err := OpenMigrated(ctx, dsn, fsys, opts...)
 	return Store{DB: db}, err
 }
 

@@ -2,9 +2,9 @@
 // default and PostgreSQL in production, and applies the service's embedded migrations.
 //
 // Services write one set of queries with ? placeholders and portable types (TEXT, BIGINT,
-// INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed. OrderedTx
-// makes an event log's sequence grow in commit order, and UniqueViolation and Unavailable classify
-// driver errors the same way on both databases. DB.Secret keeps random secrets (the page token
+// INTEGER); DB.Rebind turns the placeholders into PostgreSQL's $1, $2 when needed. DB.LogSeq and
+// DB.Published keep an event log readable in order without a lock (see log.go), and
+// UniqueViolation and Unavailable classify driver errors the same way on both databases. DB.Secret keeps random secrets (the page token
 // key) in the database itself, and Store, opened by OpenStore, is the part every service's store
 // embeds.
 package sqldb
@@ -12,6 +12,7 @@ package sqldb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -44,70 +45,172 @@ func (d Dialect) String() string {
 	return "sqlite"
 }
 
-// DB is an open database and its dialect.
+// DB is an open database and its dialect. The embedded pool runs everything that writes; Read
+// runs queries that write nothing.
 type DB struct {
 	*sql.DB
+	// Read is the pool for queries that write nothing. On SQLite it is a pool of its own, of
+	// read-only connections, so that reads never queue behind the one writer connection (WAL
+	// lets readers run while a writer commits); on PostgreSQL it is the embedded pool itself.
+	Read    *sql.DB
 	Dialect Dialect
+}
+
+// Close closes the database's pools.
+func (db *DB) Close() error {
+	if db.Read != nil && db.Read != db.DB {
+		return errors.Join(db.Read.Close(), db.DB.Close())
+	}
+	return db.DB.Close()
 }
 
 // Open opens and pings the database named by dsn: a postgres:// or postgresql:// URL opens
 // PostgreSQL; anything else is a SQLite file path (an optional "sqlite:" or "file:" prefix is
 // dropped), whose directory is created if missing; a new file is created readable and writable
-// by its owner alone (0600). SQLite runs in WAL mode with a 5 s busy timeout, foreign keys on, and write
-// transactions that take the write lock when they begin, so that several processes can share the
-// file without deadlocking.
-func Open(ctx context.Context, dsn string) (*DB, error) {
-	var (
-		db      *sql.DB
-		dialect Dialect
-		err     error
-	)
+// by its owner alone (0600).
+//
+// SQLite runs in WAL mode with a 5 s busy timeout, foreign keys on, and write transactions that
+// take the write lock when they begin, so that several processes can share the file without
+// deadlocking. It is durable by default, synchronous=FULL: a commit that returned survives a
+// power cut. A path ending in "?synchronous=NORMAL" trades that for fewer fsyncs: in WAL mode a
+// transaction committed just before a power cut or an operating system crash can then roll back
+// (a crash of the process alone loses nothing); the database stays consistent either way.
+func Open(ctx context.Context, dsn string, opts ...Option) (*DB, error) {
+	var o options
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		dialect = Postgres
-		db, err = sql.Open("pgx", dsn)
-		if err == nil {
-			db.SetMaxOpenConns(20)
-			db.SetMaxIdleConns(20)
-			db.SetConnMaxIdleTime(5 * time.Minute)
-		}
-	} else {
-		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
-		if path == "" {
-			return nil, errors.New("store: empty database path")
-		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		// The file holds password hashes, tokens' signing secrets and payments: readable by its
-		// owner alone. SQLite would create it 0644 (under the umask); its -wal and -shm files
-		// take the database file's mode.
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		db, err := o.open("pgx", dsn)
 		if err != nil {
-			return nil, fmt.Errorf("store: %w", err)
+			return nil, fmt.Errorf("store: open postgres database: %w", err)
 		}
-		f.Close()
-		q := url.Values{}
-		q.Add("_pragma", "busy_timeout(5000)")
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "foreign_keys(1)")
-		q.Add("_pragma", "synchronous(NORMAL)")
-		q.Set("_txlock", "immediate")
-		db, err = sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-		if err == nil {
-			// One connection per process: SQLite has one writer at a time anyway, and waiting in
-			// Go's pool is far cheaper than SQLite's busy handler, which sleeps in steps of up to
-			// 100 ms. Other processes sharing the file still wait in the busy handler.
-			db.SetMaxOpenConns(1)
+		db.SetMaxOpenConns(20)
+		db.SetMaxIdleConns(20)
+		db.SetConnMaxIdleTime(5 * time.Minute)
+		if err := ping(ctx, db, Postgres); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: connect to postgres database: %w", err)
 		}
+		return &DB{DB: db, Read: db, Dialect: Postgres}, nil
 	}
+	path, synchronous, err := sqlitePath(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+		return nil, err
 	}
-	if err := ping(ctx, db, dialect); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &DB{DB: db, Dialect: dialect}, nil
+	// The file holds password hashes, tokens' signing secrets and payments: readable by its
+	// owner alone. SQLite would create it 0644 (under the umask); its -wal and -shm files take
+	// the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	f.Close()
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous("+synchronous+")")
+	q.Set("_txlock", "immediate")
+	w, err := o.open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite database: %w", err)
+	}
+	// One writer connection per process: SQLite has one writer at a time anyway, and waiting in
+	// Go's pool is far cheaper than SQLite's busy handler, which sleeps in steps of up to 100 ms.
+	// Other processes sharing the file still wait in the busy handler.
+	w.SetMaxOpenConns(1)
+	if err := ping(ctx, w, SQLite); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: connect to sqlite database: %w", err)
+	}
+	// Readers open the file once the writer has made it WAL; query_only makes a write sent to
+	// the wrong pool fail instead of taking the write lock behind the writer's back.
+	q = url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "query_only(1)")
+	r, err := o.open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open sqlite database: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	r.SetMaxIdleConns(4)
+	if err := ping(ctx, r, SQLite); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("store: connect to sqlite database: %w", err)
+	}
+	return &DB{DB: w, Read: r, Dialect: SQLite}, nil
+}
+
+// Option configures Open.
+type Option interface{ apply(*options) }
+
+type options struct {
+	wrap func(driver.Driver) driver.Driver
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithDriver has every connection made through wrap(the driver), for a test that watches what a
+// store sends (testkit.DBCounter). Without it the driver is used as it is.
+func WithDriver(wrap func(driver.Driver) driver.Driver) Option {
+	return optionFunc(func(o *options) { o.wrap = wrap })
+}
+
+// open opens a pool of the registered driver name, wrapped as the options say.
+func (o options) open(name, dsn string) (*sql.DB, error) {
+	db, err := sql.Open(name, dsn)
+	if err != nil || o.wrap == nil {
+		return db, err
+	}
+	d := db.Driver()
+	db.Close() // it has made no connection yet
+	return sql.OpenDB(connector{d: o.wrap(d), dsn: dsn}), nil
+}
+
+// connector makes connections to dsn with d.
+type connector struct {
+	d   driver.Driver
+	dsn string
+}
+
+func (c connector) Connect(context.Context) (driver.Conn, error) { return c.d.Open(c.dsn) }
+func (c connector) Driver() driver.Driver                        { return c.d }
+
+// sqlitePath splits a SQLite dsn into the file's path and its synchronous setting: FULL unless
+// the dsn ends in "?synchronous=NORMAL".
+func sqlitePath(dsn string) (path, synchronous string, err error) {
+	path = strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
+	synchronous = "FULL"
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		q, err := url.ParseQuery(path[i+1:])
+		if err != nil {
+			return "", "", fmt.Errorf("store: sqlite options %q: %w", path[i+1:], err)
+		}
+		for k := range q {
+			if k != "synchronous" {
+				return "", "", fmt.Errorf("store: unknown sqlite option %q (only synchronous=FULL or NORMAL)", k)
+			}
+		}
+		switch v := strings.ToUpper(q.Get("synchronous")); v {
+		case "FULL", "NORMAL":
+			synchronous = v
+		default:
+			return "", "", fmt.Errorf("store: sqlite synchronous=%q: want FULL or NORMAL", q.Get("synchronous"))
+		}
+		path = path[:i]
+	}
+	if path == "" {
+		return "", "", errors.New("store: empty database path")
+	}
+	return path, synchronous, nil
 }
 
 // ping makes the first connection. Two processes opening a new SQLite file at the same moment

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/meshmart/meshmart/pkg/sqldb"
 	"github.com/meshmart/meshmart/pkg/testkit"
@@ -233,5 +234,56 @@ func TestMigrateUnderRepeatableRead(t *testing.T) {
 	}
 	if total != 3 {
 		t.Errorf("four concurrent runs applied %v, want the three migrations once between them", runs)
+	}
+}
+
+// TestSQLiteDurableByDefault: SQLite commits with synchronous=FULL unless the path asks for
+// NORMAL; anything else is refused.
+func TestSQLiteDurableByDefault(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		suffix string
+		want   int // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{{"", 2}, {"?synchronous=FULL", 2}, {"?synchronous=NORMAL", 1}, {"?synchronous=normal", 1}} {
+		db := open(t, testkit.SQLitePath(t)+c.suffix)
+		var got int
+		if err := db.QueryRow("PRAGMA synchronous").Scan(&got); err != nil || got != c.want {
+			t.Errorf("%q: PRAGMA synchronous = %d, %v; want %d", c.suffix, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"?synchronous=OFF", "?journal_mode=MEMORY"} {
+		if db, err := sqldb.Open(context.Background(), testkit.SQLitePath(t)+bad); err == nil {
+			db.Close()
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+}
+
+// TestSQLiteReadsDoNotQueueBehindTheWriter holds a write transaction open on the one writer
+// connection: a read on DB.Read still answers, from the last commit, and a write sent to DB.Read
+// is refused rather than taking the write lock.
+func TestSQLiteReadsDoNotQueueBehindTheWriter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := open(t, testkit.SQLitePath(t))
+	if _, err := db.Exec("CREATE TABLE things (n INTEGER NOT NULL); INSERT INTO things VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec("INSERT INTO things VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int
+	if err := db.Read.QueryRowContext(rctx, "SELECT COUNT(*) FROM things").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("a read while the writer holds a transaction = %d, %v; want 1 at once", n, err)
+	}
+	if _, err := db.Read.ExecContext(rctx, "INSERT INTO things VALUES (3)"); err == nil {
+		t.Fatal("a write on the read pool succeeded")
 	}
 }

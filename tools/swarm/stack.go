@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshmart/meshmart/pkg/consul"
 )
 
 // StackName is the name the stack is deployed under: its services are meshmart-swarm_user and so
@@ -359,37 +362,19 @@ func (s *Stack) ReaderToken() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// consulGet decodes the JSON answer of a Consul HTTP API path on addr.
-func consulGet(ctx context.Context, addr, token, path string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		return err
-	}
-	if token != "" {
-		req.Header.Set("X-Consul-Token", token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("consul %s%s: %s: %s", addr, path, resp.Status, bytes.TrimSpace(body))
-	}
-	return json.Unmarshal(body, v)
+// consulAPI is a client of the Consul server at addr (the host port swarm published), each call
+// bounded by 3 s: a killed server must not stall the fault test's checks.
+func consulAPI(addr, token string) (*api.Client, error) {
+	return api.NewClient(&api.Config{Address: addr, Token: token, HttpClient: &http.Client{Timeout: 3 * time.Second}})
 }
 
 // Leader is the address of the Raft leader the Consul server at addr knows, "" when none.
 func (s *Stack) Leader(ctx context.Context, addr string) (string, error) {
-	var leader string
-	err := consulGet(ctx, addr, "", "/v1/status/leader", &leader)
-	return leader, err
+	c, err := consulAPI(addr, "")
+	if err != nil {
+		return "", err
+	}
+	return c.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
 }
 
 // AliveMembers counts the servers the Consul server at addr sees alive (serf status 1), once it
@@ -398,11 +383,12 @@ func (s *Stack) AliveMembers(ctx context.Context, addr, token string) (int, erro
 	if leader, err := s.Leader(ctx, addr); err != nil || leader == "" {
 		return 0, err
 	}
-	var members []struct {
-		Name   string
-		Status int
+	c, err := consulAPI(addr, token)
+	if err != nil {
+		return 0, err
 	}
-	if err := consulGet(ctx, addr, token, "/v1/agent/members", &members); err != nil {
+	members, err := c.Agent().Members(false)
+	if err != nil {
 		return 0, err
 	}
 	n := 0
@@ -416,9 +402,12 @@ func (s *Stack) AliveMembers(ctx context.Context, addr, token string) (int, erro
 
 // Passing counts the instances of service passing in the catalog the Consul server at addr serves.
 func (s *Stack) Passing(ctx context.Context, addr, token, service string) (int, error) {
-	var entries []json.RawMessage
-	err := consulGet(ctx, addr, token, "/v1/health/service/"+service+"?passing", &entries)
-	return len(entries), err
+	c, err := consulAPI(addr, token)
+	if err != nil {
+		return 0, err
+	}
+	addrs, err := consul.Passing(ctx, c, service)
+	return len(addrs), err
 }
 
 // Task is one running container of a service.

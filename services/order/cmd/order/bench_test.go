@@ -32,8 +32,9 @@ func BenchmarkCreateOrder(b *testing.B) {
 	for range b.N {
 		var rows []row
 		for _, db := range testkit.Databases {
-			// One user makes every call, so the per-client rate limit is lifted.
-			s := startStack(b, db.New, 1, "MESHMART_RATE_LIMIT=0")
+			// One user makes every call from one address, so the per-client and per-address rate
+			// limits are lifted.
+			s := startStack(b, db.New, 1, "MESHMART_RATE_LIMIT=0", "MESHMART_ADDRESS_RATE_LIMIT=0")
 			id, ctx := s.signUp(b, "bench")
 			var seq atomic.Int64
 			r := row{name: db.Name}

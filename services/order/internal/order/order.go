@@ -177,7 +177,8 @@ type Users interface {
 type Store interface {
 	ProductStore
 	// Create stores o and its first update, failing with ErrDuplicateKey when its user already
-	// used its idempotency key.
+	// used its idempotency key. A new order comes claimed until o.LeaseUntil (see Claim), so the
+	// replica that placed it settles it without a second write.
 	Create(ctx context.Context, o Order) error
 	// GetByKey returns the order userID created with key, or ErrNotFound.
 	GetByKey(ctx context.Context, userID, key string) (Order, error)

@@ -100,57 +100,65 @@ func fingerprint(currency, token string, items []Item, price func(Item) int64) s
 // price). The same caller and key return the same order, never a second one; the same key with
 // other items is ErrKeyReused. When the payment's outcome is unknown the order is returned with
 // an ErrPaymentPending: it stays PENDING and the reconciler settles it.
+//
+// A new key costs no read of the orders: the order is inserted already claimed (its lease set),
+// and only when the unique index reports the key taken is the stored order read.
 func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
-	existing, err := s.store.GetByKey(ctx, caller.Subject, in.IdempotencyKey)
-	switch {
-	case err == nil:
-		// A retry is answered from the order it placed, at the prices it was placed at, even
-		// when the catalog changed since.
-		stored := map[string]int64{}
-		for _, it := range existing.Items {
-			stored[it.SKU] = it.UnitPriceMinor
-		}
-		currency := cmp.Or(in.Currency, existing.Currency)
-		fp := fingerprint(currency, in.Token, in.Items, func(it Item) int64 { return cmp.Or(it.UnitPriceMinor, stored[it.SKU]) })
-		if existing.Fingerprint != fp {
-			return Order{}, ErrKeyReused
-		}
-		return s.finish(ctx, existing)
-	case !errors.Is(err, ErrNotFound):
-		return Order{}, err
-	}
 	items, currency, err := price(ctx, s.store, in)
 	if err != nil {
-		return Order{}, err
+		return s.retry(ctx, caller, in, err)
 	}
 	sum, err := total(items)
 	if err != nil {
-		return Order{}, err
+		return s.retry(ctx, caller, in, err)
 	}
 	fp := fingerprint(currency, in.Token, items, func(it Item) int64 { return it.UnitPriceMinor })
 	// Nothing is written unless the user service says the account may order.
 	active, err := s.users.Active(ctx, caller.Subject)
 	if err != nil {
-		return Order{}, err
+		return s.retry(ctx, caller, in, err)
 	}
 	if !active {
-		return Order{}, ErrUserInactive
+		return s.retry(ctx, caller, in, ErrUserInactive)
 	}
 	now := s.now()
 	o := Order{
 		ID: uuid.NewString(), UserID: caller.Subject, Items: items, Currency: currency, TotalMinor: sum,
 		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, Fingerprint: fp, PaymentToken: in.Token,
-		Revision: 1, CreateTime: now, UpdateTime: now,
+		Revision: 1, LeaseUntil: now.Add(s.lease), CreateTime: now, UpdateTime: now,
 	}
 	if err := s.store.Create(ctx, o); err != nil {
 		if !errors.Is(err, ErrDuplicateKey) {
 			return Order{}, err
 		}
-		// A concurrent call with the same key won the race: answer as it does.
-		return s.Create(ctx, caller, in)
+		// The key was used before, or a concurrent call with it won the race: answer as it does.
+		return s.retry(ctx, caller, in, err)
 	}
 	s.entered(o.Status)
-	return s.finish(ctx, o)
+	return s.charge(ctx, o)
+}
+
+// retry answers a Create whose key may have placed an order already: from that order, at the
+// prices it was placed at even when the catalog changed since, provided the request is the same;
+// with cause when there is no such order.
+func (s *Service) retry(ctx context.Context, caller auth.Identity, in CreateInput, cause error) (Order, error) {
+	existing, err := s.store.GetByKey(ctx, caller.Subject, in.IdempotencyKey)
+	if errors.Is(err, ErrNotFound) {
+		return Order{}, cause
+	}
+	if err != nil {
+		return Order{}, err
+	}
+	stored := map[string]int64{}
+	for _, it := range existing.Items {
+		stored[it.SKU] = it.UnitPriceMinor
+	}
+	currency := cmp.Or(in.Currency, existing.Currency)
+	fp := fingerprint(currency, in.Token, in.Items, func(it Item) int64 { return cmp.Or(it.UnitPriceMinor, stored[it.SKU]) })
+	if existing.Fingerprint != fp {
+		return Order{}, ErrKeyReused
+	}
+	return s.finish(ctx, existing)
 }
 
 // finish settles a pending order now if nobody else is doing so.

@@ -59,7 +59,7 @@ func (s *Orders) SeedProducts(ctx context.Context, ps []order.Product) (int, err
 
 // Product implements order.ProductStore.
 func (s *Orders) Product(ctx context.Context, sku string) (order.Product, error) {
-	p, err := scanProduct(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+productColumns+" FROM products WHERE sku = ?"), sku))
+	p, err := scanProduct(s.DB.Read.QueryRowContext(ctx, s.DB.Rebind("SELECT "+productColumns+" FROM products WHERE sku = ?"), sku))
 	if errors.Is(err, sql.ErrNoRows) {
 		return order.Product{}, order.ErrProductNotFound
 	}
@@ -110,7 +110,7 @@ func (s *Orders) ListProducts(ctx context.Context, includeInactive bool, afterSK
 }
 
 func (s *Orders) queryProducts(ctx context.Context, q string, args ...any) ([]order.Product, error) {
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), args...)
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list products: %w", err)
 	}

@@ -17,9 +17,6 @@ import (
 	"github.com/meshmart/meshmart/services/order/migrations"
 )
 
-// updateLock orders the update log (see sqldb.OrderedTx).
-const updateLock = 7953766477089567000
-
 // Orders is the SQL order store.
 type Orders struct{ sqldb.Store }
 
@@ -37,40 +34,24 @@ func Open(ctx context.Context, dsn string) (*Orders, error) {
 const columns = `id, user_id, items, currency, total, status, payment_id, failure_reason, idempotency_key, fingerprint,
 	payment_token, revision, lease_until, create_time, update_time, attempts, next_attempt_at`
 
-// Create implements order.Store.
+// Create implements order.Store: one INSERT, whose trigger appends the first update (see
+// migrations/0007), so one statement and one commit.
 func (s *Orders) Create(ctx context.Context, o order.Order) error {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
 		return err
 	}
-	err = sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
-			o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime),
-			o.Attempts, sqldb.Micros(o.NextAttemptAt))
-		if _, ok := sqldb.UniqueViolation(err); ok {
-			return order.ErrDuplicateKey
-		}
-		if err != nil {
-			return err
-		}
-		return s.insertUpdate(ctx, tx, o, order.StatusUnspecified)
-	})
-	if err != nil && !errors.Is(err, order.ErrDuplicateKey) {
+	_, err = s.DB.ExecContext(ctx, s.DB.Rebind(`INSERT INTO orders (`+columns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		o.ID, o.UserID, string(items), o.Currency, o.TotalMinor, int(o.Status), o.PaymentID, o.FailureReason, o.IdempotencyKey,
+		o.Fingerprint, o.PaymentToken, o.Revision, sqldb.Micros(o.LeaseUntil), sqldb.Micros(o.CreateTime), sqldb.Micros(o.UpdateTime),
+		o.Attempts, sqldb.Micros(o.NextAttemptAt))
+	if _, ok := sqldb.UniqueViolation(err); ok {
+		return order.ErrDuplicateKey
+	}
+	if err != nil {
 		return fmt.Errorf("create order: %w", err)
 	}
-	return err
-}
-
-func (s *Orders) insertUpdate(ctx context.Context, tx *sql.Tx, o order.Order, previous order.Status) error {
-	o.PaymentToken = ""
-	snapshot, err := json.Marshal(o)
-	if err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, s.DB.Rebind("INSERT INTO order_updates (order_id, previous_status, snapshot, create_time) VALUES (?, ?, ?, ?)"),
-		o.ID, int(previous), string(snapshot), sqldb.Micros(o.UpdateTime))
-	return err
+	return nil
 }
 
 // GetByKey implements order.Store.
@@ -84,7 +65,7 @@ func (s *Orders) Get(ctx context.Context, id string) (order.Order, error) {
 }
 
 func (s *Orders) getWhere(ctx context.Context, where string, args ...any) (order.Order, error) {
-	o, err := scan(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+columns+" FROM orders WHERE "+where), args...))
+	o, err := scan(s.DB.Read.QueryRowContext(ctx, s.DB.Rebind("SELECT "+columns+" FROM orders WHERE "+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return order.Order{}, order.ErrNotFound
 	}
@@ -124,25 +105,22 @@ func (s *Orders) Release(ctx context.Context, id string) error {
 	return nil
 }
 
-// Transition implements order.Store.
-func (s *Orders) Transition(ctx context.Context, o order.Order, previous order.Status) error {
-	err := sqldb.OrderedTx(ctx, s.DB, updateLock, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
-			payment_token = ?, revision = ?, lease_until = 0, update_time = ?, attempts = 0, next_attempt_at = 0
-			WHERE id = ? AND revision = ?`),
-			int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, sqldb.Micros(o.UpdateTime), o.ID, o.Revision-1)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return errors.Join(err, order.ErrAlreadyChanged)
-		}
-		return s.insertUpdate(ctx, tx, o, previous)
-	})
-	if err != nil && !errors.Is(err, order.ErrAlreadyChanged) {
+// Transition implements order.Store: one conditional UPDATE, whose trigger appends the update
+// (see migrations/0007) with the stored status as the previous one.
+func (s *Orders) Transition(ctx context.Context, o order.Order, _ order.Status) error {
+	res, err := s.DB.ExecContext(ctx, s.DB.Rebind(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?,
+		payment_token = ?, revision = ?, lease_until = 0, update_time = ?, attempts = 0, next_attempt_at = 0
+		WHERE id = ? AND revision = ?`),
+		int(o.Status), o.PaymentID, o.FailureReason, o.PaymentToken, o.Revision, sqldb.Micros(o.UpdateTime), o.ID, o.Revision-1)
+	if err != nil {
 		return fmt.Errorf("update order %s: %w", o.ID, err)
 	}
-	return err
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("update order %s: %w", o.ID, err)
+	} else if n == 0 {
+		return order.ErrAlreadyChanged
+	}
+	return nil
 }
 
 // Due implements order.Store: the due orders ranked within each user by a window function, so
@@ -178,7 +156,7 @@ func (s *Orders) CountUnsettled(ctx context.Context, statuses []order.Status, cr
 	for i := range counts {
 		dest[i] = &counts[i]
 	}
-	err := s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+strings.Join(sums, ", ")+" FROM orders WHERE status IN ("+
+	err := s.DB.Read.QueryRowContext(ctx, s.DB.Rebind("SELECT "+strings.Join(sums, ", ")+" FROM orders WHERE status IN ("+
 		placeholders(len(statuses))+")"), append(args, statusArgs(statuses)...)...).Scan(dest...)
 	if err != nil {
 		return nil, fmt.Errorf("count unsettled orders: %w", err)
@@ -207,7 +185,7 @@ func (s *Orders) List(ctx context.Context, f order.Filter, after *paging.Cursor,
 }
 
 func (s *Orders) query(ctx context.Context, q string, args ...any) ([]order.Order, error) {
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), args...)
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
@@ -223,27 +201,33 @@ func (s *Orders) query(ctx context.Context, q string, args ...any) ([]order.Orde
 	return out, rows.Err()
 }
 
-// LastUpdateSeq implements order.Store.
+// updateColumns are an update's order, in the order of columns. Entries written before
+// migration 0006 hold a JSON snapshot instead.
+const updateColumns = `order_id, user_id, items, currency, total, status, payment_id, failure_reason, idempotency_key,
+	fingerprint, '', revision, lease_until, order_create_time, create_time, attempts, next_attempt_at`
+
+// LastUpdateSeq implements order.Store: the newest update readers may see (see sqldb.Published).
 func (s *Orders) LastUpdateSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM order_updates").Scan(&seq); err != nil {
+	if err := s.DB.Read.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM order_updates WHERE "+s.DB.Published("seq")).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("last update: %w", err)
 	}
 	return seq, nil
 }
 
-// UpdatesAfter implements order.Store.
+// UpdatesAfter implements order.Store. On PostgreSQL an update appears once every transaction
+// that began writing before it has ended (see sqldb.Published), so none is ever skipped.
 func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64, limit int) ([]order.Update, error) {
 	args := []any{seq}
 	for _, id := range orderIDs {
 		args = append(args, id)
 	}
-	where := "seq > ?"
+	where := "seq > ? AND " + s.DB.Published("seq")
 	if len(orderIDs) > 0 {
 		where += " AND order_id IN (" + placeholders(len(orderIDs)) + ")"
 	}
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT seq, previous_status, snapshot FROM order_updates WHERE "+where+
-		" ORDER BY seq LIMIT ?"), append(args, limit)...)
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind("SELECT seq, previous_status, snapshot, "+updateColumns+
+		" FROM order_updates WHERE "+where+" ORDER BY seq LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("updates: %w", err)
 	}
@@ -255,11 +239,15 @@ func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64,
 			previous int
 			snapshot string
 		)
-		if err := rows.Scan(&u.Seq, &previous, &snapshot); err != nil {
+		u.Order, err = scan(prefixed{rows, []any{&u.Seq, &previous, &snapshot}})
+		if err != nil {
 			return nil, fmt.Errorf("updates: %w", err)
 		}
-		if err := json.Unmarshal([]byte(snapshot), &u.Order); err != nil {
-			return nil, fmt.Errorf("updates: snapshot %d: %w", u.Seq, err)
+		if snapshot != "" {
+			u.Order = order.Order{}
+			if err := json.Unmarshal([]byte(snapshot), &u.Order); err != nil {
+				return nil, fmt.Errorf("updates: snapshot %d: %w", u.Seq, err)
+			}
 		}
 		u.PreviousStatus = order.Status(previous)
 		out = append(out, u)
@@ -267,10 +255,18 @@ func (s *Orders) UpdatesAfter(ctx context.Context, orderIDs []string, seq int64,
 	return out, rows.Err()
 }
 
+// prefixed scans the columns before an order's into dest, then the order's with scan.
+type prefixed struct {
+	scanner
+	dest []any
+}
+
+func (p prefixed) Scan(dest ...any) error { return p.scanner.Scan(append(p.dest, dest...)...) }
+
 // PaymentFeedSeq implements order.Store.
 func (s *Orders) PaymentFeedSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.DB.QueryRowContext(ctx, "SELECT seq FROM payment_feed WHERE id = 1").Scan(&seq); err != nil {
+	if err := s.DB.Read.QueryRowContext(ctx, "SELECT seq FROM payment_feed WHERE id = 1").Scan(&seq); err != nil {
 		return 0, fmt.Errorf("payment feed position: %w", err)
 	}
 	return seq, nil

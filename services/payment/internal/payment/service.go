@@ -108,14 +108,18 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 	if err != nil {
 		return Payment{}, err
 	}
+	// A new payment is inserted already claimed, its first attempt counted: the call that
+	// created it goes straight to the processor, without a second write to claim it.
 	now := s.now()
 	p := Payment{
 		ID: uuid.NewString(), OrderID: in.OrderID, UserID: payer, Amount: in.Amount,
 		Status: StatusPending, IdempotencyKey: in.IdempotencyKey, KeyOwner: KeyOwner(caller), CreateTime: now, UpdateTime: now,
+		Attempts: 1, LeaseUntil: now.Add(s.timeout + s.leaseSlack),
 		// The token is part of the fingerprint only as a hash: card data is never stored.
 		Fingerprint: idempotency.Fingerprint(in.OrderID, in.Amount.Currency, fmt.Sprint(in.Amount.Minor), idempotency.Fingerprint(in.Token)),
 	}
 	err = s.store.CreatePending(ctx, p)
+	claimed := err == nil
 	switch {
 	case errors.Is(err, ErrDuplicateKey):
 		existing, err := s.store.GetByKey(ctx, p.KeyOwner, payer, in.IdempotencyKey)
@@ -132,14 +136,15 @@ func (s *Service) Charge(ctx context.Context, caller auth.Identity, in ChargeInp
 	if p.Status != StatusPending {
 		return p, nil
 	}
-	return s.settle(ctx, p, in.Token)
+	return s.settle(ctx, p, in.Token, claimed)
 }
 
-// settle claims pending payment p, asks the processor, and records the outcome. When another call
-// holds the claim it waits for that call's outcome.
-func (s *Service) settle(ctx context.Context, p Payment, token string) (Payment, error) {
-	var attempt int
-	for {
+// settle claims pending payment p unless claimed (the caller inserted it claimed), asks the
+// processor, and records the outcome. When another call holds the claim it waits for that call's
+// outcome.
+func (s *Service) settle(ctx context.Context, p Payment, token string, claimed bool) (Payment, error) {
+	attempt := p.Attempts
+	for !claimed {
 		now := s.now()
 		var ok bool
 		var err error

@@ -59,7 +59,7 @@ func (s *Payments) Get(ctx context.Context, id string) (payment.Payment, error) 
 }
 
 func (s *Payments) getWhere(ctx context.Context, where string, args ...any) (payment.Payment, error) {
-	p, err := scanPayment(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+paymentColumns+" FROM payments WHERE "+where), args...))
+	p, err := scanPayment(s.DB.Read.QueryRowContext(ctx, s.DB.Rebind("SELECT "+paymentColumns+" FROM payments WHERE "+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Payment{}, payment.ErrNotFound
 	}
@@ -97,27 +97,40 @@ func (s *Payments) Release(ctx context.Context, id string) error {
 	return nil
 }
 
-// eventLock orders the payment event log (see sqldb.OrderedTx).
-const eventLock = 8243495406591078000
-
-func (s *Payments) eventTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return sqldb.OrderedTx(ctx, s.DB, eventLock, fn)
-}
-
-// Settle implements payment.Store.
+// Settle implements payment.Store: on PostgreSQL one statement, the conditional update and the
+// events it appends; on SQLite, which has no UPDATE in a WITH, one transaction of both.
 func (s *Payments) Settle(ctx context.Context, p payment.Payment, events []payment.Event) error {
-	err := s.eventTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.DB.Rebind(`UPDATE payments SET status = ?, decline_reason = ?, failure_message = ?,
-			attempts = ?, lease_until = 0, update_time = ? WHERE id = ? AND status = ?`),
-			int(p.Status), int(p.DeclineReason), p.FailureMessage, p.Attempts, sqldb.Micros(p.UpdateTime), p.ID, int(payment.StatusPending))
-		if err != nil {
-			return err
+	update := `UPDATE payments SET status = ?, decline_reason = ?, failure_message = ?, attempts = ?, lease_until = 0,
+		update_time = ? WHERE id = ? AND status = ?`
+	args := []any{int(p.Status), int(p.DeclineReason), p.FailureMessage, p.Attempts, sqldb.Micros(p.UpdateTime), p.ID, int(payment.StatusPending)}
+	var err error
+	if s.DB.Dialect == sqldb.Postgres && len(events) > 0 {
+		// The events are selected from the update's RETURNING: none when it matched nothing.
+		var selects []string
+		for k, e := range events {
+			sel, eargs := s.eventSelect(k, e)
+			selects, args = append(selects, sel+" FROM settled"), append(args, eargs...)
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 0 {
-			return errors.Join(err, payment.ErrAlreadySettled)
+		var res sql.Result
+		res, err = s.DB.ExecContext(ctx, s.DB.Rebind("WITH settled AS ("+update+" RETURNING id) INSERT INTO payment_events ("+
+			eventInsertColumns(s.DB)+") "+strings.Join(selects, " UNION ALL ")), args...)
+		if err == nil {
+			if n, rerr := res.RowsAffected(); rerr != nil || n == 0 {
+				err = errors.Join(rerr, payment.ErrAlreadySettled)
+			}
 		}
-		return s.insertEvents(ctx, tx, events)
-	})
+	} else {
+		err = sqldb.InTx(ctx, s.DB, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, s.DB.Rebind(update), args...)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return errors.Join(err, payment.ErrAlreadySettled)
+			}
+			return s.insertEvents(ctx, tx, events)
+		})
+	}
 	if err != nil && !errors.Is(err, payment.ErrAlreadySettled) {
 		return fmt.Errorf("settle payment %s: %w", p.ID, err)
 	}
@@ -130,7 +143,7 @@ var errExceeds = errors.New("refund exceeds")
 // Refund implements payment.Store: the refund row, a conditional update that only passes while
 // the refunds stay within the capture, and the event, in one transaction.
 func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event) (payment.Payment, error) {
-	err := s.eventTx(ctx, func(tx *sql.Tx) error {
+	err := sqldb.InTx(ctx, s.DB, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO refunds (`+refundColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			r.ID, r.PaymentID, r.UserID, r.AmountMinor, r.Reason, r.IdempotencyKey, r.KeyOwner, r.Fingerprint, sqldb.Micros(r.CreateTime))
 		if _, ok := sqldb.UniqueViolation(err); ok {
@@ -171,7 +184,7 @@ func (s *Payments) Refund(ctx context.Context, r payment.Refund, e payment.Event
 
 // GetRefundByKey implements payment.Store.
 func (s *Payments) GetRefundByKey(ctx context.Context, owner, userID, key string) (payment.Refund, error) {
-	r, err := scanRefund(s.DB.QueryRowContext(ctx, s.DB.Rebind("SELECT "+refundColumns+
+	r, err := scanRefund(s.DB.Read.QueryRowContext(ctx, s.DB.Rebind("SELECT "+refundColumns+
 		" FROM refunds WHERE user_id = ? AND key_owner = ? AND idempotency_key = ?"), userID, owner, key))
 	if errors.Is(err, sql.ErrNoRows) {
 		return payment.Refund{}, payment.ErrNotFound
@@ -197,7 +210,7 @@ func (s *Payments) List(ctx context.Context, f payment.Filter, after *paging.Cur
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	q += " ORDER BY create_time DESC, id DESC LIMIT ?"
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind(q), append(args, limit)...)
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind(q), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list payments: %w", err)
 	}
@@ -243,7 +256,7 @@ func (s *Payments) loadRefunds(ctx context.Context, ps []payment.Payment) error 
 	for i, p := range ps {
 		at[p.ID], args[i] = i, p.ID
 	}
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT "+refundColumns+" FROM refunds WHERE payment_id IN (?"+
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind("SELECT "+refundColumns+" FROM refunds WHERE payment_id IN (?"+
 		strings.Repeat(", ?", len(ps)-1)+") ORDER BY create_time, id"), args...)
 	if err != nil {
 		return fmt.Errorf("load refunds: %w", err)
@@ -263,36 +276,68 @@ func (s *Payments) loadRefunds(ctx context.Context, ps []payment.Payment) error 
 const eventColumns = `seq, id, type, currency, amount, payment_id, order_id, user_id, p_amount, p_refunded, p_status,
 	p_decline, p_failure, p_create_time, create_time`
 
+// eventInsertColumns are the columns an INSERT of events fills: seq too on PostgreSQL (see
+// sqldb.LogSeq).
+func eventInsertColumns(db *sqldb.DB) string {
+	cols := `id, type, currency, amount, payment_id, order_id, user_id, p_amount, p_refunded, p_status, p_decline, p_failure,
+		p_create_time, create_time`
+	if db.Dialect == sqldb.Postgres {
+		cols = "seq, " + cols
+	}
+	return cols
+}
+
+// eventSelect returns the select list of event e, the k-th its transaction appends, in the
+// order of eventInsertColumns, and its arguments. The casts type the arguments where no column
+// does (in a SELECT under an INSERT).
+func (s *Payments) eventSelect(k int, e payment.Event) (string, []any) {
+	p := e.Payment
+	sel := "CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), " +
+		"CAST(? AS TEXT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS TEXT), " +
+		"CAST(? AS BIGINT), CAST(? AS BIGINT)"
+	if seq := s.DB.LogSeq(k); seq != "" {
+		sel = seq + ", " + sel
+	}
+	return "SELECT " + sel, []any{e.ID, int(e.Type), e.Amount.Currency, e.Amount.Minor, p.ID, p.OrderID, p.UserID, p.Amount.Minor,
+		p.RefundedMinor, int(p.Status), int(p.DeclineReason), p.FailureMessage, sqldb.Micros(p.CreateTime), sqldb.Micros(e.CreateTime)}
+}
+
+// insertEvents appends events in one INSERT, in transaction tx.
 func (s *Payments) insertEvents(ctx context.Context, tx *sql.Tx, events []payment.Event) error {
-	for _, e := range events {
-		p := e.Payment
-		_, err := tx.ExecContext(ctx, s.DB.Rebind(`INSERT INTO payment_events (id, type, currency, amount, payment_id, order_id,
-			user_id, p_amount, p_refunded, p_status, p_decline, p_failure, p_create_time, create_time)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			e.ID, int(e.Type), e.Amount.Currency, e.Amount.Minor, p.ID, p.OrderID, p.UserID, p.Amount.Minor, p.RefundedMinor,
-			int(p.Status), int(p.DeclineReason), p.FailureMessage, sqldb.Micros(p.CreateTime), sqldb.Micros(e.CreateTime))
-		if err != nil {
-			return fmt.Errorf("insert event: %w", err)
-		}
+	if len(events) == 0 {
+		return nil
+	}
+	var (
+		selects []string
+		args    []any
+	)
+	for k, e := range events {
+		sel, eargs := s.eventSelect(k, e)
+		selects, args = append(selects, sel), append(args, eargs...)
+	}
+	if _, err := tx.ExecContext(ctx, s.DB.Rebind("INSERT INTO payment_events ("+eventInsertColumns(s.DB)+") "+
+		strings.Join(selects, " UNION ALL ")), args...); err != nil {
+		return fmt.Errorf("insert events: %w", err)
 	}
 	return nil
 }
 
-// LastEventSeq implements payment.Store.
+// LastEventSeq implements payment.Store: the newest event readers may see (see sqldb.Published).
 func (s *Payments) LastEventSeq(ctx context.Context) (int64, error) {
 	var seq int64
-	if err := s.DB.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM payment_events").Scan(&seq); err != nil {
+	if err := s.DB.Read.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM payment_events WHERE "+s.DB.Published("seq")).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("last event: %w", err)
 	}
 	return seq, nil
 }
 
-// EventsAfter implements payment.Store.
+// EventsAfter implements payment.Store. On PostgreSQL an event appears once every transaction
+// that began writing before it has ended (see sqldb.Published), so none is ever skipped.
 func (s *Payments) EventsAfter(ctx context.Context, f payment.Filter, seq int64, limit int) ([]payment.Event, error) {
 	where, args := filter(f)
-	where = append([]string{"seq > ?"}, where...)
+	where = append([]string{"seq > ?", s.DB.Published("seq")}, where...)
 	args = append([]any{seq}, args...)
-	rows, err := s.DB.QueryContext(ctx, s.DB.Rebind("SELECT "+eventColumns+" FROM payment_events WHERE "+
+	rows, err := s.DB.Read.QueryContext(ctx, s.DB.Rebind("SELECT "+eventColumns+" FROM payment_events WHERE "+
 		strings.Join(where, " AND ")+" ORDER BY seq LIMIT ?"), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("events: %w", err)
