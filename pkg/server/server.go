@@ -226,11 +226,8 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	chain = append(chain, interceptors.Validate(validator))
 	chain = append(chain, o.extra...)
 
-	serverOpts := append(interceptors.ServerChain(chain...),
-		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(o.tracerProvider),
-			otelgrpc.WithPropagators(observability.Propagator()),
-		)),
+	serverOpts := append(interceptors.ServerChain(chain...), Tracing(o.tracerProvider)...)
+	serverOpts = append(serverOpts,
 		grpc.StatsHandler(rejected),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
@@ -269,6 +266,15 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	reflection.Register(s.grpc) // v1 and v1alpha, so every grpcurl works
 	metrics.InitializeMetrics(s.grpc)
 	return s, nil
+}
+
+// Tracing returns the server options that trace calls with tp, continuing the W3C trace context
+// a caller sent (observability.Propagator).
+func Tracing(tp trace.TracerProvider) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(tp),
+		otelgrpc.WithPropagators(observability.Propagator()),
+	))}
 }
 
 // Identity opens the identity c gives the service: the TLS files, watched for changes, or the
