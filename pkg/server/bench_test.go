@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/google/uuid"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -27,8 +27,8 @@ import (
 // grpc-go server, from bare grpc-go with one concern of the chassis at a time, and from the whole
 // chassis as shipped: production defaults (pkg/app's logger at the default level, its tracer
 // provider with the environment of the run, auth on), so that each concern's time and allocations
-// per call are visible side by side. The per-address limit stays on, with a rate the single
-// client never reaches. Client and server share the process: B/op and allocs/op count both, and
+// per call are visible side by side. The rate limits stay on, with rates the single client never
+// reaches. Client and server share the process: B/op and allocs/op count both, and
 // the client's share is bare's.
 //
 //	go test -run '^$' -bench Chassis -benchmem -count 6 ./pkg/server | benchstat -
@@ -37,8 +37,9 @@ func BenchmarkChassis(b *testing.B) {
 	token := keys.Token(b, uuid.NewString(), auth.RoleUser)
 	cfg := testkit.TestConfig()
 	def := server.DefaultConfig("127.0.0.1:0")
-	cfg.LogLevel, cfg.LogFormat, cfg.RateLimit = def.LogLevel, def.LogFormat, def.RateLimit
+	cfg.LogLevel, cfg.LogFormat = def.LogLevel, def.LogFormat
 	cfg.AddressRateLimit, cfg.AddressRateBurst = 1e9, 1e9
+	cfg.RateLimit, cfg.RateBurst = 1e9, 1e9
 	log, err := observability.NewLogger(io.Discard, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		b.Fatal(err)

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
@@ -111,7 +110,10 @@ func WithIdentity(src identity.Source) Option {
 	return optionFunc(func(o *options) { o.identity = src })
 }
 
-// WithTracerProvider records spans with tp. Without it spans are not recorded.
+// WithTracerProvider records spans with tp. Without it, or with a noop.TracerProvider (what
+// observability.NewTracerProvider returns when nothing is exported), no span is started: the
+// server only continues the W3C trace context a caller sent, so its trace id is logged and
+// forwarded.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tracerProvider = tp })
 }
@@ -226,7 +228,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	chain = append(chain, interceptors.Validate(validator))
 	chain = append(chain, o.extra...)
 
-	serverOpts := append(interceptors.ServerChain(chain...), Tracing(o.tracerProvider)...)
+	serverOpts := append(Tracing(o.tracerProvider), interceptors.ServerChain(chain...)...)
 	serverOpts = append(serverOpts,
 		grpc.StatsHandler(rejected),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -266,15 +268,6 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	reflection.Register(s.grpc) // v1 and v1alpha, so every grpcurl works
 	metrics.InitializeMetrics(s.grpc)
 	return s, nil
-}
-
-// Tracing returns the server options that trace calls with tp, continuing the W3C trace context
-// a caller sent (observability.Propagator).
-func Tracing(tp trace.TracerProvider) []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(tp),
-		otelgrpc.WithPropagators(observability.Propagator()),
-	))}
 }
 
 // Identity opens the identity c gives the service: the TLS files, watched for changes, or the
