@@ -455,9 +455,6 @@ func (s *Server) HTTPHandler() http.Handler {
 // for such streams forever.
 func (s *Server) endStreamsOnShutdown() interceptors.Server {
 	return interceptors.Server{
-		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			return handler(ctx, req)
-		},
 		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			ctx, cancel := context.WithCancel(ss.Context())
 			defer cancel()
