@@ -1,10 +1,7 @@
 package server_test
 
 import (
-	"bufio"
-	"encoding/json"
 	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,7 +10,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshmart/meshmart/pkg/interceptors"
-	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
@@ -26,16 +22,7 @@ func TestTraceContextAndRequestIDWithoutExporter(t *testing.T) {
 	t.Parallel()
 	var out testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&out, nil))
-	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("example", testkit.TestConfig(), log, server.WithListener(lis))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	})
+	_, running, cc := serveExample(t, testkit.TestConfig(), log)
 	client := userv1.NewUserServiceClient(cc)
 	requestID := func(md ...string) string {
 		t.Helper()
@@ -67,16 +54,9 @@ func TestTraceContextAndRequestIDWithoutExporter(t *testing.T) {
 		t.Fatal(err)
 	}
 	var traced []string
-	sc := bufio.NewScanner(strings.NewReader(out.String()))
-	for sc.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("not JSON: %s", sc.Text())
-		}
-		if line["msg"] == "finished call" {
-			id, _ := line["trace_id"].(string)
-			traced = append(traced, id)
-		}
+	for _, line := range logLines(t, out.String(), "finished call") {
+		id, _ := line["trace_id"].(string)
+		traced = append(traced, id)
 	}
 	if want := []string{traceID, "", "", traceID}; strings.Join(traced, ",") != strings.Join(want, ",") {
 		t.Errorf("logged trace ids = %q, want %q", traced, want)
