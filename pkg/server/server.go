@@ -228,6 +228,8 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	chain = append(chain, interceptors.Validate(validator))
 	chain = append(chain, o.extra...)
 
+	// Tracing's options first: without an exporter they are an interceptor, which must be the
+	// outermost so that the request id and the log line see the caller's trace.
 	serverOpts := append(Tracing(o.tracerProvider), interceptors.ServerChain(chain...)...)
 	serverOpts = append(serverOpts,
 		grpc.StatsHandler(rejected),
