@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/meshmart/meshmart/pkg/interceptors"
+	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
@@ -60,5 +62,25 @@ func TestTraceContextAndRequestIDWithoutExporter(t *testing.T) {
 	}
 	if want := []string{traceID, "", "", traceID}; strings.Join(traced, ",") != strings.Join(want, ",") {
 		t.Errorf("logged trace ids = %q, want %q", traced, want)
+	}
+}
+
+// With spans recorded, a call that came without a trace starts one, and its id is the request id.
+func TestRequestIDIsTheServerSpansTraceID(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	_, running, cc := serveExample(t, testkit.TestConfig(), log, server.WithTracerProvider(tp))
+	req := &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}
+	if _, err := userv1.NewUserServiceClient(cc).GetUser(t.Context(), req); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := logLines(t, out.String(), "finished call")
+	if len(lines) != 1 || lines[0]["trace_id"] == nil || lines[0]["request_id"] != lines[0]["trace_id"] {
+		t.Errorf("finished-call lines = %v, want one whose request id is its (unsampled) trace id", lines)
 	}
 }
