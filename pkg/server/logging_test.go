@@ -127,6 +127,48 @@ func TestUndecodableRequestIsLoggedAndCounted(t *testing.T) {
 	}
 }
 
+// A call of a method the server does not serve is answered UNIMPLEMENTED, as grpc-go answers it,
+// before the chain (no token is asked for, no finished-call line), and is logged and counted as
+// rejected.
+func TestUnknownMethodIsLoggedAndCounted(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	srv, running, cc := serveExample(t, testkit.TestConfig(), log)
+	for _, method := range []string{"/meshmart.user.v1.UserService/Nope", "/no.such.v1.Service/Thing"} {
+		var reply []byte
+		err := cc.Invoke(t.Context(), method, []byte{}, &reply, grpc.ForceCodec(rawCodec{}))
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("%s = %v, want Unimplemented", method, err)
+		}
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := logLines(t, out.String(), "call rejected before handling")
+	if len(lines) != 2 || lines[0]["method"] != "Nope" || lines[1]["service"] != "no.such.v1.Service" || lines[0]["code"] != "Unimplemented" || lines[0]["peer"] == nil {
+		t.Errorf("rejected-call lines = %v, want Nope and Thing, Unimplemented, with their peer:\n%s", lines, out.String())
+	}
+	if finished := logLines(t, out.String(), "finished call"); len(finished) != 0 {
+		t.Errorf("the chain logged unknown methods: %v", finished)
+	}
+	mfs, err := srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "grpc_server_rejected_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("grpc_server_rejected_total = %v, want 2", n)
+	}
+}
+
 // serveExample serves testkit's example service on the chassis over bufconn, logging to log.
 func serveExample(t *testing.T, cfg server.Config, log *slog.Logger, opts ...server.Option) (*server.Server, *testkit.Running, *grpc.ClientConn) {
 	t.Helper()

@@ -55,6 +55,8 @@ type Server struct {
 	authn    bool
 	tls      bool
 	policies *authz.Table
+	// unhandled logs and counts the calls the chain never sees.
+	unhandled *unhandled
 
 	// endStreams is cancelled when shutdown reaches the point where long-lived streams must end.
 	endStreams context.Context
@@ -173,10 +175,9 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	// The marker goes first: a call that reaches it was answered by the chain (the per-address
-	// limit counts its own refusals), so only calls gRPC refused before it get the stats
-	// handler's log line.
-	chain := []interceptors.Server{rejected.mark()}
+	// The gate goes first: a call of a method nobody serves is answered, logged and counted
+	// there, as grpc-go would have answered it, before it costs anything else (see unhandled).
+	chain := []interceptors.Server{rejected.gate()}
 	// The address of a call is its peer's, or the client a trusted forwarder (the gateway, by
 	// its verified certificate, known from the handshake) names: available before any token is
 	// looked at.
@@ -232,7 +233,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	// outermost so that the request id and the log line see the caller's trace.
 	serverOpts := append(Tracing(o.tracerProvider), interceptors.ServerChain(chain...)...)
 	serverOpts = append(serverOpts,
-		grpc.StatsHandler(rejected),
+		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
@@ -258,10 +259,11 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		s.tls = true
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
+	s.unhandled = rejected
 	s.health = health.NewServer()
 	// Not serving until SetServing: grpc's health server starts out SERVING.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.grpc.RegisterService(rejected.wrap(&healthpb.Health_ServiceDesc), s.health)
 	for _, svc := range o.services {
 		if err := s.RegisterService(svc.desc, svc.impl); err != nil {
 			return nil, err
@@ -303,7 +305,7 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) error {
 	if err := s.policies.AddService(desc.ServiceName); err != nil {
 		return err
 	}
-	s.grpc.RegisterService(desc, impl)
+	s.grpc.RegisterService(s.unhandled.wrap(desc), impl)
 	s.services = append(s.services, desc.ServiceName)
 	return nil
 }
@@ -344,6 +346,7 @@ func (s *Server) Serve() error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	s.unhandled.serving(s.grpc)
 	s.log.Info("serving", "service", s.name, "grpc_addr", s.lis.Addr().String(), "tls", s.tls)
 	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
