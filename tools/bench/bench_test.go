@@ -381,15 +381,7 @@ func (t *table) String() string {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "meshmart platform benchmark: %d concurrent calls, %d alternating rounds of %v per figure, on %s; peers go-kratos %s, go-zero %s (tools/benchpeers/go.mod)\n\n",
 		concurrency, rounds, round, host, t.kratos, t.gozero)
-	b.WriteString("| Figure |")
-	for _, c := range t.cols {
-		fmt.Fprintf(&b, " %s |", c.name)
-	}
-	b.WriteString("\n|---|")
-	for range t.cols {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
+	t.header(&b, []string{"Figure"}, nil)
 	for _, r := range rows {
 		if !t.has(func(c *column) bool { _, ok := c.cells[r.key]; return ok }) {
 			continue // a row that the benchmark run does not measure (BenchmarkChassis)
@@ -401,6 +393,21 @@ func (t *table) String() string {
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// header writes a Markdown table's header: the columns named before, one per database, after.
+func (t *table) header(b *strings.Builder, before, after []string) {
+	names := slices.Concat(before, t.names(), after)
+	fmt.Fprintf(b, "| %s |\n|%s\n", strings.Join(names, " | "), strings.Repeat("---|", len(names)))
+}
+
+// names returns the columns' names.
+func (t *table) names() []string {
+	var names []string
+	for _, c := range t.cols {
+		names = append(names, c.name)
+	}
+	return names
 }
 
 // has reports whether any column satisfies f.
@@ -446,15 +453,8 @@ func (g target) met(v float64) bool {
 // meets it ("no figure" where a column measured none, as when its benchmark failed first).
 func (t *table) targets() string {
 	var b strings.Builder
-	b.WriteString("Targets of issue 18\n\n| Target | bound |")
-	for _, c := range t.cols {
-		fmt.Fprintf(&b, " %s |", c.name)
-	}
-	b.WriteString(" met |\n|---|---|")
-	for range t.cols {
-		b.WriteString("---|")
-	}
-	b.WriteString("---|\n")
+	b.WriteString("Targets of issue 18\n\n")
+	t.header(&b, []string{"Target", "bound"}, []string{"met"})
 	var skipped []string
 	for _, g := range targets {
 		if !t.has(func(c *column) bool { _, ok := c.figures[g.key]; return ok }) {

@@ -65,7 +65,6 @@ func TestMain(m *testing.M) {
 func serveExample(kind string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := testkit.DiscardLogger()
 	testkit.ReportAllocs(os.Stdout)
 	var tlsFiles []string
 	if files := os.Getenv(tlsEnv); files != "" {
@@ -112,11 +111,7 @@ func serveExample(kind string) error {
 	case "bare":
 		var opts []grpc.ServerOption
 		if tlsFiles != nil {
-			src, err := identity.LoadFiles(tlsFiles[0], tlsFiles[1], tlsFiles[2], log)
-			if err != nil {
-				return err
-			}
-			tc, err := identity.ServerConfig(src)
+			tc, err := testkit.ServerTLS(os.Getenv(tlsEnv))
 			if err != nil {
 				return err
 			}

@@ -33,7 +33,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -52,7 +51,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshmart/meshmart/pkg/identity"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
 )
@@ -74,15 +72,7 @@ func run(framework, tlsFiles string) error {
 	var creds []grpc.ServerOption
 	var kratosTLS []kratosgrpc.ServerOption
 	if tlsFiles != "" {
-		files := strings.Split(tlsFiles, ",")
-		if len(files) != 3 {
-			return fmt.Errorf("-tls %q: want cert,key,ca", tlsFiles)
-		}
-		src, err := identity.LoadFiles(files[0], files[1], files[2], testkit.DiscardLogger())
-		if err != nil {
-			return err
-		}
-		tc, err := identity.ServerConfig(src)
+		tc, err := testkit.ServerTLS(tlsFiles)
 		if err != nil {
 			return err
 		}
