@@ -16,13 +16,13 @@ import (
 
 // idleRSSLimit is the most resident memory (VmRSS) a process of the platform may hold once it
 // settled. Issue 18 asks for 25 MiB, which this does not reach: measured here, the user services
-// hold 28-29 MiB, payment 33, order 34 and the gateway 28 (36-58 before the start-up trim of
+// hold 28-29 MiB, payment 33-35, order 34 and the gateway 28 (34-58 before the start-up trim of
 // pkg/app), of which 8-11 MiB is their own memory and the rest pages of their binary that an
 // idle platform keeps running: Consul checks every instance every 2 s and the order replicas
 // read the payment service's events every second, each call over mutual TLS through the whole
-// chassis (BENCHMARKS.md, "Idle memory"). The limit is between before (user 58, payment 40,
-// order 41 MiB) and after, with 3 MiB to spare on either side.
-const idleRSSLimit = 37 << 20
+// chassis (BENCHMARKS.md, "Idle memory"). The limit lies between before (user 58, payment 40,
+// order 41-42 MiB) and after, with 2.6 MiB to spare above the highest figure after.
+const idleRSSLimit = 38 << 20
 
 // TestIdleMemory starts the platform as `make run` ships it (two replicas of each service, the
 // gateway, every setting at its default, SQLite), lets start-up settle (app.SettleTime, when each
