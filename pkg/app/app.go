@@ -140,6 +140,9 @@ type running struct {
 	stopRegistrar         context.CancelFunc
 	stopWorkers           context.CancelFunc
 	grpc, http, reg, work sync.WaitGroup
+	// settled is closed by stop; the trim of a settled service waits for it or for SettleTime.
+	settled chan struct{}
+	trim    sync.WaitGroup
 
 	// registered is set once the registrar runs; leftAt once the instance left rotation (leave).
 	registered bool
@@ -151,6 +154,18 @@ func (a *App) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Started: what start-up alone needed is given back, and again once the service settled,
+	// since its first seconds of serving are start-up too: the TLS handshakes with its peers,
+	// the first fetch of the token keys, the Consul registration, the workers' first passes.
+	r.settled = make(chan struct{})
+	r.trim.Go(func() {
+		trimStartup(r.log)
+		select {
+		case <-time.After(SettleTime):
+			trimStartup(r.log)
+		case <-r.settled:
+		}
+	})
 	// A drain only takes the instance out of rotation: the App runs on until ctx ends.
 	drain := a.drain
 	for stopping := false; !stopping; {
@@ -285,6 +300,10 @@ func (r *running) leave() {
 // delay.
 func (r *running) stop() {
 	r.log.Info("shutting down", "drain_delay", r.cfg.DrainDelay.String(), "drained_before", !r.leftAt.IsZero())
+	if r.settled != nil {
+		close(r.settled)
+		r.trim.Wait()
+	}
 	r.leave()
 	if r.srv != nil && !(r.failed.happened() && r.failed.grpc) {
 		time.Sleep(r.cfg.DrainDelay - time.Since(r.leftAt)) // nothing left after a drain that long ago

@@ -5,7 +5,8 @@
 // and issues tokens at login; every other service needs only public keys to verify them, so no
 // service can mint a token it was not meant to. A token names its key in the "kid" header (the
 // key's RFC 7638 thumbprint, KeyID) and carries its issuer, the user id as subject, the user's
-// roles, an expiry and an audience, all of which Verify checks. A Verifier holds a set of keys
+// roles, an expiry and an audience, all of which Verify checks, and the account's status when it
+// was issued (Identity.AccountStatus). A Verifier holds a set of keys
 // that can be replaced while it runs (SetKeys), so keys rotate without a flag day: the next key is
 // published before it signs, the previous one stays until its tokens expired.
 package auth
@@ -37,6 +38,12 @@ const (
 	RoleAdmin = "admin"
 )
 
+// Account statuses, as a token's "status" claim states them (Identity.AccountStatus).
+const (
+	AccountActive    = "active"
+	AccountSuspended = "suspended"
+)
+
 // DefaultAudience is the audience meshmart tokens are issued for and checked against.
 const DefaultAudience = "meshmart"
 
@@ -61,6 +68,11 @@ type Identity struct {
 	Token string
 	// Expiry is when the token stops being accepted.
 	Expiry time.Time
+	// AccountStatus is the account's status when the token was issued (AccountActive,
+	// AccountSuspended), which stays true for at most the token's lifetime: an account suspended
+	// or deleted since still holds a token saying AccountActive until it expires. Empty when the
+	// token states none (one issued with Issue rather than IssueWithStatus).
+	AccountStatus string
 	// Service is the meshmart service ("order") whose certificate the caller presented and the
 	// chassis verified; empty when the caller presented none.
 	Service string
@@ -98,7 +110,8 @@ func FromContext(ctx context.Context) (Identity, bool) {
 
 // claims is the JWT payload of an access token.
 type claims struct {
-	Roles []string `json:"roles"`
+	Roles  []string `json:"roles"`
+	Status string   `json:"status,omitempty"`
 	jwt.RegisteredClaims
 }
 
@@ -138,11 +151,23 @@ func (i *Issuer) Issue(subject string, roles []string) (string, time.Time, error
 	return i.IssueAt(time.Now(), subject, roles)
 }
 
+// IssueWithStatus is Issue for a token that also states the account's status (AccountActive,
+// AccountSuspended; see Identity.AccountStatus), so that a service may take the token's word for
+// it, for the token's lifetime, instead of asking the user service.
+func (i *Issuer) IssueWithStatus(subject string, roles []string, status string) (string, time.Time, error) {
+	return i.issue(time.Now(), subject, roles, status)
+}
+
 // IssueAt is Issue as if the time were now; tests use it to mint expired tokens.
 func (i *Issuer) IssueAt(now time.Time, subject string, roles []string) (string, time.Time, error) {
+	return i.issue(now, subject, roles, "")
+}
+
+// issue signs a token issued at now; status empty states none.
+func (i *Issuer) issue(now time.Time, subject string, roles []string, status string) (string, time.Time, error) {
 	exp := now.Add(i.ttl)
 	token := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims{
-		Roles: roles,
+		Roles: roles, Status: status,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    i.opts.issuer,
 			Subject:   subject,
@@ -323,7 +348,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if c.Subject == "" {
 		return Identity{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
 	}
-	id := Identity{Subject: c.Subject, Roles: c.Roles, Token: token, Expiry: c.ExpiresAt.Time}
+	id := Identity{Subject: c.Subject, Roles: c.Roles, Token: token, Expiry: c.ExpiresAt.Time, AccountStatus: c.Status}
 	v.verified.Add(token, verifiedToken{id: id, kid: kid})
 	return id, nil
 }

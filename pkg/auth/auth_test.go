@@ -94,6 +94,39 @@ func TestIssueVerify(t *testing.T) {
 	}
 }
 
+// TestAccountStatus: a token issued with a status states it, one issued without states none, and
+// the verified identity says which.
+func TestAccountStatus(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := NewIssuer(priv, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := NewVerifier([]ed25519.PublicKey{issuer.PublicKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []string{AccountActive, AccountSuspended, ""} {
+		var token string
+		if status == "" {
+			token, _, err = issuer.Issue("u1", []string{RoleUser})
+		} else {
+			token, _, err = issuer.IssueWithStatus("u1", []string{RoleUser}, status)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := verifier.Verify(token)
+		if err != nil || id.AccountStatus != status || id.Subject != "u1" {
+			t.Errorf("a token issued with status %q verifies as %+v, %v", status, id, err)
+		}
+	}
+}
+
 func TestCanActFor(t *testing.T) {
 	t.Parallel()
 	user := Identity{Subject: "u1", Roles: []string{RoleUser}}

@@ -21,8 +21,5 @@ func DefaultDeadline(d time.Duration) Server {
 			}
 			return handler(ctx, req)
 		},
-		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			return handler(srv, ss)
-		},
 	}
 }

@@ -4,13 +4,17 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -28,16 +32,143 @@ func WithPayloads(on bool) LoggingOption { return func(c *loggingConfig) { c.pay
 // trace id, at a level that follows the code (Info for success and client errors, Warn or Error
 // for server faults). Health checks are not logged: Consul makes one every few seconds per
 // instance, and metrics count them.
+//
+// The line is written here rather than by go-grpc-middleware's logging interceptor, which builds
+// its field list (and renames nothing: our keys would need a rewrite per call) before the level is
+// known, so that a call below the level costs one Enabled check and nothing else, and a logged
+// call builds its attributes once, with the house's keys, in the slog.Record itself. With
+// WithPayloads, go-grpc-middleware's interceptor logs the messages.
 func Logging(log *slog.Logger, opts ...LoggingOption) Server {
-	mwOpts := loggingOptions(opts)
+	var c loggingConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	cl := newCallLogger(log)
+	s := Server{
+		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if isHealth(info.FullMethod) {
+				return handler(ctx, req)
+			}
+			start := time.Now()
+			resp, err := handler(ctx, req)
+			cl.finished(ctx, cl.unary, info.FullMethod, start, err)
+			return resp, err
+		},
+		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			if isHealth(info.FullMethod) {
+				return handler(srv, ss)
+			}
+			start := time.Now()
+			err := handler(srv, ss)
+			kind := cl.bidi
+			switch {
+			case !info.IsClientStream:
+				kind = cl.serverStream
+			case !info.IsServerStream:
+				kind = cl.clientStream
+			}
+			cl.finished(ss.Context(), kind, info.FullMethod, start, err)
+			return err
+		},
+	}
+	if !c.payloads {
+		return s
+	}
+	// Payload logging is for debugging: go-grpc-middleware's interceptor logs the messages, its
+	// keys renamed by slogger, inside the finished-call line's interceptor.
+	mwOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.PayloadReceived, logging.PayloadSent),
+		logging.WithFieldsFromContext(contextFields),
+		logging.WithLevels(codeToLevel),
+	}
 	l := slogger(log)
 	notHealth := selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
 		return c.Service != healthpb.Health_ServiceDesc.ServiceName
 	})
+	payloadsUnary := selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(l, mwOpts...), notHealth)
+	payloadsStream := selector.StreamServerInterceptor(logging.StreamServerInterceptor(l, mwOpts...), notHealth)
 	return Server{
-		Unary:  selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(l, mwOpts...), notHealth),
-		Stream: selector.StreamServerInterceptor(logging.StreamServerInterceptor(l, mwOpts...), notHealth),
+		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return s.Unary(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+				return payloadsUnary(ctx, req, info, handler)
+			})
+		},
+		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			return s.Stream(srv, ss, info, func(srv any, ss grpc.ServerStream) error {
+				return payloadsStream(srv, ss, info, handler)
+			})
+		},
 	}
+}
+
+// healthPrefix starts the full method name of every health check.
+var healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
+
+func isHealth(fullMethod string) bool { return strings.HasPrefix(fullMethod, healthPrefix) }
+
+// callLogger writes the finished-call line. What is the same for every call of a kind (component
+// and kind) is given to the handler once, with Logger.With, so that it is formatted once.
+type callLogger struct {
+	unary, serverStream, clientStream, bidi *slog.Logger
+}
+
+func newCallLogger(log *slog.Logger) *callLogger {
+	server := log.With("component", "server")
+	return &callLogger{
+		unary:        server.With("kind", "unary"),
+		serverStream: server.With("kind", "server_stream"),
+		clientStream: server.With("kind", "client_stream"),
+		bidi:         server.With("kind", "bidi_stream"),
+	}
+}
+
+// finished logs the end of a call of fullMethod that started at start and ended with err, with
+// log, unless its level is disabled: then nothing is built at all.
+func (*callLogger) finished(ctx context.Context, log *slog.Logger, fullMethod string, start time.Time, err error) {
+	code := status.Code(err)
+	level := slog.Level(codeToLevel(code))
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	now := time.Now()
+	service, method := splitFullMethod(fullMethod)
+	// Up to 11 attributes: slog.Record keeps 5 inline and the rest in one slice, allocated once
+	// by the single AddAttrs below.
+	var attrs [11]slog.Attr
+	a := append(attrs[:0],
+		slog.String("service", service),
+		slog.String("method", method),
+		slog.String("code", code.String()),
+		slog.Float64("duration_ms", float64(now.Sub(start).Microseconds())/1000),
+		slog.Time("start_time", start),
+	)
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		a = append(a, slog.String("peer", p.Addr.String()))
+	}
+	if id := RequestIDFromContext(ctx); id != "" {
+		a = append(a, slog.String("request_id", id))
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		a = append(a, slog.String("trace_id", sc.TraceID().String()))
+	}
+	if d, ok := ctx.Deadline(); ok {
+		a = append(a, slog.Time("deadline", d))
+	}
+	if err != nil {
+		a = append(a, slog.String("error", err.Error()))
+	}
+	r := slog.NewRecord(now, level, "finished call", 0)
+	r.AddAttrs(a...)
+	_ = log.Handler().Handle(ctx, r)
+}
+
+// splitFullMethod splits "/pkg.Service/Method" into "pkg.Service" and "Method" without allocating.
+func splitFullMethod(full string) (service, method string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.LastIndexByte(full, '/'); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
 }
 
 // ClientLogging logs one line per outgoing call when it finishes, like Logging, but successful
@@ -67,18 +198,21 @@ func loggingOptions(opts []LoggingOption) []logging.Option {
 	}
 	return []logging.Option{
 		logging.WithLogOnEvents(events...),
-		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			var f logging.Fields
-			if id := RequestIDFromContext(ctx); id != "" {
-				f = append(f, "request_id", id)
-			}
-			if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-				f = append(f, "trace_id", sc.TraceID().String())
-			}
-			return f
-		}),
+		logging.WithFieldsFromContext(contextFields),
 		logging.WithLevels(codeToLevel),
 	}
+}
+
+// contextFields are the request and trace ids of ctx's call, for go-grpc-middleware's lines.
+func contextFields(ctx context.Context) logging.Fields {
+	var f logging.Fields
+	if id := RequestIDFromContext(ctx); id != "" {
+		f = append(f, "request_id", id)
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		f = append(f, "trace_id", sc.TraceID().String())
+	}
+	return f
 }
 
 // codeToLevel keeps the log quiet for what the caller got wrong and loud for what we did.
@@ -116,6 +250,9 @@ var logKeys = map[string]string{
 // debug_redact fields redacted.
 func slogger(log *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		if !log.Enabled(ctx, slog.Level(lvl)) {
+			return
+		}
 		attrs := make([]any, 0, len(fields))
 		for i := 0; i+1 < len(fields); i += 2 {
 			key, _ := fields[i].(string)

@@ -2,10 +2,13 @@ package interceptors
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"math/rand/v2"
 	"regexp"
 
-	"github.com/google/uuid"
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -36,18 +39,21 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 }
 
 // RequestID gives every call a request id: the caller's x-request-id when it sent a well-formed
-// one, else a new UUID. The id is stored in the context, echoed in the response header and
-// forwarded by the chassis client, so one id follows a request across services.
-// go-grpc-middleware v2 has no such interceptor.
+// one, else the id of the trace the call belongs to (from the caller's traceparent, or the span
+// the server started), else a new random id of 32 hex digits. The id is stored in the context,
+// echoed in the response header and forwarded by the chassis client, so one id follows a request
+// across services. go-grpc-middleware v2 has no such interceptor.
 func RequestID() Server {
 	withID := func(ctx context.Context) context.Context {
-		id := ""
+		var id string
 		if vals := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(vals) > 0 && ValidRequestID(vals[0]) {
 			id = vals[0]
+		} else if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+			id = sc.TraceID().String()
 		} else {
-			id = uuid.NewString()
+			id = newRequestID()
 		}
-		_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, id))
+		_ = grpc.SetHeader(ctx, metadata.MD{RequestIDKey: {id}})
 		return WithRequestID(ctx, id)
 	}
 	return Server{
@@ -60,4 +66,15 @@ func RequestID() Server {
 			return handler(srv, wrapped)
 		},
 	}
+}
+
+// newRequestID returns 128 random bits in hex, as a trace id is written: a UUID's formatting and
+// its read of crypto/rand are not needed for an id that only has to be unique.
+func newRequestID() string {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	var out [32]byte
+	hex.Encode(out[:], b[:])
+	return string(out[:])
 }

@@ -2,8 +2,11 @@
 //
 // Traces are exported over OTLP/gRPC when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, configured by the exporter's standard environment
-// variables; otherwise spans are still created, so trace ids reach logs and downstream services,
-// but go nowhere. Context crosses process boundaries in W3C trace-context and baggage headers.
+// variables, and sampled by the standard OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, by
+// default parent-based with DefaultSampleRatio of the traces that start here. Otherwise no span is
+// recorded at all, but a caller's trace context still crosses the process, so its trace id reaches
+// the logs and downstream services. Context crosses process boundaries in W3C trace-context and
+// baggage headers.
 package observability
 
 import (
@@ -13,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +25,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // NewLogger returns a logger writing to w at level ("debug", "info", "warn" or "error") in format
@@ -45,9 +51,20 @@ func Propagator() propagation.TextMapPropagator {
 	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 }
 
+// DefaultSampleRatio is the share of the traces starting in a process (a call that came without a
+// sampled trace context) that are recorded and exported when OTEL_TRACES_SAMPLER is not set: a
+// trace a caller sampled is always recorded (parentbased_traceidratio). OTEL_TRACES_SAMPLER=
+// parentbased_always_on records them all, as before issue 18.
+const DefaultSampleRatio = 0.1
+
 // NewTracerProvider returns a tracer provider for service, exporting over OTLP when the standard
-// environment asks for it, and a function that flushes and stops it within 5 seconds.
-func NewTracerProvider(ctx context.Context, service, version string) (*sdktrace.TracerProvider, func(), error) {
+// environment asks for it, and a function that flushes and stops it within 5 seconds. When nothing
+// is exported it returns a noop.TracerProvider: spans that go nowhere are not worth their cost on
+// every call, and a noop span still carries the caller's trace context.
+func NewTracerProvider(ctx context.Context, service, version string) (trace.TracerProvider, func(), error) {
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		return noop.NewTracerProvider(), func() {}, nil
+	}
 	// Attributes without a schema URL, so they merge with the SDK's defaults whatever semconv
 	// version those use; OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME still apply on top.
 	res, err := resource.New(ctx,
@@ -58,13 +75,20 @@ func NewTracerProvider(ctx context.Context, service, version string) (*sdktrace.
 	if err != nil {
 		return nil, nil, fmt.Errorf("trace resource: %w", err)
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
-		exp, err := otlptracegrpc.New(ctx)
-		if err != nil {
-			return nil, nil, fmt.Errorf("otlp exporter: %w", err)
+	exp, err := otlptracegrpc.New(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("otlp exporter: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithBatcher(exp)}
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		// The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself, and an explicit sampler would override it.
+		ratio := DefaultSampleRatio
+		if arg := os.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+			if ratio, err = strconv.ParseFloat(arg, 64); err != nil || ratio < 0 || ratio > 1 {
+				return nil, nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%q: want a ratio from 0 to 1", arg)
+			}
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	stop := func() {

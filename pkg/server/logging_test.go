@@ -30,16 +30,7 @@ func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
 	cfg := testkit.TestConfig()
 	cfg.LogPayloads = true
 	tp := sdktrace.NewTracerProvider()
-	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		srv, err := server.New("example", cfg, log, server.WithListener(lis), server.WithTracerProvider(tp))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	})
+	_, running, cc := serveExample(t, cfg, log, server.WithTracerProvider(tp))
 	const password = "correct horse battery"
 	_, err := userv1.NewUserServiceClient(cc).CreateUser(t.Context(), &userv1.CreateUserRequest{
 		Email: "ada@example.com", Username: "ada", Password: password, GivenName: "Ada"})
@@ -58,20 +49,12 @@ func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
 	if strings.Contains(logs, password) {
 		t.Fatalf("the password reached the log:\n%s", logs)
 	}
-	var finished []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(logs))
-	for sc.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("not JSON: %s", sc.Text())
-		}
-		if line["msg"] == "finished call" {
-			finished = append(finished, line)
-		}
-		if req, ok := line["request"].(string); ok && !strings.Contains(req, `"password":"[REDACTED]"`) {
-			t.Errorf("request payload logged without redaction: %s", req)
+	for _, line := range logLines(t, logs, "request received") {
+		if req, ok := line["request"].(string); !ok || !strings.Contains(req, `"password":"[REDACTED]"`) {
+			t.Errorf("request payload logged without redaction: %v", line)
 		}
 	}
+	finished := logLines(t, logs, "finished call")
 	if len(finished) != 1 {
 		t.Fatalf("%d finished-call lines, want 1:\n%s", len(finished), logs)
 	}
@@ -98,18 +81,7 @@ func TestUndecodableRequestIsLoggedAndCounted(t *testing.T) {
 	t.Parallel()
 	var out testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&out, nil))
-	var srv *server.Server
-	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
-		var err error
-		srv, err = server.New("example", testkit.TestConfig(), log, server.WithListener(lis))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
-			t.Fatal(err)
-		}
-		return srv
-	})
+	srv, running, cc := serveExample(t, testkit.TestConfig(), log)
 	// Field 1 (email), length-delimited, with a length that runs past the end.
 	var reply []byte
 	err := cc.Invoke(t.Context(), userv1.UserService_CreateUser_FullMethodName, []byte{0x0a, 0x7f, 'a'}, &reply, grpc.ForceCodec(rawCodec{}))
@@ -149,18 +121,85 @@ func TestUndecodableRequestIsLoggedAndCounted(t *testing.T) {
 	if err := running.Stop(); err != nil {
 		t.Fatal(err)
 	}
+	lines := logLines(t, out.String(), "call rejected before handling")
+	if len(lines) != 1 || lines[0]["method"] != "CreateUser" || lines[0]["code"] != "Internal" || lines[0]["peer"] == nil {
+		t.Fatalf("rejected-call lines = %v, want one for CreateUser, Internal, with its peer:\n%s", lines, out.String())
+	}
+}
+
+// A call of a method the server does not serve is answered UNIMPLEMENTED, as grpc-go answers it,
+// before the chain (no token is asked for, no finished-call line), and is logged and counted as
+// rejected.
+func TestUnknownMethodIsLoggedAndCounted(t *testing.T) {
+	t.Parallel()
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	srv, running, cc := serveExample(t, testkit.TestConfig(), log)
+	for _, method := range []string{"/meshmart.user.v1.UserService/Nope", "/no.such.v1.Service/Thing"} {
+		var reply []byte
+		err := cc.Invoke(t.Context(), method, []byte{}, &reply, grpc.ForceCodec(rawCodec{}))
+		if status.Code(err) != codes.Unimplemented {
+			t.Errorf("%s = %v, want Unimplemented", method, err)
+		}
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := logLines(t, out.String(), "call rejected before handling")
+	if len(lines) != 2 || lines[0]["method"] != "Nope" || lines[1]["service"] != "no.such.v1.Service" || lines[0]["code"] != "Unimplemented" || lines[0]["peer"] == nil {
+		t.Errorf("rejected-call lines = %v, want Nope and Thing, Unimplemented, with their peer:\n%s", lines, out.String())
+	}
+	if finished := logLines(t, out.String(), "finished call"); len(finished) != 0 {
+		t.Errorf("the chain logged unknown methods: %v", finished)
+	}
+	mfs, err := srv.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == "grpc_server_rejected_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("grpc_server_rejected_total = %v, want 2", n)
+	}
+}
+
+// serveExample serves testkit's example service on the chassis over bufconn, logging to log.
+func serveExample(t *testing.T, cfg server.Config, log *slog.Logger, opts ...server.Option) (*server.Server, *testkit.Running, *grpc.ClientConn) {
+	t.Helper()
+	var srv *server.Server
+	running, cc := testkit.Bufconn(t, func(lis net.Listener) *server.Server {
+		var err error
+		srv, err = server.New("example", cfg, log, append([]server.Option{server.WithListener(lis)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.RegisterService(&userv1.UserService_ServiceDesc, testkit.NewExampleUsers("only")); err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	})
+	return srv, running, cc
+}
+
+// logLines returns the JSON log lines in logs whose msg is msg, failing on a line that is not JSON.
+func logLines(t *testing.T, logs, msg string) []map[string]any {
+	t.Helper()
 	var lines []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	sc := bufio.NewScanner(strings.NewReader(logs))
 	for sc.Scan() {
 		var line map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			t.Fatalf("not JSON: %s", sc.Text())
 		}
-		if line["msg"] == "call rejected before handling" {
+		if line["msg"] == msg {
 			lines = append(lines, line)
 		}
 	}
-	if len(lines) != 1 || lines[0]["method"] != "CreateUser" || lines[0]["code"] != "Internal" || lines[0]["peer"] == nil {
-		t.Fatalf("rejected-call lines = %v, want one for CreateUser, Internal, with its peer:\n%s", lines, out.String())
-	}
+	return lines
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
@@ -56,6 +55,8 @@ type Server struct {
 	authn    bool
 	tls      bool
 	policies *authz.Table
+	// unhandled logs and counts the calls the chain never sees.
+	unhandled *unhandled
 
 	// endStreams is cancelled when shutdown reaches the point where long-lived streams must end.
 	endStreams context.Context
@@ -111,7 +112,10 @@ func WithIdentity(src identity.Source) Option {
 	return optionFunc(func(o *options) { o.identity = src })
 }
 
-// WithTracerProvider records spans with tp. Without it spans are not recorded.
+// WithTracerProvider records spans with tp. Without it, or with a noop.TracerProvider (what
+// observability.NewTracerProvider returns when nothing is exported), no span is started: the
+// server only continues the W3C trace context a caller sent, so its trace id is logged and
+// forwarded.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(o *options) { o.tracerProvider = tp })
 }
@@ -171,10 +175,9 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	// The marker goes first: a call that reaches it was answered by the chain (the per-address
-	// limit counts its own refusals), so only calls gRPC refused before it get the stats
-	// handler's log line.
-	chain := []interceptors.Server{rejected.mark()}
+	// The gate goes first: a call of a method nobody serves is answered, logged and counted
+	// there, as grpc-go would have answered it, before it costs anything else (see unhandled).
+	chain := []interceptors.Server{rejected.gate()}
 	// The address of a call is its peer's, or the client a trusted forwarder (the gateway, by
 	// its verified certificate, known from the handshake) names: available before any token is
 	// looked at.
@@ -226,12 +229,11 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	chain = append(chain, interceptors.Validate(validator))
 	chain = append(chain, o.extra...)
 
-	serverOpts := append(interceptors.ServerChain(chain...),
-		grpc.StatsHandler(otelgrpc.NewServerHandler(
-			otelgrpc.WithTracerProvider(o.tracerProvider),
-			otelgrpc.WithPropagators(observability.Propagator()),
-		)),
-		grpc.StatsHandler(rejected),
+	// Tracing's options first: without an exporter they are an interceptor, which must be the
+	// outermost so that the request id and the log line see the caller's trace.
+	serverOpts := append(Tracing(o.tracerProvider), interceptors.ServerChain(chain...)...)
+	serverOpts = append(serverOpts,
+		grpc.UnknownServiceHandler(unknownMethod),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxConcurrentStreams)),
@@ -257,10 +259,11 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 		s.tls = true
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
+	s.unhandled = rejected
 	s.health = health.NewServer()
 	// Not serving until SetServing: grpc's health server starts out SERVING.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.grpc.RegisterService(rejected.wrap(&healthpb.Health_ServiceDesc), s.health)
 	for _, svc := range o.services {
 		if err := s.RegisterService(svc.desc, svc.impl); err != nil {
 			return nil, err
@@ -302,7 +305,7 @@ func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) error {
 	if err := s.policies.AddService(desc.ServiceName); err != nil {
 		return err
 	}
-	s.grpc.RegisterService(desc, impl)
+	s.grpc.RegisterService(s.unhandled.wrap(desc), impl)
 	s.services = append(s.services, desc.ServiceName)
 	return nil
 }
@@ -343,6 +346,7 @@ func (s *Server) Serve() error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	s.unhandled.serving(s.grpc)
 	s.log.Info("serving", "service", s.name, "grpc_addr", s.lis.Addr().String(), "tls", s.tls)
 	if err := s.grpc.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
@@ -456,9 +460,6 @@ func (s *Server) HTTPHandler() http.Handler {
 // for such streams forever.
 func (s *Server) endStreamsOnShutdown() interceptors.Server {
 	return interceptors.Server{
-		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			return handler(ctx, req)
-		},
 		Stream: func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			ctx, cancel := context.WithCancel(ss.Context())
 			defer cancel()

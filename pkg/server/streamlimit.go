@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"strconv"
 	"sync"
 	"time"
@@ -52,9 +51,6 @@ func Exhausted(limit string, value int, what string, retry time.Duration) error 
 func streamsPerUser(max int) interceptors.Server {
 	l := &streamCounter{max: max, open: map[string]int{}}
 	return interceptors.Server{
-		Unary: func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			return handler(ctx, req)
-		},
 		Stream: func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 			id, _ := auth.FromContext(ss.Context())
 			if !info.IsServerStream || id.IsService() || !id.IsUser() {

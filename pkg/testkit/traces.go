@@ -38,9 +38,12 @@ func StartTraces() (*Traces, error) {
 }
 
 // Env is the environment that makes a process (pkg/observability's tracer provider) export its
-// spans to the receiver, every 100 ms instead of every 5 s so that tests wait little.
+// spans to the receiver, every 100 ms instead of every 5 s so that tests wait little, and every
+// trace rather than observability.DefaultSampleRatio of them, so that the trace a test follows is
+// recorded.
 func (t *Traces) Env() []string {
-	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + t.addr, "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_BSP_SCHEDULE_DELAY=100"}
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + t.addr, "OTEL_EXPORTER_OTLP_INSECURE=true", "OTEL_BSP_SCHEDULE_DELAY=100",
+		"OTEL_TRACES_SAMPLER=parentbased_always_on"}
 }
 
 // Stop stops the receiver.

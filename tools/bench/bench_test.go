@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,11 +43,29 @@ const (
 // BenchmarkPlatform prints one table with a column per database. Run it with -benchtime 1x.
 func BenchmarkPlatform(b *testing.B) {
 	t := &table{}
+	peersBin := buildPeers(b)
+	t.kratos, t.gozero = peerVersions(b)
 	for _, db := range []string{"sqlite", "postgres"} {
-		b.Run(db, func(b *testing.B) { measure(b, db, t.column(db)) })
+		b.Run(db, func(b *testing.B) { measure(b, db, peersBin, t.column(db)) })
 	}
 	fmt.Println()
 	fmt.Print(t)
+	fmt.Println()
+	fmt.Print(t.targets())
+}
+
+// BenchmarkChassis prints the chassis rows alone (the example servers: chassis, bare grpc-go,
+// kratos, go-zero) and their targets, without the platform or a database: a minute or two where
+// BenchmarkPlatform takes several. Run it with -benchtime 1x.
+func BenchmarkChassis(b *testing.B) {
+	t := &table{}
+	peersBin := buildPeers(b)
+	t.kratos, t.gozero = peerVersions(b)
+	chassisRows(b, peersBin, t.column("example servers"))
+	fmt.Println()
+	fmt.Print(t)
+	fmt.Println()
+	fmt.Print(t.targets())
 }
 
 // call is one ghz load: a method, a target and what to send.
@@ -114,7 +133,7 @@ func alternate(b *testing.B, tlsOpts []runner.Option, calls ...call) []*stat {
 	return stats
 }
 
-func measure(b *testing.B, db string, col *column) {
+func measure(b *testing.B, db, peersBin string, col *column) {
 	opts := loadkit.Options{Gateway: true} // the REST rows (gateway_test.go) go through it
 	if db == "postgres" {
 		opts.Databases = map[string]string{}
@@ -136,7 +155,7 @@ func measure(b *testing.B, db string, col *column) {
 
 	// Chassis overhead: the same handler behind the chassis and behind bare grpc-go, plaintext
 	// and with mutual TLS.
-	chassisRows(b, col)
+	chassisRows(b, peersBin, col)
 
 	// Discovery: consul:// vs the same three addresses given statically, both balanced round
 	// robin; and a direct dial of one replica.
@@ -201,11 +220,15 @@ func measure(b *testing.B, db string, col *column) {
 	for i, name := range []string{"GetUser", "Charge", "CreateOrder"} {
 		col.set(name, fmt.Sprintf("%.0f/s; p50 %v, p95 %v, p99 %v; %d errors", s[i].Rate(), ms(s[i].Percentile(.5)), ms(s[i].Percentile(.95)), ms(s[i].Percentile(.99)), s[i].Errors))
 	}
-	col.set("CreateOrder/GetUser", fmt.Sprintf("%.1f× the p50 latency, %.2f× the calls/s", float64(s[2].Percentile(.5))/float64(s[0].Percentile(.5)), s[2].Rate()/s[0].Rate()))
+	p50, rate := float64(s[2].Percentile(.5))/float64(s[0].Percentile(.5)), s[2].Rate()/s[0].Rate()
+	col.set("CreateOrder/GetUser", fmt.Sprintf("%.1f× the p50 latency, %.2f× the calls/s", p50, rate))
+	col.figure("p50 CreateOrder/GetUser", p50)
+	col.figure("rate CreateOrder/GetUser", rate)
 	export := float64(s[3].msgs) / s[3].Elapsed.Seconds()
 	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].Calls, 1)), export/s[0].Rate()))
 	for _, svc := range append(slices.Clone(platform.Services), platform.Gateway) {
 		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle, %.0f MiB at most under load", mib(idle[svc]), mib(peak[svc])))
+		col.figure("RSS "+svc, mib(idle[svc]))
 	}
 	for _, st := range s {
 		if st.Errors > 0 {
@@ -306,21 +329,26 @@ func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // table is the printed result: a row per figure, a column per database.
 type table struct {
-	mu   sync.Mutex
-	cols []*column
+	mu             sync.Mutex
+	cols           []*column
+	kratos, gozero string // the versions tools/benchpeers pins
 }
 
 type column struct {
-	name  string
-	cells map[string]string
+	name    string
+	cells   map[string]string
+	figures map[string]float64 // what the targets compare, by target key
 }
 
 func (c *column) set(row, v string) { c.cells[row] = v }
 
+// figure records the measured figure of a target (targets' key).
+func (c *column) figure(key string, v float64) { c.figures[key] = v }
+
 func (t *table) column(name string) *column {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := &column{name: name, cells: map[string]string{}}
+	c := &column{name: name, cells: map[string]string{}, figures: map[string]float64{}}
 	t.cols = append(t.cols, c)
 	return c
 }
@@ -328,6 +356,9 @@ func (t *table) column(name string) *column {
 var rows = []struct{ key, label string }{
 	{"chassis", "Chassis overhead, plaintext: GetUser through every interceptor vs bare grpc-go (example handler, servers in processes of their own)"},
 	{"chassis TLS", "Chassis overhead, mutual TLS: the same, both servers with the same identity.ServerConfig and certificate, the client with a service's (identity.ClientConfig)"},
+	{"kratos", "Chassis vs go-kratos (recovery, logging at warn, tracing, metrics, validate), mutual TLS both: GetUser, example handler"},
+	{"go-zero", "Chassis vs go-zero zrpc (its default interceptors, logging at error), mutual TLS both: GetUser, example handler"},
+	{"allocs", "Server heap allocations per GetUser, mutual TLS (runtime.MemStats read in each server process around its rounds)"},
 	{"TLS cost", "Mutual TLS vs plaintext, the same server (long-lived connections: record encryption, no handshakes)"},
 	{"discovery", "Discovery: `consul://` vs a static list of the same 3 replicas, both round robin (GetUser)"},
 	{"direct", "Balancing: `consul://` round robin over 3 replicas vs a direct dial of one (GetUser)"},
@@ -348,22 +379,114 @@ var rows = []struct{ key, label string }{
 func (t *table) String() string {
 	var b strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "meshmart platform benchmark: %d concurrent calls, %d alternating rounds of %v per figure, on %s\n\n", concurrency, rounds, round, host)
-	b.WriteString("| Figure |")
-	for _, c := range t.cols {
-		fmt.Fprintf(&b, " %s |", c.name)
-	}
-	b.WriteString("\n|---|")
-	for range t.cols {
-		b.WriteString("---|")
-	}
-	b.WriteString("\n")
+	fmt.Fprintf(&b, "meshmart platform benchmark: %d concurrent calls, %d alternating rounds of %v per figure, on %s; peers go-kratos %s, go-zero %s (tools/benchpeers/go.mod)\n\n",
+		concurrency, rounds, round, host, t.kratos, t.gozero)
+	t.header(&b, []string{"Figure"}, nil)
 	for _, r := range rows {
+		if !t.has(func(c *column) bool { _, ok := c.cells[r.key]; return ok }) {
+			continue // a row that the benchmark run does not measure (BenchmarkChassis)
+		}
 		fmt.Fprintf(&b, "| %s |", r.label)
 		for _, c := range t.cols {
 			fmt.Fprintf(&b, " %s |", c.cells[r.key])
 		}
 		b.WriteString("\n")
 	}
+	return b.String()
+}
+
+// header writes a Markdown table's header: the columns named before, one per database, after.
+func (t *table) header(b *strings.Builder, before, after []string) {
+	names := slices.Concat(before, t.names(), after)
+	fmt.Fprintf(b, "| %s |\n|%s\n", strings.Join(names, " | "), strings.Repeat("---|", len(names)))
+}
+
+// names returns the columns' names.
+func (t *table) names() []string {
+	var names []string
+	for _, c := range t.cols {
+		names = append(names, c.name)
+	}
+	return names
+}
+
+// has reports whether any column satisfies f.
+func (t *table) has(f func(*column) bool) bool {
+	return slices.ContainsFunc(t.cols, f)
+}
+
+// target is one figure of issue 18's table and the bound it must meet.
+type target struct {
+	key    string // the column figure it reads
+	label  string
+	bound  float64
+	atMost bool   // true: the figure must be ≤ bound; false: ≥ bound
+	unit   string // "×" or " MiB"
+}
+
+var targets = []target{
+	{"cpu/bare", "Chassis vs bare grpc-go, mutual TLS both: server CPU per call", 1.3, true, "×"},
+	{"rate/bare", "Chassis vs bare grpc-go, mutual TLS both: calls/s", 0.90, false, "×"},
+	{"bytes/bare", "Chassis vs bare grpc-go: allocated bytes per call", 2, true, "×"},
+	{"objects/bare", "Chassis vs bare grpc-go: allocated objects per call", 2, true, "×"},
+	{"rate/kratos", "Chassis vs go-kratos: calls/s", 1.4, false, "×"},
+	{"cpu/kratos", "Chassis vs go-kratos: server CPU per call", 0.7, true, "×"},
+	{"rate/go-zero", "Chassis vs go-zero: calls/s", 1.4, false, "×"},
+	{"cpu/go-zero", "Chassis vs go-zero: server CPU per call", 0.7, true, "×"},
+	{"p50 CreateOrder/GetUser", "CreateOrder p50 / GetUser p50", 5, true, "×"},
+	{"rate CreateOrder/GetUser", "CreateOrder calls/s / GetUser calls/s", 0.20, false, "×"},
+	{"RSS user", "Idle RSS per replica, user service", 25, true, " MiB"},
+	{"RSS payment", "Idle RSS per replica, payment service", 25, true, " MiB"},
+	{"RSS order", "Idle RSS per replica, order service", 25, true, " MiB"},
+	{"RSS gateway", "Idle RSS, gateway", 25, true, " MiB"},
+}
+
+// met reports whether v meets the target.
+func (g target) met(v float64) bool {
+	if g.atMost {
+		return v <= g.bound
+	}
+	return v >= g.bound
+}
+
+// targets prints issue 18's targets: each figure per column, its bound and whether every column
+// meets it ("no figure" where a column measured none, as when its benchmark failed first).
+func (t *table) targets() string {
+	var b strings.Builder
+	b.WriteString("Targets of issue 18\n\n")
+	t.header(&b, []string{"Target", "bound"}, []string{"met"})
+	var skipped []string
+	for _, g := range targets {
+		if !t.has(func(c *column) bool { _, ok := c.figures[g.key]; return ok }) {
+			skipped = append(skipped, g.label) // a target that this benchmark does not measure
+			continue
+		}
+		op := "≥"
+		if g.atMost {
+			op = "≤"
+		}
+		fmt.Fprintf(&b, "| %s | %s %s%s |", g.label, op, strconv.FormatFloat(g.bound, 'f', -1, 64), g.unit)
+		met := "yes"
+		for _, c := range t.cols {
+			v, ok := c.figures[g.key]
+			switch {
+			case !ok:
+				met = "no figure"
+				b.WriteString(" — |")
+				continue
+			case !g.met(v) && met == "yes":
+				met = "no"
+			}
+			if g.unit == "×" {
+				fmt.Fprintf(&b, " %.2f× |", v)
+			} else {
+				fmt.Fprintf(&b, " %.0f%s |", v, g.unit)
+			}
+		}
+		fmt.Fprintf(&b, " %s |\n", met)
+	}
+	skipped = append(skipped, "database round trips and write commits per new order (≤ 10 / ≤ 3)",
+		"failed reads while a user replica is SIGSTOPped (0, read p99 ≤ 3× normal)")
+	fmt.Fprintf(&b, "\nNot measured by this benchmark: %s.\n", strings.Join(skipped, "; "))
 	return b.String()
 }

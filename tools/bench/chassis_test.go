@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,7 +65,7 @@ func TestMain(m *testing.M) {
 func serveExample(kind string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := testkit.DiscardLogger()
+	testkit.ReportAllocs(os.Stdout)
 	var tlsFiles []string
 	if files := os.Getenv(tlsEnv); files != "" {
 		if tlsFiles = strings.Split(files, ","); len(tlsFiles) != 3 {
@@ -109,11 +111,7 @@ func serveExample(kind string) error {
 	case "bare":
 		var opts []grpc.ServerOption
 		if tlsFiles != nil {
-			src, err := identity.LoadFiles(tlsFiles[0], tlsFiles[1], tlsFiles[2], log)
-			if err != nil {
-				return err
-			}
-			tc, err := identity.ServerConfig(src)
+			tc, err := testkit.ServerTLS(os.Getenv(tlsEnv))
 			if err != nil {
 				return err
 			}
@@ -135,15 +133,21 @@ func serveExample(kind string) error {
 // exampleServer is a server process under load and a client of it.
 type exampleServer struct {
 	name   string
-	pid    int
+	proc   *testkit.Process
 	client userv1.UserServiceClient
+	// peer marks another framework's server (tools/benchpeers). A few of its calls may fail by
+	// its own design: go-zero sheds calls while the machine's CPU use is over 90% (its default
+	// CpuThreshold), which a shared 2-core machine under this load reaches. Its row counts them;
+	// more than 1% fails the benchmark, as any failure of the chassis or bare grpc-go does.
+	peer bool
 }
 
-// exampleServers starts the four example servers, chassis and bare, plaintext and mutual TLS,
-// and dials each. Both TLS servers hold the same identity (the user service's SVID, served with
-// identity.ServerConfig) and their clients the same identity.ClientConfig (the order service's
-// SVID, requiring the user service's): as services call each other.
-func exampleServers(b *testing.B) (chassis, bare, chassisTLS, bareTLS exampleServer, token string) {
+// exampleServers starts the example servers, chassis and bare, plaintext and mutual TLS, and
+// kratos and go-zero with mutual TLS (peersBin, tools/benchpeers), and dials each. The TLS
+// servers hold the same identity (the user service's SVID, served with identity.ServerConfig) and
+// their clients the same identity.ClientConfig (the order service's SVID, requiring the user
+// service's): as services call each other.
+func exampleServers(b *testing.B, peersBin string) (servers []exampleServer, token string) {
 	keys := testkit.NewKeys(b)
 	pki := testkit.NewPKI(b, serverName, clientName)
 	cert, key, ca := pki.Files(serverName)
@@ -156,26 +160,70 @@ func exampleServers(b *testing.B) (chassis, bare, chassisTLS, bareTLS exampleSer
 	if err != nil {
 		b.Fatal(err)
 	}
-	start := func(kind string, tlsFiles string, tc *tls.Config) exampleServer {
-		name := kind
+	files := strings.Join([]string{cert, key, ca}, ",")
+	start := func(name string, tc *tls.Config, bin string, args []string, env ...string) exampleServer {
 		creds := insecure.NewCredentials()
 		if tc != nil {
-			name += "-tls"
 			creds = credentials.NewTLS(tc)
 		}
-		p := testkit.StartProcess(b, name, bin, []string{"-test.run=^$"},
-			serveEnv+"="+kind, tlsEnv+"="+tlsFiles, authKeyEnv+"="+keys.PublicKeyFile)
+		p := testkit.StartProcess(b, name, bin, args, env...)
 		addr := waitListening(b, p)
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { cc.Close() })
-		return exampleServer{name: name, pid: p.Pid(), client: userv1.NewUserServiceClient(cc)}
+		return exampleServer{name: name, proc: p, client: userv1.NewUserServiceClient(cc)}
 	}
-	files := strings.Join([]string{cert, key, ca}, ",")
-	return start("chassis", "", nil), start("bare", "", nil), start("chassis", files, tc), start("bare", files, tc),
-		keys.Token(b, uuid.NewString(), auth.RoleUser)
+	self := func(kind string, tc *tls.Config) exampleServer {
+		name, tlsFiles := kind, ""
+		if tc != nil {
+			name, tlsFiles = kind+"-tls", files
+		}
+		return start(name, tc, bin, []string{"-test.run=^$"},
+			serveEnv+"="+kind, tlsEnv+"="+tlsFiles, authKeyEnv+"="+keys.PublicKeyFile)
+	}
+	peer := func(framework string) exampleServer {
+		s := start(framework+"-tls", tc, peersBin, []string{"-framework", framework, "-tls", files})
+		s.peer = true
+		return s
+	}
+	return []exampleServer{self("chassis", nil), self("bare", nil), self("chassis", tc), self("bare", tc),
+		peer("kratos"), peer("gozero")}, keys.Token(b, uuid.NewString(), auth.RoleUser)
+}
+
+// buildPeers builds tools/benchpeers, a module outside go.work (so GOWORK=off), into a temporary
+// file and returns its path. Go's build cache makes every build after the first a link.
+func buildPeers(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "benchpeers")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(testkit.RepoRoot(b), "tools", "benchpeers")
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("build tools/benchpeers: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// peerVersions returns the versions of kratos and go-zero that tools/benchpeers/go.mod pins, to
+// print beside their rows.
+func peerVersions(b *testing.B) (kratos, gozero string) {
+	data, err := os.ReadFile(filepath.Join(testkit.RepoRoot(b), "tools", "benchpeers", "go.mod"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		switch f := strings.Fields(line); {
+		case len(f) >= 2 && f[0] == "github.com/go-kratos/kratos/v2":
+			kratos = f[1]
+		case len(f) >= 2 && f[0] == "github.com/zeromicro/go-zero":
+			gozero = f[1]
+		}
+	}
+	if kratos == "" || gozero == "" {
+		b.Fatalf("tools/benchpeers/go.mod requires no kratos or go-zero version (%q, %q)", kratos, gozero)
+	}
+	return kratos, gozero
 }
 
 // waitListening returns the address a server process prints.
@@ -197,32 +245,45 @@ func waitListening(b *testing.B, p *testkit.Process) string {
 // serverStat is what alternating rounds against one example server measured, merged.
 type serverStat struct {
 	testkit.LoadResult
-	cpu time.Duration // the server process's CPU time (user + system) during the rounds
+	cpu    time.Duration  // the server process's CPU time (user + system) during the rounds
+	allocs testkit.Allocs // what the server process allocated during the rounds
 }
 
 // CPUPerCall is the server's CPU time per call.
 func (s serverStat) CPUPerCall() time.Duration { return s.cpu / time.Duration(max(s.Calls, 1)) }
 
+// BytesPerCall and ObjectsPerCall are the server's heap allocations per call.
+func (s serverStat) BytesPerCall() float64 { return float64(s.allocs.Bytes) / float64(max(s.Calls, 1)) }
+
+func (s serverStat) ObjectsPerCall() float64 {
+	return float64(s.allocs.Objects) / float64(max(s.Calls, 1))
+}
+
 // alternateExample loads each server in turn with concurrency workers calling GetUser back to
-// back for a round, rounds times, and measures the server process's CPU time over each round.
+// back for a round, rounds times, and measures the server process's CPU time and allocations over
+// each round.
 func alternateExample(b *testing.B, token string, servers ...exampleServer) []serverStat {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 	req := &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}
 	stats := make([]serverStat, len(servers))
 	for range rounds {
 		for i, s := range servers {
-			before := cpuTime(b, s.pid)
+			allocs := testkit.ReadAllocs(b, s.proc)
+			before := cpuTime(b, s.proc.Pid())
 			res := testkit.Load(concurrency, round, func() error {
 				callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
 				_, err := s.client.GetUser(callCtx, req)
 				return err
 			})
-			stats[i].cpu += cpuTime(b, s.pid) - before
+			stats[i].cpu += cpuTime(b, s.proc.Pid()) - before
+			stats[i].allocs = stats[i].allocs.Add(testkit.ReadAllocs(b, s.proc).Sub(allocs))
 			stats[i].Add(res)
-			if res.Errors > 0 {
-				b.Errorf("GetUser on the %s example server: %d of %d calls failed", s.name, res.Errors, res.Calls)
-			}
+		}
+	}
+	for i, s := range servers {
+		if st := stats[i]; st.Errors > 0 && (!s.peer || st.Errors*100 > st.Calls) {
+			b.Errorf("GetUser on the %s example server: %d of %d calls failed", s.name, st.Errors, st.Calls)
 		}
 	}
 	return stats
@@ -238,22 +299,47 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 	return d
 }
 
-// chassisRows measures the four example servers side by side and fills the chassis rows.
-func chassisRows(b *testing.B, col *column) {
-	chassis, bare, chassisTLS, bareTLS, token := exampleServers(b)
-	s := alternateExample(b, token, chassis, bare, chassisTLS, bareTLS)
-	pair := func(c, bare serverStat) string {
-		return fmt.Sprintf("%.2f× the calls/s of bare grpc-go (%.0f vs %.0f); p50 %v vs %v; server CPU %v vs %v per call (%.2f×)",
-			c.Rate()/bare.Rate(), c.Rate(), bare.Rate(), ms(c.Percentile(.5)), ms(bare.Percentile(.5)),
-			us(c.CPUPerCall()), us(bare.CPUPerCall()), float64(c.CPUPerCall())/float64(bare.CPUPerCall()))
+// chassisRows measures the example servers side by side and fills the chassis rows and their
+// targets' figures.
+func chassisRows(b *testing.B, peersBin string, col *column) {
+	servers, token := exampleServers(b, peersBin)
+	s := alternateExample(b, token, servers...)
+	chassis, bare, chassisTLS, bareTLS, kratos, gozero := s[0], s[1], s[2], s[3], s[4], s[5]
+	pair := func(c, other serverStat, name string) string {
+		row := fmt.Sprintf("%.2f× the calls/s of %s (%.0f vs %.0f); p50 %v vs %v; server CPU %v vs %v per call (%.2f×)",
+			c.Rate()/other.Rate(), name, c.Rate(), other.Rate(), ms(c.Percentile(.5)), ms(other.Percentile(.5)),
+			us(c.CPUPerCall()), us(other.CPUPerCall()), float64(c.CPUPerCall())/float64(other.CPUPerCall()))
+		if other.Errors > 0 {
+			row += fmt.Sprintf("; %s refused %d of %d calls", name, other.Errors, other.Calls)
+		}
+		return row
 	}
-	col.set("chassis", pair(s[0], s[1]))
-	col.set("chassis TLS", pair(s[2], s[3]))
+	col.set("chassis", pair(chassis, bare, "bare grpc-go"))
+	col.set("chassis TLS", pair(chassisTLS, bareTLS, "bare grpc-go"))
+	col.set("kratos", pair(chassisTLS, kratos, "kratos"))
+	col.set("go-zero", pair(chassisTLS, gozero, "go-zero"))
+	var allocs []string
+	for _, x := range []struct {
+		name string
+		s    serverStat
+	}{{"chassis", chassisTLS}, {"bare", bareTLS}, {"kratos", kratos}, {"go-zero", gozero}} {
+		allocs = append(allocs, fmt.Sprintf("%s %.1f KB, %.0f objects", x.name, x.s.BytesPerCall()/1000, x.s.ObjectsPerCall()))
+	}
+	col.set("allocs", strings.Join(allocs, "; "))
 	tlsCost := func(withTLS, plain serverStat) string {
 		return fmt.Sprintf("%.2f× the calls/s, %+.1fµs CPU per call", withTLS.Rate()/plain.Rate(),
 			float64(withTLS.CPUPerCall()-plain.CPUPerCall())/float64(time.Microsecond))
 	}
-	col.set("TLS cost", "chassis: "+tlsCost(s[2], s[0])+"; bare: "+tlsCost(s[3], s[1]))
+	col.set("TLS cost", "chassis: "+tlsCost(chassisTLS, chassis)+"; bare: "+tlsCost(bareTLS, bare))
+	cpu := func(a, b serverStat) float64 { return float64(a.CPUPerCall()) / float64(b.CPUPerCall()) }
+	col.figure("cpu/bare", cpu(chassisTLS, bareTLS))
+	col.figure("rate/bare", chassisTLS.Rate()/bareTLS.Rate())
+	col.figure("bytes/bare", chassisTLS.BytesPerCall()/bareTLS.BytesPerCall())
+	col.figure("objects/bare", chassisTLS.ObjectsPerCall()/bareTLS.ObjectsPerCall())
+	col.figure("rate/kratos", chassisTLS.Rate()/kratos.Rate())
+	col.figure("cpu/kratos", cpu(chassisTLS, kratos))
+	col.figure("rate/go-zero", chassisTLS.Rate()/gozero.Rate())
+	col.figure("cpu/go-zero", cpu(chassisTLS, gozero))
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1fµs", float64(d)/float64(time.Microsecond)) }

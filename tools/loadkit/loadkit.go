@@ -495,8 +495,18 @@ func Load(ctx context.Context, workers int, d, timeout time.Duration, limit *rat
 	return res
 }
 
-// RSS returns a process's resident memory in bytes.
-func RSS(pid int) (int64, error) {
+// RSS returns the resident set size of process pid (VmRSS in /proc/<pid>/status): its own
+// memory and the pages of files it maps (its binary's above all), which the kernel shares with
+// other processes mapping them and may reclaim at any time.
+func RSS(pid int) (int64, error) { return procStatus(pid, "VmRSS") }
+
+// PrivateRSS returns the resident memory that process pid alone holds (RssAnon in
+// /proc/<pid>/status): its heap, stacks and other anonymous memory, which no other process
+// shares and the kernel cannot drop without swap.
+func PrivateRSS(pid int) (int64, error) { return procStatus(pid, "RssAnon") }
+
+// procStatus reads field, a size in kB, from /proc/<pid>/status, in bytes.
+func procStatus(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
@@ -504,12 +514,12 @@ func RSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			return kb * 1024, err
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
 // Handled returns how many calls of method an instance has answered, from its /metrics.

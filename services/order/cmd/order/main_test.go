@@ -195,11 +195,30 @@ func (s *stack) signUp(t testing.TB, name string) (string, context.Context) {
 	if err != nil {
 		t.Fatalf("sign up %s: %v", name, err)
 	}
+	return created.GetUser().GetId(), s.logIn(t, name)
+}
+
+// logIn logs an account of signUp in and returns a context carrying its token.
+func (s *stack) logIn(t testing.TB, name string) context.Context {
+	t.Helper()
+	return bearer(s.login(t, name).GetAccessToken())
+}
+
+// login logs an account of signUp in.
+func (s *stack) login(t testing.TB, name string) *userv1.LoginResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	login, err := s.users.Login(ctx, &userv1.LoginRequest{Identifier: &userv1.LoginRequest_Username{Username: name}, Password: "correct horse"})
 	if err != nil {
 		t.Fatalf("log %s in: %v", name, err)
 	}
-	return created.GetUser().GetId(), metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+login.GetAccessToken())
+	return login
+}
+
+// bearer returns a context carrying an access token.
+func bearer(token string) context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
 }
 
 func orderReq(token, key string) *orderv1.CreateOrderRequest {
@@ -467,6 +486,10 @@ func flowUserSuspended(t *testing.T, s *stack) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// bob's token from before the suspension says his account was active, and the order service
+	// takes its word until it expires (TestSuspensionWindow). A token bob gets now says his account
+	// is suspended: the order service asks the user service.
+	bob = s.logIn(t, "bob")
 	// Should the order service not have heard of a restarted user service yet: Unavailable until
 	// it has (nothing is written then either), FailedPrecondition once it asks.
 	testkit.Eventually(t, 10*time.Second, "a suspended user's order refused", func() (bool, string) {
@@ -571,4 +594,49 @@ func flowTrace(t *testing.T, s *stack) {
 		return false, fmt.Sprintf("%d traces", len(traces))
 	})
 	t.Logf("trace %s: %v", traceID, s.traces.Trace(traceID))
+}
+
+// TestSuspensionWindow is the abuse case of the order service taking an access token's word that
+// its account is active (README, "Who may order"): a user suspended mid-session can order with
+// the token they hold until it expires, and not a moment later. The user service issues tokens
+// for 10 seconds here (5 minutes by default).
+func TestSuspensionWindow(t *testing.T) {
+	t.Parallel()
+	const ttl = 10 * time.Second
+	s := startStack(t, testkit.SQLitePath, 1, "MESHMART_TOKEN_TTL="+ttl.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bobID, _ := s.signUp(t, "bob")
+	login := s.login(t, "bob")
+	held := bearer(login.GetAccessToken())
+	if _, err := s.users.UpdateUser(s.admin(t), &userv1.UpdateUserRequest{
+		User:       &userv1.User{Id: bobID, Status: userv1.UserStatus_USER_STATUS_SUSPENDED},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"status"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Within the window: the token held from before the suspension still orders.
+	if time.Until(login.GetExpireTime().AsTime()) < ttl/2 {
+		t.Fatalf("the test took %v of the token's %v before it could order: too slow to test the window", ttl-time.Until(login.GetExpireTime().AsTime()), ttl)
+	}
+	s.createPaid(t, held, "in-window")
+
+	// After the window: the held token is refused (expired, past the verifiers' 5 s leeway), its
+	// session cannot renew it, and a new login's token says suspended, which the order service
+	// checks with the user service: FailedPrecondition, as before the token was trusted.
+	time.Sleep(time.Until(login.GetExpireTime().AsTime().Add(6 * time.Second)))
+	if _, err := s.orders.CreateOrder(held, orderReq("tok_approve", "after-window")); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("CreateOrder with the held token after the window = %v, want Unauthenticated", err)
+	}
+	if _, err := s.users.RefreshToken(ctx, &userv1.RefreshTokenRequest{RefreshToken: login.GetRefreshToken()}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("RefreshToken of the session the suspension ended = %v, want Unauthenticated", err)
+	}
+	again := s.logIn(t, "bob")
+	if _, err := s.orders.CreateOrder(again, orderReq("tok_approve", "after-window")); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("CreateOrder with a token issued after the suspension = %v, want FailedPrecondition", err)
+	}
+	list, err := s.orders.ListOrders(again, &orderv1.ListOrdersRequest{})
+	if err != nil || len(list.GetOrders()) != 1 {
+		t.Errorf("bob's orders = %v, %v; want only the one placed within the window", list, err)
+	}
 }

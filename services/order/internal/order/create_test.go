@@ -3,10 +3,12 @@ package order_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/services/order/internal/order"
 )
 
@@ -234,5 +236,31 @@ func TestGetAndList(t *testing.T) {
 	failed, err := listAll(t, e.svc, admin, order.Filter{Status: order.StatusPaymentFailed}, 2)
 	if err != nil || len(failed) != 1 || failed[0].ID != bobs.ID {
 		t.Errorf("PAYMENT_FAILED orders = %d (%v), want bob's one", len(failed), err)
+	}
+}
+
+// TestCreateTakesAnActiveTokensWord: a token stating that its account was active when it was
+// issued places the order without asking the user service, even for an account it would call
+// inactive now: that is the window, at most the token's lifetime, which the README states. A
+// token stating a suspended account, or no status, is checked with the user service: refused
+// while the account is inactive, placed once it is active again.
+func TestCreateTakesAnActiveTokensWord(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.users.inactive[alice.Subject] = true
+	stating := func(id auth.Identity, status string) auth.Identity { id.AccountStatus = status; return id }
+
+	if _, err := e.svc.Create(context.Background(), stating(alice, auth.AccountActive), input(tokApprove, "k1")); err != nil || e.users.calls != 0 {
+		t.Fatalf("a token stating an active account = %v after %d calls to the user service, want the order placed and none", err, e.users.calls)
+	}
+	for i, id := range []auth.Identity{stating(alice, auth.AccountSuspended), alice} {
+		calls := e.users.calls
+		if _, err := e.svc.Create(context.Background(), id, input(tokApprove, fmt.Sprint("k", i+2))); !errors.Is(err, order.ErrUserInactive) || e.users.calls != calls+1 {
+			t.Errorf("a token stating %q of an inactive account = %v after %d calls, want ErrUserInactive after one", id.AccountStatus, err, e.users.calls-calls)
+		}
+	}
+	e.users.inactive[alice.Subject] = false // reactivated: a token issued while suspended still orders
+	if _, err := e.svc.Create(context.Background(), stating(alice, auth.AccountSuspended), input(tokApprove, "k4")); err != nil {
+		t.Errorf("a token stating a suspended account, reactivated since = %v, want the order placed", err)
 	}
 }

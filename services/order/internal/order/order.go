@@ -166,7 +166,8 @@ type Payments interface {
 	EventsAfter(ctx context.Context, seq int64, limit int) ([]PaymentEvent, error)
 }
 
-// Users is what the order service needs of the user service.
+// Users is what the order service needs of the user service: whether an account may order, when
+// the caller's token does not say it was active (see Service.Create).
 type Users interface {
 	// Active reports whether the account exists and is active. Unreachable means ErrUnavailable.
 	Active(ctx context.Context, userID string) (bool, error)

@@ -102,7 +102,8 @@ func fingerprint(currency, token string, items []Item, price func(Item) int64) s
 // an ErrPaymentPending: it stays PENDING and the reconciler settles it.
 //
 // A new key costs no read of the orders: the order is inserted already claimed (its lease set),
-// and only when the unique index reports the key taken is the stored order read.
+// and only when the unique index reports the key taken is the stored order read. Nothing is
+// written for an account that may not order (ErrUserInactive; see mayOrder).
 func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInput) (Order, error) {
 	items, currency, err := price(ctx, s.store, in)
 	if err != nil {
@@ -113,13 +114,9 @@ func (s *Service) Create(ctx context.Context, caller auth.Identity, in CreateInp
 		return s.retry(ctx, caller, in, err)
 	}
 	fp := fingerprint(currency, in.Token, items, func(it Item) int64 { return it.UnitPriceMinor })
-	// Nothing is written unless the user service says the account may order.
-	active, err := s.users.Active(ctx, caller.Subject)
-	if err != nil {
+	// Nothing is written unless the account may order.
+	if err := s.mayOrder(ctx, caller); err != nil {
 		return s.retry(ctx, caller, in, err)
-	}
-	if !active {
-		return s.retry(ctx, caller, in, ErrUserInactive)
 	}
 	now := s.now()
 	o := Order{
@@ -159,6 +156,30 @@ func (s *Service) retry(ctx context.Context, caller auth.Identity, in CreateInpu
 		return Order{}, ErrKeyReused
 	}
 	return s.finish(ctx, existing)
+}
+
+// mayOrder reports whether caller's account may place an order: ErrUserInactive if not.
+//
+// A token that says its account was active when it was issued is taken at its word, and the
+// user service is not asked: the token was issued at most one access-token lifetime ago (the user
+// service's -token-ttl, 5 minutes by default), so an account suspended or deleted since can still
+// order until its token expires, the window in which it keeps every other access too. It cannot
+// renew the token: the suspension or deletion ended its sessions, and a token issued to a
+// suspended account says so. Any other token (issued to a suspended account, which may have been
+// reactivated since, or by an issuer that states no status) is checked with the user service, as
+// every order was before.
+func (s *Service) mayOrder(ctx context.Context, caller auth.Identity) error {
+	if caller.AccountStatus == auth.AccountActive {
+		return nil
+	}
+	active, err := s.users.Active(ctx, caller.Subject)
+	if err != nil {
+		return err
+	}
+	if !active {
+		return ErrUserInactive
+	}
+	return nil
 }
 
 // finish settles a pending order now if nobody else is doing so.

@@ -185,7 +185,7 @@ func (s *Service) Login(ctx context.Context, l Lookup, password string) (token s
 			return "", time.Time{}, User{}, err
 		}
 	}
-	token, expiry, err = s.issuer.Issue(u.ID, u.Roles)
+	token, expiry, err = s.issue(u)
 	if err != nil {
 		return "", time.Time{}, User{}, err
 	}

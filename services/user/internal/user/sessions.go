@@ -160,7 +160,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 	} else if err != nil {
 		return Tokens{}, err
 	}
-	access, exp, err := s.issuer.Issue(u.ID, u.Roles)
+	access, exp, err := s.issue(u)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -235,4 +235,16 @@ func (s *Service) ChangePassword(ctx context.Context, caller auth.Identity, curr
 // token issued before works, so the account's access ends within one access-token lifetime.
 func (s *Service) saveEndingSessions(ctx context.Context, u User) (User, error) {
 	return s.write(ctx, u, s.store.UpdateEndingSessions)
+}
+
+// issue signs an access token for u stating its status, which the other services may take at its
+// word for the token's lifetime (the order service then places an order without asking whether
+// the account is active): an account suspended or deleted after the token was issued keeps what
+// the token says until it expires, as it keeps its access.
+func (s *Service) issue(u User) (string, time.Time, error) {
+	status := auth.AccountActive
+	if u.Status != StatusActive {
+		status = auth.AccountSuspended // a deleted account gets no token
+	}
+	return s.issuer.IssueWithStatus(u.ID, u.Roles, status)
 }

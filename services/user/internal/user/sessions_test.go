@@ -2,12 +2,14 @@ package user_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshmart/meshmart/pkg/auth"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	"github.com/meshmart/meshmart/services/user/internal/store"
 	"github.com/meshmart/meshmart/services/user/internal/user"
@@ -233,4 +235,56 @@ func TestLogout(t *testing.T) {
 		t.Errorf("a second Logout: %v", err)
 	}
 	wantBadRefresh(t, "after Logout", svc, last.Refresh)
+}
+
+// TestTokensStateTheAccountsStatus: access tokens from Login and Refresh state the account's
+// status, which the order service takes at its word for the token's lifetime: active for an
+// active account, suspended for a suspended one (which may still log in and read its data).
+func TestTokensStateTheAccountsStatus(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	keys := testkit.NewKeys(t)
+	svc, err := user.NewService(testkit.OpenSQLite(t, store.Open), keys.Issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := auth.NewVerifier([]ed25519.PublicKey{keys.Issuer.PublicKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func(what, token string) string {
+		t.Helper()
+		id, err := verifier.Verify(token)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return id.AccountStatus
+	}
+	ada := signUp(t, svc, "ada")
+	refresh := logIn(t, svc, ada, "correct horse")
+	login, _, _, err := svc.Login(ctx, user.Lookup{ID: ada.ID}, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refreshed, err := svc.Refresh(ctx, refresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, got2 := status("login", login), status("refresh", refreshed.Access); got != auth.AccountActive || got2 != auth.AccountActive {
+		t.Errorf("an active account's tokens state %q (login) and %q (refresh), want %q", got, got2, auth.AccountActive)
+	}
+	if _, err := svc.Update(ctx, admin, ada.ID, "", user.Patch{Paths: []string{"status"}, Status: user.StatusSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	refresh = logIn(t, svc, ada, "correct horse")
+	login, _, _, err = svc.Login(ctx, user.Lookup{ID: ada.ID}, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refreshed, err = svc.Refresh(ctx, refresh); err != nil {
+		t.Fatal(err)
+	}
+	if got, got2 := status("login", login), status("refresh", refreshed.Access); got != auth.AccountSuspended || got2 != auth.AccountSuspended {
+		t.Errorf("a suspended account's tokens state %q (login) and %q (refresh), want %q", got, got2, auth.AccountSuspended)
+	}
 }

@@ -1,0 +1,35 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestTargets prints a target as met only when every column meets its bound, inclusive, in its
+// direction, and leaves a target that no column measured out of the table, naming it below.
+func TestTargets(t *testing.T) {
+	tb := &table{}
+	sqlite, postgres := tb.column("sqlite"), tb.column("postgres")
+	sqlite.figure("cpu/bare", 1.3) // at most 1.3: met at the bound
+	postgres.figure("cpu/bare", 1.2)
+	sqlite.figure("rate/bare", 0.95) // at least 0.90: met in one column only
+	postgres.figure("rate/bare", 0.85)
+	sqlite.figure("RSS user", 24) // only one column measured it
+	out := tb.targets()
+
+	for _, tc := range []struct{ label, want string }{
+		{"server CPU per call", "| Chassis vs bare grpc-go, mutual TLS both: server CPU per call | ≤ 1.3× | 1.30× | 1.20× | yes |"},
+		{"calls/s", "| Chassis vs bare grpc-go, mutual TLS both: calls/s | ≥ 0.9× | 0.95× | 0.85× | no |"},
+		{"RSS", "| Idle RSS per replica, user service | ≤ 25 MiB | 24 MiB | — | no figure |"},
+	} {
+		if !strings.Contains(out, tc.want+"\n") {
+			t.Errorf("%s: no line %q in\n%s", tc.label, tc.want, out)
+		}
+	}
+	if strings.Contains(out, "| Chassis vs go-kratos: calls/s |") {
+		t.Errorf("a target that no column measured has a row:\n%s", out)
+	}
+	if !strings.Contains(out, "Not measured by this benchmark: Chassis vs bare grpc-go: allocated bytes per call;") {
+		t.Errorf("the targets that no column measured are not named:\n%s", out)
+	}
+}
