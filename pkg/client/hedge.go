@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -141,6 +143,7 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	defer cancelFirst()
 
 	second := &hedge{done: make(chan struct{})}
+	hedgeOpts, handOver := attemptOptions(opts)
 	timer := time.AfterFunc(lat.delay(), func() {
 		second.mu.Lock()
 		if second.decided || ctx.Err() != nil || !h.bucket.take() {
@@ -156,7 +159,7 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 		}
 		second.reply = replyType.New().Interface()
 		start := time.Now()
-		err := invoker(hctx, method, req, second.reply, cc, opts...)
+		err := invoker(hctx, method, req, second.reply, cc, hedgeOpts...)
 		if err == nil {
 			lat.observe(time.Since(start))
 		}
@@ -199,12 +202,46 @@ func (h *hedger) unary(ctx context.Context, method string, req, reply any, cc *g
 	if sc, s := t.firstAttempt(); s != nil && !final(err) {
 		s.lost(sc) // the hedge answered, the first attempt had not
 	}
+	handOver()
 	if second.err != nil {
 		return second.err
 	}
 	proto.Reset(msg)
 	proto.Merge(msg, second.reply)
 	return nil
+}
+
+// attemptOptions returns opts for a hedge, with the caller's Header, Trailer and Peer options
+// replaced by the hedge's own, and handOver, which copies what the hedge received into the
+// caller's. A hedge that loses goes on until its cancellation reaches it, after the call has
+// returned: it must not write into what the caller reads by then. The first attempt keeps the
+// caller's options: the call returns only after it ended.
+func attemptOptions(opts []grpc.CallOption) (own []grpc.CallOption, handOver func()) {
+	own = make([]grpc.CallOption, 0, len(opts))
+	var copies []func()
+	for _, o := range opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			md := new(metadata.MD)
+			own = append(own, grpc.Header(md))
+			copies = append(copies, func() { *o.HeaderAddr = *md })
+		case grpc.TrailerCallOption:
+			md := new(metadata.MD)
+			own = append(own, grpc.Trailer(md))
+			copies = append(copies, func() { *o.TrailerAddr = *md })
+		case grpc.PeerCallOption:
+			p := new(peer.Peer)
+			own = append(own, grpc.Peer(p))
+			copies = append(copies, func() { *o.PeerAddr = *p })
+		default:
+			own = append(own, o)
+		}
+	}
+	return own, func() {
+		for _, c := range copies {
+			c()
+		}
+	}
 }
 
 // final reports whether an attempt's outcome answers the call: a success or a status the server

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -33,6 +34,7 @@ type replica struct {
 	addr                     string
 	hung                     atomic.Bool
 	notFoundAfter            atomic.Int64 // nanoseconds; when set, GetUser answers NotFound after them
+	delay                    atomic.Int64 // nanoseconds GetUser takes to answer
 	reads, writes, cancelled atomic.Int32
 }
 
@@ -70,6 +72,12 @@ func (r *replica) GetUser(ctx context.Context, _ *userv1.GetUserRequest) (*userv
 		time.Sleep(d)
 		return nil, status.Error(codes.NotFound, "no such user")
 	}
+	select {
+	case <-time.After(time.Duration(r.delay.Load())):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs(servedBy, r.name))
 	return &userv1.GetUserResponse{User: &userv1.User{Username: r.name}}, nil
 }
 
@@ -181,6 +189,34 @@ func TestHedgeAnswersFromAnotherReplica(t *testing.T) {
 	}
 	t.Logf("%d of %d reads went to the hung replica first and were answered by the other; %v hedges",
 		sent, callers*calls, value(t, reg, "meshmart_client_hedges_total", "user"))
+}
+
+// servedBy is the header in which a replica names itself.
+const servedBy = "served-by"
+
+// TestHedgeHeaderIsTheWinners hedges every read between two replicas that take as long as each
+// other: the caller's Header option holds the header of the attempt whose answer it got, and the
+// losing attempt, which ends after the call returned, writes nothing into it (the race detector
+// watches: before, both attempts wrote into the caller's metadata).
+func TestHedgeHeaderIsTheWinners(t *testing.T) {
+	t.Parallel()
+	a, b := startReplica(t, "a"), startReplica(t, "b")
+	users := dialReplicas(t, prometheus.NewRegistry(), client.HedgeSettings{MinDelay: time.Millisecond, MaxDelay: time.Millisecond, Ratio: 1, Burst: 1000}, a, b)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	untilBothRead(ctx, t, users, a, b)
+	a.delay.Store(int64(5 * time.Millisecond))
+	b.delay.Store(int64(5 * time.Millisecond))
+	for range 50 {
+		var header metadata.MD
+		resp, err := users.GetUser(ctx, &userv1.GetUserRequest{}, grpc.Header(&header))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := header.Get(servedBy); len(got) != 1 || got[0] != resp.GetUser().GetUsername() {
+			t.Fatalf("answered by %q with the header %s: %v", resp.GetUser().GetUsername(), servedBy, got)
+		}
+	}
 }
 
 // TestHedgeNeverForWrites checks that a write (UpdateUser: IDEMPOTENT, but with a side effect) to

@@ -69,7 +69,7 @@ func main() {
 	flag.StringVar(&cfg.cacert, "cacert", "data/secrets/ca.pem", "the CA bundle that verifies the services' certificates (grpcurl -cacert): make run's, or the compose stack's data/compose/ca.pem")
 	flag.StringVar(&cfg.consulTokenFile, "consul-token-file", "data/secrets/consul/reader.token", "a Consul ACL token that may read the catalog (the compose stack's: data/compose/consul-reader.token)")
 	flag.StringVar(&cfg.prometheus, "prometheus", "", "Prometheus HTTP address, to check it scrapes every instance (the compose stack: 127.0.0.1:9090)")
-	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans all three services (the compose stack: 127.0.0.1:16686)")
+	flag.StringVar(&cfg.jaeger, "jaeger", "", "Jaeger query HTTP address, to check an order's trace spans the order and payment services (the compose stack: 127.0.0.1:16686)")
 	flag.StringVar(&cfg.adminEmail, "admin-email", platform.AdminEmail, "the admin's email (make run's)")
 	instances := pairs{}
 	flag.Var(instances, "instances", "name=host:port,host:port: the gRPC addresses of a service's (or the gateway's) instances, instead of the well-known ports on -host (repeatable; the swarm stack's: go run ./tools/swarm smoke-flags)")
@@ -442,7 +442,7 @@ func journey(ctx context.Context, cfg config, log *os.File) error {
 		}
 	}
 	if cfg.jaeger != "" {
-		r.step("Jaeger at %s holds a CreateOrder trace through all three services", cfg.jaeger)
+		r.step("Jaeger at %s holds a CreateOrder trace through the order and payment services", cfg.jaeger)
 		if err := r.traced(ctx); err != nil {
 			return err
 		}
@@ -539,11 +539,13 @@ func (r runner) traced(ctx context.Context) error {
 			for _, p := range t.Processes {
 				seen[p.ServiceName] = true
 			}
-			if seen["order"] && seen["user"] && seen["payment"] {
+			// An active account's order asks the user service nothing (its token says so: issue
+			// 18, the user-check hop): the trace is the order's and its payment's.
+			if seen["order"] && seen["payment"] {
 				return nil
 			}
 		}
-		return fmt.Errorf("jaeger: none of %d CreateOrder traces spans order, user and payment", len(traces.Data))
+		return fmt.Errorf("jaeger: none of %d CreateOrder traces spans order and payment", len(traces.Data))
 	})
 }
 
