@@ -44,8 +44,8 @@ import (
 // without the race detector (tools/security/internal/attacker), from its own loopback address
 // (127.0.N.77), so that the victim, calling from 127.0.0.1, measures the server and is not itself
 // limited. The victim's p99 under the flood must stay within max(50 ms, 5 × its p99 alone) and
-// every user replica's RSS under 150 MB. A p99 over the bound gets a second round, from another
-// fresh address, and the better of the two is judged: a p99 of a few hundred calls is a handful of
+// every user replica's RSS under 150 MB. A p99 over the bound gets another round, from another
+// fresh address, up to three, and the best is judged: a p99 of a few hundred calls is a handful of
 // them, which one scheduling hiccup of a shared 2-core machine can make; an unprotected service is
 // over the bound by an order of magnitude in every round.
 func TestLoginFloodFromOneAddress(t *testing.T) {
@@ -78,11 +78,15 @@ func TestLoginFloodFromOneAddress(t *testing.T) {
 			return lat
 		}
 		measure(20, nil) // warm the connections and the token cache
+		// The best of three rounds is judged: on the shared 2-core machine, other test packages
+		// running beside this one put the victim's p99 over its bound in one round of two or three
+		// on PostgreSQL (78-97 ms against 63-65 ms in both rounds of one CI run, December 2026).
+		const rounds = 3
 		for round := 1; ; round++ {
-			if floodRound(t, r, attacker, measure, &slow, round == 2) || round == 2 {
+			if floodRound(t, r, attacker, measure, &slow, round == rounds) || round == rounds {
 				return
 			}
-			t.Logf("round %d: the victim's p99 was over the bound; a second round from a fresh address", round)
+			t.Logf("round %d: the victim's p99 was over the bound; another round from a fresh address", round)
 			slow = nil
 		}
 	})
@@ -90,7 +94,7 @@ func TestLoginFloodFromOneAddress(t *testing.T) {
 
 // floodRound runs one flood from a fresh address while measure times the victim's calls, and
 // reports whether the victim's p99 kept within its bound; the other promises fail the test at
-// once, and a p99 over the bound fails it in the second round.
+// once, and a p99 over the bound fails it in the last round.
 func floodRound(t *testing.T, r *loadkit.Rig, attacker string, measure func(n int, until <-chan struct{}) []time.Duration, slow *[]string, last bool) bool {
 	t.Helper()
 	base := measure(200, nil)
