@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -22,11 +23,28 @@ import (
 // LoggingOption configures Logging.
 type LoggingOption func(*loggingConfig)
 
-type loggingConfig struct{ payloads bool }
+type loggingConfig struct {
+	payloads bool
+	// sample and slow are WithSampling's; sampled is whether it was given.
+	sample  float64
+	slow    time.Duration
+	sampled bool
+}
 
 // WithPayloads makes Logging also log every request and response message, with the fields marked
 // debug_redact (passwords, tokens) replaced by "[REDACTED]". Off by default.
 func WithPayloads(on bool) LoggingOption { return func(c *loggingConfig) { c.payloads = on } }
+
+// WithSampling makes Logging write the line of a successful unary call for a share of them only,
+// at random: share 0.01 logs one in a hundred on average, 1 logs them all. A call that failed,
+// took slow or longer, is a stream, or belongs to a sampled trace (whose spans someone keeps) is
+// always logged. Without it, or with payload logging on, every call is logged.
+//
+// At info, the line is most of the chassis' own cost per call (formatting and a write); metrics
+// count every call, so a line per success repeats what the request counter already says.
+func WithSampling(share float64, slow time.Duration) LoggingOption {
+	return func(c *loggingConfig) { c.sample, c.slow, c.sampled = share, slow, true }
+}
 
 // Logging logs one line per call when it finishes: method, code, duration, peer, request id and
 // trace id, at a level that follows the code (Info for success and client errors, Warn or Error
@@ -43,7 +61,10 @@ func Logging(log *slog.Logger, opts ...LoggingOption) Server {
 	for _, o := range opts {
 		o(&c)
 	}
-	cl := newCallLogger(log)
+	cl := newCallLogger(log, "server", codeToLevel)
+	if c.sampled && !c.payloads {
+		cl.sample, cl.slow = c.sample, c.slow
+	}
 	s := Server{
 		Unary: func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			if isHealth(info.FullMethod) {
@@ -51,6 +72,9 @@ func Logging(log *slog.Logger, opts ...LoggingOption) Server {
 			}
 			start := time.Now()
 			resp, err := handler(ctx, req)
+			if err == nil && !cl.keep(ctx, start) {
+				return resp, nil
+			}
 			cl.finished(ctx, cl.unary, info.FullMethod, start, err)
 			return resp, err
 		},
@@ -110,23 +134,45 @@ func isHealth(fullMethod string) bool { return strings.HasPrefix(fullMethod, hea
 // and kind) is given to the handler once, with Logger.With, so that it is formatted once.
 type callLogger struct {
 	unary, serverStream, clientStream, bidi *slog.Logger
+	level                                   func(codes.Code) logging.Level
+	client                                  bool
+	// sample is the share of successful unary calls logged when neither slow nor a sampled trace
+	// asks for the line (WithSampling); 1 logs them all.
+	sample float64
+	slow   time.Duration
 }
 
-func newCallLogger(log *slog.Logger) *callLogger {
-	server := log.With("component", "server")
+// keep reports whether the successful unary call of ctx that started at start gets its line.
+func (cl *callLogger) keep(ctx context.Context, start time.Time) bool {
+	switch {
+	case cl.sample >= 1:
+		return true
+	case rand.Float64() < cl.sample:
+		return true
+	case trace.SpanContextFromContext(ctx).IsSampled():
+		return true
+	}
+	return time.Since(start) >= cl.slow
+}
+
+func newCallLogger(log *slog.Logger, component string, level func(codes.Code) logging.Level) *callLogger {
+	log = log.With("component", component)
 	return &callLogger{
-		unary:        server.With("kind", "unary"),
-		serverStream: server.With("kind", "server_stream"),
-		clientStream: server.With("kind", "client_stream"),
-		bidi:         server.With("kind", "bidi_stream"),
+		unary:        log.With("kind", "unary"),
+		serverStream: log.With("kind", "server_stream"),
+		clientStream: log.With("kind", "client_stream"),
+		bidi:         log.With("kind", "bidi_stream"),
+		level:        level,
+		client:       component == "client",
+		sample:       1,
 	}
 }
 
 // finished logs the end of a call of fullMethod that started at start and ended with err, with
 // log, unless its level is disabled: then nothing is built at all.
-func (*callLogger) finished(ctx context.Context, log *slog.Logger, fullMethod string, start time.Time, err error) {
+func (cl *callLogger) finished(ctx context.Context, log *slog.Logger, fullMethod string, start time.Time, err error) {
 	code := status.Code(err)
-	level := slog.Level(codeToLevel(code))
+	level := slog.Level(cl.level(code))
 	if !log.Enabled(ctx, level) {
 		return
 	}
@@ -142,7 +188,8 @@ func (*callLogger) finished(ctx context.Context, log *slog.Logger, fullMethod st
 		slog.Float64("duration_ms", float64(now.Sub(start).Microseconds())/1000),
 		slog.Time("start_time", start),
 	)
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+	// A client's context holds the peer of the call it serves, if any: not the one it calls.
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && !cl.client {
 		a = append(a, slog.String("peer", p.Addr.String()))
 	}
 	if id := RequestIDFromContext(ctx); id != "" {
@@ -172,19 +219,40 @@ func splitFullMethod(full string) (service, method string) {
 }
 
 // ClientLogging logs one line per outgoing call when it finishes, like Logging, but successful
-// calls only at Debug: the server they reach logs them already.
+// calls only at Debug: the server they reach logs them already. A unary call's line is written
+// here, as Logging writes the server's (nothing is built below the level); a stream's, and every
+// line with payload logging on, by go-grpc-middleware's interceptor, which follows the stream to
+// its end.
 func ClientLogging(log *slog.Logger, opts ...LoggingOption) Client {
-	mwOpts := append(loggingOptions(opts), logging.WithLevels(func(c codes.Code) logging.Level {
-		if c == codes.OK {
-			return logging.LevelDebug
-		}
-		return codeToLevel(c)
-	}))
+	mwOpts := append(loggingOptions(opts), logging.WithLevels(clientLevel))
 	l := slogger(log)
-	return Client{
+	c := Client{
 		Unary:  logging.UnaryClientInterceptor(l, mwOpts...),
 		Stream: logging.StreamClientInterceptor(l, mwOpts...),
 	}
+	var cfg loggingConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.payloads {
+		return c
+	}
+	cl := newCallLogger(log, "client", clientLevel)
+	c.Unary = func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		start := time.Now()
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		cl.finished(ctx, cl.unary, method, start, err)
+		return err
+	}
+	return c
+}
+
+// clientLevel is codeToLevel, but Debug for success.
+func clientLevel(c codes.Code) logging.Level {
+	if c == codes.OK {
+		return logging.LevelDebug
+	}
+	return codeToLevel(c)
 }
 
 func loggingOptions(opts []LoggingOption) []logging.Option {

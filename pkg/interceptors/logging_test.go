@@ -63,6 +63,13 @@ func TestLoggingBelowLevelAllocatesNothing(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("a call below the log level allocates %v times, want 0", allocs)
 	}
+	// Nor does a success that sampling leaves out, at info.
+	info := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	sampledOut := unary(interceptors.Logging(info, interceptors.WithSampling(0, time.Hour)), "/meshmart.user.v1.UserService/GetUser", nil)
+	untraced := interceptors.WithRequestID(t.Context(), "req-1")
+	if allocs := testing.AllocsPerRun(200, func() { sampledOut(untraced) }); allocs != 0 {
+		t.Errorf("a success left out by sampling allocates %v times, want 0", allocs)
+	}
 }
 
 // Above its level, one line per call, with the house's keys, built in the record itself.
@@ -114,5 +121,119 @@ func TestLoggingLine(t *testing.T) {
 	call := unary(quiet, "/meshmart.user.v1.UserService/GetUser", nil)
 	if allocs := testing.AllocsPerRun(200, func() { call(ctx) }); allocs > 6 {
 		t.Errorf("a logged call allocates %v times, want at most 6", allocs)
+	}
+}
+
+// countLines runs call n times and returns how many finished-call lines out received.
+func countLines(out *bytes.Buffer, n int, call func()) int {
+	out.Reset()
+	for range n {
+		call()
+	}
+	return strings.Count(out.String(), `"msg":"finished call"`)
+}
+
+// With sampling, a fast success outside a sampled trace is logged for the given share of calls;
+// whatever someone may look for is always logged: a failure, a slow call, a stream, a call in a
+// trace that is kept. Payload logging, for debugging, logs every call.
+func TestLoggingSampling(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	const method = "/meshmart.user.v1.UserService/GetUser"
+	traced := callContext(t) // its trace is sampled
+	untraced := interceptors.WithRequestID(t.Context(), "req-2")
+	unsampledTrace := trace.ContextWithRemoteSpanContext(t.Context(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, Remote: true}))
+
+	none := interceptors.Logging(log, interceptors.WithSampling(0, time.Hour))
+	ok, failed := unary(none, method, nil), unary(none, method, status.Error(codes.NotFound, "no such user"))
+	for name, c := range map[string]struct {
+		call func()
+		want int
+	}{
+		"fast success":                  {func() { ok(untraced) }, 0},
+		"fast success, unsampled trace": {func() { ok(unsampledTrace) }, 0},
+		"fast success, sampled trace":   {func() { ok(traced) }, 10},
+		"failure":                       {func() { failed(untraced) }, 10},
+		"stream": {func() {
+			_ = none.Stream(nil, &serverStream{ctx: untraced}, &grpc.StreamServerInfo{FullMethod: method, IsServerStream: true},
+				func(any, grpc.ServerStream) error { return nil })
+		}, 10},
+	} {
+		if got := countLines(&out, 10, c.call); got != c.want {
+			t.Errorf("%s: %d lines of 10 calls, want %d", name, got, c.want)
+		}
+	}
+
+	slow := interceptors.Logging(log, interceptors.WithSampling(0, time.Millisecond))
+	slowInfo := &grpc.UnaryServerInfo{FullMethod: method}
+	sleepy := func(context.Context, any) (any, error) { time.Sleep(2 * time.Millisecond); return nil, nil }
+	if got := countLines(&out, 3, func() { _, _ = slow.Unary(untraced, nil, slowInfo, sleepy) }); got != 3 {
+		t.Errorf("slow successes: %d lines of 3 calls, want 3", got)
+	}
+
+	// Binomial(4000, 0.5): 2000 ± 32, so 1700..2300 is more than nine standard deviations.
+	half := unary(interceptors.Logging(log, interceptors.WithSampling(0.5, time.Hour)), method, nil)
+	if got := countLines(&out, 4000, func() { half(untraced) }); got < 1700 || got > 2300 {
+		t.Errorf("share 0.5: %d lines of 4000 calls, want about 2000", got)
+	}
+	all := unary(interceptors.Logging(log, interceptors.WithSampling(1, time.Hour)), method, nil)
+	if got := countLines(&out, 50, func() { all(untraced) }); got != 50 {
+		t.Errorf("share 1: %d lines of 50 calls, want 50", got)
+	}
+	payloads := unary(interceptors.Logging(log, interceptors.WithSampling(0, time.Hour), interceptors.WithPayloads(true)), method, nil)
+	if got := countLines(&out, 5, func() { payloads(untraced) }); got != 5 {
+		t.Errorf("with payloads: %d lines of 5 calls, want 5", got)
+	}
+}
+
+// serverStream is a grpc.ServerStream with a context and nothing else.
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+// A client logs a unary call's end itself: successes at Debug, failures at their code's level,
+// without the peer (its context's peer is the caller it serves, not the server it calls), and
+// nothing built below the level.
+func TestClientLoggingLine(t *testing.T) {
+	// Not parallel: AllocsPerRun counts the whole process' allocations.
+	var out bytes.Buffer
+	info := slog.New(slog.NewJSONHandler(&out, nil))
+	ctx := callContext(t)
+	invoke := func(c interceptors.Client, err error) func() {
+		invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return err }
+		return func() { _ = c.Unary(ctx, "/meshmart.payment.v1.PaymentService/CreatePayment", nil, nil, nil, invoker) }
+	}
+	atInfo := interceptors.ClientLogging(info)
+	if got := countLines(&out, 3, invoke(atInfo, nil)); got != 0 {
+		t.Errorf("successes at info: %d lines, want 0", got)
+	}
+	if got := countLines(&out, 1, invoke(atInfo, status.Error(codes.Unavailable, "no replica"))); got != 1 {
+		t.Fatalf("a failure at info: %d lines, want 1", got)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(out.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]any{"level": "WARN", "component": "client", "kind": "unary", "method": "CreatePayment",
+		"service": "meshmart.payment.v1.PaymentService", "code": "Unavailable", "request_id": "req-1"} {
+		if line[k] != v {
+			t.Errorf("%s = %v, want %v", k, line[k], v)
+		}
+	}
+	if _, ok := line["peer"]; ok {
+		t.Errorf("a client's line names the peer of the call it serves: %v", line)
+	}
+	debug := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if got := countLines(&out, 2, invoke(interceptors.ClientLogging(debug), nil)); got != 2 {
+		t.Errorf("successes at debug: %d lines, want 2", got)
+	}
+	quiet := invoke(interceptors.ClientLogging(slog.New(slog.NewJSONHandler(io.Discard, nil))), nil)
+	if allocs := testing.AllocsPerRun(200, quiet); allocs != 0 {
+		t.Errorf("a successful client call below Debug allocates %v times, want 0", allocs)
 	}
 }

@@ -91,15 +91,16 @@ func BenchmarkChassis(b *testing.B) {
 		serve func(net.Listener)
 	}{
 		{"bare", bare()},
-		{"logging", one(interceptors.Logging(log))},
+		{"logging", one(interceptors.Logging(log, interceptors.WithSampling(def.LogSample, def.LogSlow)))},
+		// -log-sample 1: a line for every call, the default before sampling.
+		{"logging-all", one(interceptors.Logging(log))},
 		{"tracing", bare(server.Tracing(tp)...)},
 		{"requestid", one(interceptors.RequestID())},
 		{"metrics", one(interceptors.Server{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()})},
 		{"validate", one(interceptors.Validate(validator))},
 		{"auth", one(interceptors.Identify(keys.Verifier(b), nil, log), policies.Interceptor())},
 		{"chassis", chassis(log)},
-		// At warn, as tools/bench's chassis and the platform's rig run: no line for a call that
-		// succeeds.
+		// At warn, as the platform's rig (tools/loadkit) runs: no line for a call that succeeds.
 		{"chassis-warn", chassis(warn)},
 	} {
 		b.Run(c.name, func(b *testing.B) {

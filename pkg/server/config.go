@@ -122,6 +122,13 @@ type Config struct {
 	LogFormat string `flag:"log-format" env:"MESHMART_LOG_FORMAT" usage:"json or text"`
 	// LogPayloads logs every message, secrets redacted.
 	LogPayloads bool `flag:"log-payloads" env:"MESHMART_LOG_PAYLOADS" usage:"log every message, debug_redact fields redacted"`
+	// LogSample is the share of successful unary calls that get a finished-call line at info
+	// when nothing else asks for one: a failed call, a stream, a call slower than LogSlow and a
+	// call whose trace is sampled are always logged. 1 logs every call, as before issue 18;
+	// Prometheus counts every call either way.
+	LogSample float64 `flag:"log-sample" env:"MESHMART_LOG_SAMPLE" usage:"share of fast successful unary calls logged (0 to 1); failed, slow, streaming and trace-sampled calls always are; 1 logs every call"`
+	// LogSlow is the duration from which a successful call is always logged.
+	LogSlow time.Duration `flag:"log-slow" env:"MESHMART_LOG_SLOW" usage:"a successful call this slow or slower is always logged"`
 }
 
 // DefaultConfig returns the defaults, with the gRPC server on grpcAddr.
@@ -152,6 +159,8 @@ func DefaultConfig(grpcAddr string) Config {
 		AuthAudience:         auth.DefaultAudience,
 		LogLevel:             "info",
 		LogFormat:            "json",
+		LogSample:            0.01,
+		LogSlow:              250 * time.Millisecond,
 	}
 }
 
@@ -184,6 +193,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuthKeysRefresh <= 0 {
 		errs = append(errs, errors.New("-auth-keys-refresh must be positive"))
+	}
+	if !(c.LogSample >= 0 && c.LogSample <= 1) || c.LogSlow < 0 { // NaN fails too
+		errs = append(errs, errors.New("-log-sample must be between 0 and 1 and -log-slow not negative"))
 	}
 	if c.CheckInterval <= 0 || c.CheckTimeout <= 0 {
 		errs = append(errs, errors.New("-check-interval and -check-timeout must be positive"))

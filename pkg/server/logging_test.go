@@ -68,6 +68,35 @@ func TestOneLogLinePerCallWithoutSecrets(t *testing.T) {
 	}
 }
 
+// The server samples the lines of fast successes as -log-sample says, and logs every failure.
+func TestSuccessesAreSampled(t *testing.T) {
+	t.Parallel()
+	if def := server.DefaultConfig(""); def.LogSample != 0.01 || def.LogSlow != 250*time.Millisecond {
+		t.Errorf("defaults: -log-sample %v, -log-slow %v; the README gives 0.01 and 250ms", def.LogSample, def.LogSlow)
+	}
+	var out testkit.SyncBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	cfg := testkit.TestConfig()
+	cfg.LogSample = 0
+	_, running, cc := serveExample(t, cfg, log)
+	client := userv1.NewUserServiceClient(cc)
+	for range 20 {
+		if _, err := client.GetUser(t.Context(), &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.GetUser(t.Context(), &userv1.GetUserRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("GetUser without a lookup: %v, want InvalidArgument", err)
+	}
+	if err := running.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	lines := logLines(t, out.String(), "finished call")
+	if len(lines) != 1 || lines[0]["code"] != "InvalidArgument" {
+		t.Errorf("finished-call lines = %v, want the failure's alone", lines)
+	}
+}
+
 // rawCodec sends bytes as they are: what a broken or hostile client puts on the wire.
 type rawCodec struct{}
 

@@ -196,7 +196,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	}
 	chain = append(chain,
 		interceptors.RequestID(),
-		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads)),
+		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads), interceptors.WithSampling(cfg.LogSample, cfg.LogSlow)),
 		interceptors.Server{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()},
 		interceptors.Recovery(log),
 		s.endStreamsOnShutdown(),

@@ -24,7 +24,9 @@ func TestTraceContextAndRequestIDWithoutExporter(t *testing.T) {
 	t.Parallel()
 	var out testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&out, nil))
-	_, running, cc := serveExample(t, testkit.TestConfig(), log)
+	cfg := testkit.TestConfig()
+	cfg.LogSample = 1 // every call's line, sampled trace or not
+	_, running, cc := serveExample(t, cfg, log)
 	client := userv1.NewUserServiceClient(cc)
 	requestID := func(md ...string) string {
 		t.Helper()
@@ -71,7 +73,9 @@ func TestRequestIDIsTheServerSpansTraceID(t *testing.T) {
 	var out testkit.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&out, nil))
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
-	_, running, cc := serveExample(t, testkit.TestConfig(), log, server.WithTracerProvider(tp))
+	cfg := testkit.TestConfig()
+	cfg.LogSample = 1 // the trace is not sampled: only the share would log it
+	_, running, cc := serveExample(t, cfg, log, server.WithTracerProvider(tp))
 	req := &userv1.GetUserRequest{Lookup: &userv1.GetUserRequest_Username{Username: "ada"}}
 	if _, err := userv1.NewUserServiceClient(cc).GetUser(t.Context(), req); err != nil {
 		t.Fatal(err)

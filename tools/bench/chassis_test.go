@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -29,7 +28,6 @@ import (
 	"github.com/meshmart/meshmart/pkg/server"
 	"github.com/meshmart/meshmart/pkg/testkit"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
-	"github.com/meshmart/meshmart/tools/loadkit"
 )
 
 // The chassis' cost is measured on testkit's example GetUser, which does nothing, served by the
@@ -79,11 +77,11 @@ func serveExample(kind string) error {
 		// All the load comes from one address: the per-address limit (on by default since
 		// issue 15) would refuse all but its burst, as the platform's rig turns it off too.
 		cfg.AddressRateLimit = 0
-		cfg.LogLevel = "warn"
-		// The chassis logs through the logger it is given, at that logger's level: at warn, as
-		// the platform's services run, the logging interceptor writes nothing for a call that
-		// succeeds. (testkit.DiscardLogger is at info, so it would format a line per call.)
-		warn, err := observability.NewLogger(io.Discard, cfg.LogLevel, cfg.LogFormat)
+		// The chassis logs as shipped: at info, to stderr (a pipe the harness reads, as a
+		// container's runtime does), a line for every failed, slow or trace-sampled call and for
+		// -log-sample's share (1%) of the rest. The peers' rows keep their loggers quieter (warn,
+		// error), which favours them.
+		logger, err := observability.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 		if err != nil {
 			return err
 		}
@@ -93,7 +91,7 @@ func serveExample(kind string) error {
 			cfg.TLSCert, cfg.TLSKey, cfg.TLSCA = tlsFiles[0], tlsFiles[1], tlsFiles[2]
 			cfg.InsecurePlaintext = false
 		}
-		srv, err := server.New(serverName, cfg, warn)
+		srv, err := server.New(serverName, cfg, logger)
 		if err != nil {
 			return err
 		}
@@ -105,7 +103,7 @@ func serveExample(kind string) error {
 			return err
 		}
 		fmt.Println(listeningPrefix + addr.String())
-		a := app.New(warn)
+		a := app.New(logger)
 		a.Serve(srv)
 		return a.Run(ctx)
 	case "bare":
@@ -289,10 +287,10 @@ func alternateExample(b *testing.B, token string, servers ...exampleServer) []se
 	return stats
 }
 
-// cpuTime is loadkit.CPUTime, failing the benchmark on an error. Its resolution is 10 ms, well
+// cpuTime is testkit.CPUTime, failing the benchmark on an error. Its resolution is 10 ms, well
 // under 1% of a round's CPU time.
 func cpuTime(b *testing.B, pid int) time.Duration {
-	d, err := loadkit.CPUTime(pid)
+	d, err := testkit.CPUTime(pid)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func gatewayRows(b *testing.B, r *loadkit.Rig, user loadkit.Account, col *column
 	cpu := func(pids ...int) time.Duration {
 		var total time.Duration
 		for _, pid := range pids {
-			d, err := loadkit.CPUTime(pid)
+			d, err := testkit.CPUTime(pid)
 			if err != nil {
 				b.Fatal(err)
 			}

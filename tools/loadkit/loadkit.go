@@ -538,25 +538,6 @@ func Open(metricsAddr, method string) (float64, error) {
 	return started - handled, err
 }
 
-// CPUTime returns the CPU time (user and system, every thread) process pid has used so far, from
-// /proc/<pid>/stat, in steps of 10 ms (USER_HZ).
-func CPUTime(pid int) (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; the fields after its closing parenthesis start
-	// with field 3, state. utime and stime are fields 14 and 15.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
-	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q", pid, f[14-3], f[15-3])
-	}
-	const userHZ = 100
-	return time.Duration(utime+stime) * time.Second / userHZ, nil
-}
-
 // callCounter sums a grpc_server_* counter of method over its labels, from an instance's
 // /metrics.
 func callCounter(metricsAddr, metric, method string) (float64, error) {

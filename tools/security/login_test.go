@@ -395,7 +395,7 @@ func maxRSS(t *testing.T, pids []int) int64 {
 func cpuTime(t *testing.T, pids []int) time.Duration {
 	var total time.Duration
 	for _, pid := range pids {
-		d, err := loadkit.CPUTime(pid)
+		d, err := testkit.CPUTime(pid)
 		if err != nil {
 			t.Errorf("read the CPU time of %d: %v", pid, err)
 			continue

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshmart/meshmart/pkg/testkit"
 	orderv1 "github.com/meshmart/meshmart/proto/meshmart/order/v1"
 	paymentv1 "github.com/meshmart/meshmart/proto/meshmart/payment/v1"
 	userv1 "github.com/meshmart/meshmart/proto/meshmart/user/v1"
@@ -52,7 +53,7 @@ func cpuOf(t *testing.T, r *loadkit.Rig, service string) time.Duration {
 		if in.Service != service {
 			continue
 		}
-		d, err := loadkit.CPUTime(in.Pid())
+		d, err := testkit.CPUTime(in.Pid())
 		if err != nil {
 			t.Fatal(err)
 		}
