@@ -15,7 +15,15 @@ func TestTargets(t *testing.T) {
 	sqlite.figure("rate/bare", 0.95) // at least 0.90: met in one column only
 	postgres.figure("rate/bare", 0.85)
 	sqlite.figure("RSS user", 24) // only one column measured it
+	if strings.Contains(tb.targets(), "The floor under the CreateOrder rows") {
+		t.Errorf("a floor is printed with no ceiling measured:\n%s", tb.targets())
+	}
+	sqlite.figure("ceiling CreateOrder/GetUser", 0.0612)
+	postgres.figure("ceiling CreateOrder/GetUser", 0.05)
 	out := tb.targets()
+	if !strings.Contains(out, "can be at most GetUser's platform CPU per call ÷ CreateOrder's of GetUser's (sqlite 0.06×, postgres 0.05×)") {
+		t.Errorf("the CreateOrder floor is not printed per column:\n%s", out)
+	}
 
 	for _, tc := range []struct{ label, want string }{
 		{"server CPU per call", "| Chassis vs bare grpc-go, mutual TLS both: server CPU per call | ≤ 1.3× | 1.30× | 1.20× | yes |"},
