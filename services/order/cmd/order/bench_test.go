@@ -93,7 +93,7 @@ func BenchmarkCreateOrder(b *testing.B) {
 		}
 		w.Flush()
 		fmt.Printf("(%d workers, %d alternating rounds of %v per rpc; every service's own database; platform CPU: the\n"+
-			"services, Consul and PostgreSQL from /proc, in 10 ms steps; the last column is the most CreateOrder's\n"+
-			"calls/s can be of GetUser's while the machine's cores are the limit)\n", workers, rounds, round)
+			"services, Consul and PostgreSQL from /proc, in 10 ms steps; the last column is CreateOrder's calls/s\n"+
+			"relative to GetUser's where the platform's cores are the only limit)\n", workers, rounds, round)
 	}
 }
