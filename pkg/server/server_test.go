@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os/exec"
@@ -420,6 +421,10 @@ func TestValidate(t *testing.T) {
 		{"TLS files and plaintext", func(c *server.Config) { c.TLSCert, c.TLSKey, c.TLSCA = "c", "k", "ca" }},
 		{"rate limit without burst", func(c *server.Config) { c.RateBurst = 0 }},
 		{"no check interval", func(c *server.Config) { c.CheckInterval = 0 }},
+		{"log sample over 1", func(c *server.Config) { c.LogSample = 1.5 }},
+		{"negative log sample", func(c *server.Config) { c.LogSample = -0.1 }},
+		{"log sample NaN", func(c *server.Config) { c.LogSample = math.NaN() }},
+		{"negative slow call", func(c *server.Config) { c.LogSlow = -time.Second }},
 	} {
 		cfg := server.DefaultConfig(":50051")
 		cfg.InsecurePlaintext = true // the defaults ask for TLS files: TestConfigNeedsTLS
