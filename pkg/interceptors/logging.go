@@ -25,10 +25,18 @@ type LoggingOption func(*loggingConfig)
 
 type loggingConfig struct {
 	payloads bool
-	// sample and slow are WithSampling's; sampled is whether it was given.
-	sample  float64
-	slow    time.Duration
-	sampled bool
+	// sample and slow are WithSampling's; sample is 1 (every call) without it.
+	sample float64
+	slow   time.Duration
+}
+
+// newLoggingConfig applies opts to the defaults.
+func newLoggingConfig(opts []LoggingOption) loggingConfig {
+	c := loggingConfig{sample: 1}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
 }
 
 // WithPayloads makes Logging also log every request and response message, with the fields marked
@@ -43,7 +51,7 @@ func WithPayloads(on bool) LoggingOption { return func(c *loggingConfig) { c.pay
 // At info, the line is most of the chassis' own cost per call (formatting and a write); metrics
 // count every call, so a line per success repeats what the request counter already says.
 func WithSampling(share float64, slow time.Duration) LoggingOption {
-	return func(c *loggingConfig) { c.sample, c.slow, c.sampled = share, slow, true }
+	return func(c *loggingConfig) { c.sample, c.slow = share, slow }
 }
 
 // Logging logs one line per call when it finishes: method, code, duration, peer, request id and
@@ -57,12 +65,9 @@ func WithSampling(share float64, slow time.Duration) LoggingOption {
 // call builds its attributes once, with the house's keys, in the slog.Record itself. With
 // WithPayloads, go-grpc-middleware's interceptor logs the messages.
 func Logging(log *slog.Logger, opts ...LoggingOption) Server {
-	var c loggingConfig
-	for _, o := range opts {
-		o(&c)
-	}
+	c := newLoggingConfig(opts)
 	cl := newCallLogger(log, "server", codeToLevel)
-	if c.sampled && !c.payloads {
+	if !c.payloads {
 		cl.sample, cl.slow = c.sample, c.slow
 	}
 	s := Server{
@@ -224,17 +229,12 @@ func splitFullMethod(full string) (service, method string) {
 // line with payload logging on, by go-grpc-middleware's interceptor, which follows the stream to
 // its end.
 func ClientLogging(log *slog.Logger, opts ...LoggingOption) Client {
-	mwOpts := append(loggingOptions(opts), logging.WithLevels(clientLevel))
+	cfg := newLoggingConfig(opts)
+	mwOpts := append(loggingOptions(cfg), logging.WithLevels(clientLevel))
 	l := slogger(log)
-	c := Client{
-		Unary:  logging.UnaryClientInterceptor(l, mwOpts...),
-		Stream: logging.StreamClientInterceptor(l, mwOpts...),
-	}
-	var cfg loggingConfig
-	for _, o := range opts {
-		o(&cfg)
-	}
+	c := Client{Stream: logging.StreamClientInterceptor(l, mwOpts...)}
 	if cfg.payloads {
+		c.Unary = logging.UnaryClientInterceptor(l, mwOpts...)
 		return c
 	}
 	cl := newCallLogger(log, "client", clientLevel)
@@ -255,11 +255,8 @@ func clientLevel(c codes.Code) logging.Level {
 	return codeToLevel(c)
 }
 
-func loggingOptions(opts []LoggingOption) []logging.Option {
-	var c loggingConfig
-	for _, o := range opts {
-		o(&c)
-	}
+// loggingOptions are go-grpc-middleware's options for the lines c has it write.
+func loggingOptions(c loggingConfig) []logging.Option {
 	events := []logging.LoggableEvent{logging.FinishCall}
 	if c.payloads {
 		events = append(events, logging.PayloadReceived, logging.PayloadSent)
