@@ -53,6 +53,18 @@ func DescendantsCPU() (time.Duration, error) {
 	return total, nil
 }
 
+// DescendantsCPUDuring runs f and returns the CPU time the descendants of this process used
+// meanwhile (DescendantsCPU before and after).
+func DescendantsCPUDuring(f func()) (time.Duration, error) {
+	before, err := DescendantsCPU()
+	if err != nil {
+		return 0, err
+	}
+	f()
+	after, err := DescendantsCPU()
+	return after - before, err
+}
+
 // stat is what CPUTime and DescendantsCPU read of /proc/<pid>/stat.
 type stat struct {
 	ppid int

@@ -118,20 +118,19 @@ func alternate(b *testing.B, tlsOpts []runner.Option, calls ...call) []*stat {
 			if c.token != nil {
 				opts = append(opts, runner.WithMetadata(map[string]string{"authorization": "Bearer " + c.token()}))
 			}
-			cpuBefore, err := testkit.DescendantsCPU()
-			if err != nil {
-				b.Fatal(err)
+			var (
+				rep    *runner.Report
+				runErr error
+			)
+			used, err := testkit.DescendantsCPUDuring(func() { rep, runErr = runner.Run(c.method, c.target, opts...) })
+			if runErr != nil {
+				b.Fatalf("ghz %s on %s: %v", c.method, c.target, runErr)
 			}
-			rep, err := runner.Run(c.method, c.target, opts...)
-			if err != nil {
-				b.Fatalf("ghz %s on %s: %v", c.method, c.target, err)
-			}
-			cpuAfter, err := testkit.DescendantsCPU()
 			if err != nil {
 				b.Fatal(err)
 			}
 			s := stats[i]
-			s.cpu += cpuAfter - cpuBefore
+			s.cpu += used
 			s.Calls += int(rep.Count)
 			s.Elapsed += rep.Total
 			s.msgs += msgs.Load()

@@ -34,16 +34,11 @@ func BenchmarkCreateOrder(b *testing.B) {
 	}
 	// load runs one round of call and adds it, and the platform's CPU time during it, to res and cpu.
 	load := func(res *testkit.LoadResult, cpu *time.Duration, call func() error) {
-		before, err := testkit.DescendantsCPU()
+		used, err := testkit.DescendantsCPUDuring(func() { res.Add(testkit.Load(workers, round, call)) })
 		if err != nil {
 			b.Fatal(err)
 		}
-		res.Add(testkit.Load(workers, round, call))
-		after, err := testkit.DescendantsCPU()
-		if err != nil {
-			b.Fatal(err)
-		}
-		*cpu += after - before
+		*cpu += used
 	}
 	for range b.N {
 		var rows []row
