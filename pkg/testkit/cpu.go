@@ -1,12 +1,15 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // userHZ is the unit of /proc/<pid>/stat's times on Linux (USER_HZ).
@@ -89,4 +92,64 @@ func readStat(pid int) (stat, error) {
 		return stat{}, fmt.Errorf("/proc/%d/stat: ppid %q, utime %q, stime %q", pid, f[4-3], f[14-3], f[15-3])
 	}
 	return stat{ppid: ppid, cpu: time.Duration(utime+stime) * time.Second / userHZ}, nil
+}
+
+// Pin restricts every thread of process pid to the given CPUs, as taskset -a does, and returns a
+// function that gives every thread pid has by then the affinity it had before (one started since,
+// the affinity its process's main thread had). Threads a process starts later inherit the
+// affinity of the thread that starts them, so a whole Go process stays pinned. It is how a
+// benchmark gives a server a core of its own and its load generator the others, on a machine
+// that has no second one to put the generator on.
+func Pin(pid int, cpus ...int) (restore func() error, _ error) {
+	var set unix.CPUSet
+	before := map[int]unix.CPUSet{}
+	restore = func() error {
+		var errs []error
+		for _, tid := range threads(pid) {
+			old, ok := before[tid]
+			if !ok {
+				old = before[pid]
+			}
+			if err := unix.SchedSetaffinity(tid, &old); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("thread %d of %d: %w", tid, pid, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+		return nil, fmt.Errorf("affinity of %d: %w", pid, err)
+	}
+	before[pid] = set
+	set.Zero()
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	// Twice: a thread started while the first pass ran may have copied an unpinned thread.
+	for range 2 {
+		for _, tid := range threads(pid) {
+			if _, ok := before[tid]; !ok {
+				var old unix.CPUSet
+				if err := unix.SchedGetaffinity(tid, &old); err != nil {
+					continue // ended since threads read it
+				}
+				before[tid] = old
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return nil, errors.Join(fmt.Errorf("pin thread %d of %d to CPUs %v: %w", tid, pid, cpus, err), restore())
+			}
+		}
+	}
+	return restore, nil
+}
+
+// threads lists the thread ids of process pid (none once it has ended).
+func threads(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var tids []int
+	for _, task := range tasks {
+		if tid, err := strconv.Atoi(task.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
 }

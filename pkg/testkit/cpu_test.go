@@ -1,7 +1,13 @@
 package testkit_test
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,4 +42,80 @@ func TestDescendantsCPU(t *testing.T) {
 	if child > 100*time.Millisecond {
 		t.Errorf("the waiting shell itself used %v, want next to nothing", child)
 	}
+}
+
+// TestPin pins this test's own process, many threads, to one CPU and back: every thread, those
+// started while pinned included, is on that CPU alone, and afterwards on the CPUs it had before.
+func TestPin(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: pinning to it changes nothing to check")
+	}
+	pid := os.Getpid()
+	was := allowed(t, pid, pid)
+	restore, err := testkit.Pin(pid, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A thread started now: the goroutine holds its thread while another one is needed.
+	started, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		close(started)
+		<-done
+	}()
+	<-started
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { time.Sleep(10 * time.Millisecond) }) // more threads for the runtime to use
+	}
+	wg.Wait()
+	tids := threadsOf(t, pid)
+	for _, tid := range tids {
+		if got := allowed(t, pid, tid); got != "1" {
+			t.Errorf("thread %d of %d pinned to CPU 1 may run on %q", tid, len(tids), got)
+		}
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	close(done)
+	for _, tid := range threadsOf(t, pid) {
+		if got := allowed(t, pid, tid); got != was {
+			t.Errorf("thread %d may run on %q after restore, want %q as before", tid, got, was)
+		}
+	}
+}
+
+// allowed is thread tid's Cpus_allowed_list, from /proc.
+func allowed(t *testing.T, pid, tid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no Cpus_allowed_list in /proc/%d/task/%d/status", pid, tid)
+	return ""
+}
+
+func threadsOf(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tids = append(tids, tid)
+	}
+	return tids
 }

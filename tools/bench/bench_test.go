@@ -381,6 +381,7 @@ var rows = []struct{ key, label string }{
 	{"chassis TLS", "Chassis overhead, mutual TLS: the same, both servers with the same identity.ServerConfig and certificate, the client with a service's (identity.ClientConfig)"},
 	{"kratos", "Chassis vs go-kratos (recovery, logging at warn, tracing, metrics, validate), mutual TLS both: GetUser, example handler"},
 	{"go-zero", "Chassis vs go-zero zrpc (its default interceptors, logging at error), mutual TLS both: GetUser, example handler"},
+	{"pinned", "The same, mutual TLS, each server on a core of its own and the load generator on the others (sched_setaffinity), as when the callers run on other machines (the generator's core limits the calls/s when it costs more per call than the server)"},
 	{"allocs", "Server heap allocations per GetUser, mutual TLS (runtime.MemStats read in each server process around its rounds)"},
 	{"TLS cost", "Mutual TLS vs plaintext, the same server (long-lived connections: record encryption, no handshakes)"},
 	{"discovery", "Discovery: `consul://` vs a static list of the same 3 replicas, both round robin (GetUser)"},
@@ -523,6 +524,27 @@ func (t *table) targets() string {
 			"processor is called, each outcome after) and a gRPC hop more than a GetUser; BENCHMARKS.md, \"Where a CreateOrder's CPU "+
 			"goes\", has the profile: the databases' work alone is ten GetUsers.\n",
 			strings.Join(ceilings, ", "))
+	}
+	var bare []string
+	for _, c := range t.cols {
+		kratos, ok1 := c.figures["bare rate/kratos"]
+		gozero, ok2 := c.figures["bare rate/go-zero"]
+		if !ok1 || !ok2 {
+			continue
+		}
+		k, z := fmt.Sprintf("%.2f×", kratos), fmt.Sprintf("%.2f×", gozero)
+		if p, ok := c.figures["bare rate/kratos pinned"]; ok {
+			k += fmt.Sprintf(" (%.2f×)", p)
+			z += fmt.Sprintf(" (%.2f×)", c.figures["bare rate/go-zero pinned"])
+		}
+		bare = append(bare, fmt.Sprintf("%s %s kratos', %s go-zero's", c.name, k, z))
+	}
+	if len(bare) > 0 {
+		fmt.Fprintf(&b, "\nThe ceiling over the calls/s rows: no chassis built on grpc-go beats bare grpc-go, whose own calls/s were "+
+			"(in brackets: on a core of its own) %s. Every call also costs the load generator's CPU (the rows print it): "+
+			"on the cores it shares with the server, and on its own core, which limits the calls/s whenever it costs more "+
+			"than the server's; either way it pulls every calls/s ratio toward 1. The servers' CPU per call is the figure "+
+			"that carries to other machines.\n", strings.Join(bare, "; "))
 	}
 	skipped = append(skipped, "database round trips and write commits per new order (≤ 10 / ≤ 3)",
 		"failed reads while a user replica is SIGSTOPped (0, read p99 ≤ 3× normal)")

@@ -18,11 +18,23 @@ func TestTargets(t *testing.T) {
 	if strings.Contains(tb.targets(), "The floor under the CreateOrder rows") {
 		t.Errorf("a floor is printed with no ceiling measured:\n%s", tb.targets())
 	}
+	if strings.Contains(tb.targets(), "The ceiling over the calls/s rows") {
+		t.Errorf("a ceiling is printed with no bare row measured:\n%s", tb.targets())
+	}
+	sqlite.figure("bare rate/kratos", 1.444)
+	sqlite.figure("bare rate/go-zero", 1.37)
+	sqlite.figure("bare rate/kratos pinned", 1.45)
+	sqlite.figure("bare rate/go-zero pinned", 1.38)
+	postgres.figure("bare rate/kratos", 1.38) // shared cores only
+	postgres.figure("bare rate/go-zero", 1.25)
 	sqlite.figure("ceiling CreateOrder/GetUser", 0.0612)
 	postgres.figure("ceiling CreateOrder/GetUser", 0.05)
 	out := tb.targets()
 	if !strings.Contains(out, "GetUser's platform CPU per call ÷ CreateOrder's of GetUser's (sqlite 0.06×, postgres 0.05×;") {
 		t.Errorf("the CreateOrder floor is not printed per column:\n%s", out)
+	}
+	if !strings.Contains(out, "whose own calls/s were (in brackets: on a core of its own) sqlite 1.44× (1.45×) kratos', 1.37× (1.38×) go-zero's; postgres 1.38× kratos', 1.25× go-zero's.") {
+		t.Errorf("bare grpc-go's calls/s against the peers are not printed per column:\n%s", out)
 	}
 
 	for _, tc := range []struct{ label, want string }{
