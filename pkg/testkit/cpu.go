@@ -116,11 +116,11 @@ func Pin(pid int, cpus ...int) (restore func() error, _ error) {
 		}
 		return errors.Join(errs...)
 	}
-	if err := unix.SchedGetaffinity(pid, &set); err != nil {
+	var mainThread unix.CPUSet
+	if err := unix.SchedGetaffinity(pid, &mainThread); err != nil {
 		return nil, fmt.Errorf("affinity of %d: %w", pid, err)
 	}
-	before[pid] = set
-	set.Zero()
+	before[pid] = mainThread
 	for _, c := range cpus {
 		set.Set(c)
 	}
