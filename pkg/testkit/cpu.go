@@ -105,7 +105,7 @@ func Pin(pid int, cpus ...int) (restore func() error, _ error) {
 	before := map[int]unix.CPUSet{}
 	restore = func() error {
 		var errs []error
-		for _, tid := range threads(pid) {
+		for _, tid := range Threads(pid) {
 			old, ok := before[tid]
 			if !ok {
 				old = before[pid]
@@ -126,11 +126,11 @@ func Pin(pid int, cpus ...int) (restore func() error, _ error) {
 	}
 	// Twice: a thread started while the first pass ran may have copied an unpinned thread.
 	for range 2 {
-		for _, tid := range threads(pid) {
+		for _, tid := range Threads(pid) {
 			if _, ok := before[tid]; !ok {
 				var old unix.CPUSet
 				if err := unix.SchedGetaffinity(tid, &old); err != nil {
-					continue // ended since threads read it
+					continue // ended since Threads read it
 				}
 				before[tid] = old
 			}
@@ -142,8 +142,8 @@ func Pin(pid int, cpus ...int) (restore func() error, _ error) {
 	return restore, nil
 }
 
-// threads lists the thread ids of process pid (none once it has ended).
-func threads(pid int) []int {
+// Threads lists the thread ids of process pid, from /proc (none once it has ended).
+func Threads(pid int) []int {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	var tids []int
 	for _, task := range tasks {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,7 +69,10 @@ func TestPin(t *testing.T) {
 		wg.Go(func() { time.Sleep(10 * time.Millisecond) }) // more threads for the runtime to use
 	}
 	wg.Wait()
-	tids := threadsOf(t, pid)
+	tids := testkit.Threads(pid)
+	if len(tids) < 2 {
+		t.Fatalf("Threads found %d threads of this process, want several", len(tids))
+	}
 	for _, tid := range tids {
 		if got := allowed(t, pid, tid); got != "1" {
 			t.Errorf("thread %d of %d pinned to CPU 1 may run on %q", tid, len(tids), got)
@@ -80,7 +82,11 @@ func TestPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(done)
-	for _, tid := range threadsOf(t, pid) {
+	after := testkit.Threads(pid)
+	if len(after) == 0 {
+		t.Fatal("Threads found no thread of this process after restore")
+	}
+	for _, tid := range after {
 		if got := allowed(t, pid, tid); got != was {
 			t.Errorf("thread %d may run on %q after restore, want %q as before", tid, got, was)
 		}
@@ -101,21 +107,4 @@ func allowed(t *testing.T, pid, tid int) string {
 	}
 	t.Fatalf("no Cpus_allowed_list in /proc/%d/task/%d/status", pid, tid)
 	return ""
-}
-
-func threadsOf(t *testing.T, pid int) []int {
-	t.Helper()
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tids []int
-	for _, task := range tasks {
-		tid, err := strconv.Atoi(task.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tids = append(tids, tid)
-	}
-	return tids
 }
