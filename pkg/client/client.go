@@ -151,7 +151,7 @@ func Dial(target string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, er
 			return nil, err
 		}
 		peer := o.serverName(target)
-		chain = append(chain, interceptors.Client{Unary: m.calls.UnaryClientInterceptor(), Stream: m.calls.StreamClientInterceptor()})
+		chain = append(chain, m.calls.Client())
 		o.breaker.OnStateChange = m.observeBreaker(peer, o.breaker.OnStateChange)
 		retries = m.retryCounter(peer)
 		hedges = m.hedges.WithLabelValues(peer) // exists from the start, at 0

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
 	"google.golang.org/grpc"
@@ -17,7 +16,7 @@ import (
 
 // metrics are the client metrics of every Dial that shares one registry.
 type metrics struct {
-	calls        *grpcprom.ClientMetrics
+	calls        *interceptors.Metrics
 	retries      *prometheus.CounterVec
 	hedges       *prometheus.CounterVec
 	breakerState *prometheus.GaugeVec
@@ -28,7 +27,7 @@ type metrics struct {
 // there before: a service dials each of its targets with the one registry it serves.
 func registerMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		calls: grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram()),
+		calls: interceptors.NewClientMetrics(),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshmart_client_retries_total",
 			Help: "Attempts gRPC made again under the retry policy (idempotent methods, UNAVAILABLE only), by called service."},
 			[]string{"peer_service"}),

@@ -4,8 +4,9 @@
 // chain is written once and applied to both kinds of RPC by ServerChain. Where
 // go-grpc-middleware v2 has an interceptor it is used; what it lacks (request ids, the default
 // deadline, per-client rate-limit keys, BadRequest validation errors, payload redaction, the
-// circuit breaker glue, trace context without spans) is written here, each with a comment saying
-// why, and so is the server's per-call log line, whose cost below the log level must be nil.
+// circuit breaker glue, trace context without spans, a metrics reporter that resolves its series
+// once per method) is written here, each with a comment saying why, and so is the server's
+// per-call log line, whose cost below the log level must be nil.
 package interceptors
 
 import "google.golang.org/grpc"

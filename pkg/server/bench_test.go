@@ -84,8 +84,10 @@ func BenchmarkChassis(b *testing.B) {
 		}
 	}
 	one := func(s ...interceptors.Server) func(net.Listener) { return bare(interceptors.ServerChain(s...)...) }
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	metrics := interceptors.NewServerMetrics()
 	prometheus.NewRegistry().MustRegister(metrics)
+	provider := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	prometheus.NewRegistry().MustRegister(provider)
 	for _, c := range []struct {
 		name  string
 		serve func(net.Listener)
@@ -96,7 +98,9 @@ func BenchmarkChassis(b *testing.B) {
 		{"logging-all", one(interceptors.Logging(log))},
 		{"tracing", bare(server.Tracing(tp)...)},
 		{"requestid", one(interceptors.RequestID())},
-		{"metrics", one(interceptors.Server{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()})},
+		{"metrics", one(metrics.Server())},
+		// go-grpc-middleware's providers/prometheus, which the chassis used before Metrics.
+		{"metrics-provider", one(interceptors.Server{Unary: provider.UnaryServerInterceptor(), Stream: provider.StreamServerInterceptor()})},
 		{"validate", one(interceptors.Validate(validator))},
 		{"auth", one(interceptors.Identify(keys.Verifier(b), nil, log), policies.Interceptor())},
 		{"chassis", chassis(log)},

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"buf.build/go/protovalidate"
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -166,7 +165,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	s := &Server{name: name, cfg: cfg, log: log, registry: o.registry, lis: o.lis, policies: authz.NewTable()}
 	s.endStreams, s.stopStream = context.WithCancel(context.Background())
 
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	metrics := interceptors.NewServerMetrics()
 	if err := o.registry.Register(metrics); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
@@ -208,7 +207,7 @@ func New(name string, cfg Config, log *slog.Logger, opts ...Option) (*Server, er
 	chain = append(chain,
 		interceptors.RequestID(),
 		interceptors.Logging(log, interceptors.WithPayloads(cfg.LogPayloads), interceptors.WithSampling(cfg.LogSample, cfg.LogSlow)),
-		interceptors.Server{Unary: metrics.UnaryServerInterceptor(), Stream: metrics.StreamServerInterceptor()},
+		metrics.Server(),
 		interceptors.Recovery(log),
 		s.endStreamsOnShutdown(),
 		interceptors.DefaultDeadline(cfg.DefaultDeadline),
