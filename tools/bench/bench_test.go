@@ -210,7 +210,7 @@ func measure(b *testing.B, db, peersBin string, col *column) {
 	col.set("balance", strings.Join(shares, " / "))
 
 	// The business calls through consul://, side by side, with memory sampled meanwhile.
-	idle := rss(b, r)
+	idle, own := rss(b, r)
 	peak := map[string]int64{}
 	stop := sampleRSS(r, peak)
 	// REST through the gateway vs gRPC, for the same calls to the order service.
@@ -250,8 +250,9 @@ func measure(b *testing.B, db, peersBin string, col *column) {
 	export := float64(s[3].msgs) / s[3].Elapsed.Seconds()
 	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].Calls, 1)), export/s[0].Rate()))
 	for _, svc := range append(slices.Clone(platform.Services), platform.Gateway) {
-		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle, %.0f MiB at most under load", mib(idle[svc]), mib(peak[svc])))
+		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle (%.0f MiB of its own), %.0f MiB at most under load", mib(idle[svc]), mib(own[svc]), mib(peak[svc])))
 		col.figure("RSS "+svc, mib(idle[svc]))
+		col.figure("own "+svc, mib(own[svc]))
 	}
 	for _, st := range s {
 		if st.Errors > 0 {
@@ -305,22 +306,29 @@ func handled(b *testing.B, r *loadkit.Rig, service, method string) []float64 {
 	return counts
 }
 
-// rss returns each service's resident memory: the mean over its replicas.
-func rss(b *testing.B, r *loadkit.Rig) map[string]int64 {
-	sum := map[string]int64{}
+// rss returns each service's resident memory (VmRSS) and the part of it that is its own
+// (RssAnon: heap, stacks; the rest is its binary's pages): the means over its replicas.
+func rss(b *testing.B, r *loadkit.Rig) (resident, own map[string]int64) {
+	resident, own = map[string]int64{}, map[string]int64{}
 	n := map[string]int64{}
 	for _, in := range r.Instances {
 		v, err := loadkit.RSS(in.Pid())
 		if err != nil {
 			b.Fatal(err)
 		}
-		sum[in.Service] += v
+		o, err := loadkit.PrivateRSS(in.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		resident[in.Service] += v
+		own[in.Service] += o
 		n[in.Service]++
 	}
-	for svc := range sum {
-		sum[svc] /= n[svc]
+	for svc := range resident {
+		resident[svc] /= n[svc]
+		own[svc] /= n[svc]
 	}
-	return sum
+	return resident, own
 }
 
 // sampleRSS records, every 200 ms until stopped, the largest resident memory of any replica of
@@ -466,6 +474,17 @@ var targets = []target{
 	{"RSS gateway", "Idle RSS, gateway", 25, true, " MiB"},
 }
 
+// perColumn returns the figure key of each column that measured it, as "column 0.12×".
+func (t *table) perColumn(key string) []string {
+	var out []string
+	for _, c := range t.cols {
+		if v, ok := c.figures[key]; ok {
+			out = append(out, fmt.Sprintf("%s %.2f×", c.name, v))
+		}
+	}
+	return out
+}
+
 // met reports whether v meets the target.
 func (g target) met(v float64) bool {
 	if g.atMost {
@@ -510,13 +529,7 @@ func (t *table) targets() string {
 		}
 		fmt.Fprintf(&b, " %s |\n", met)
 	}
-	var ceilings []string
-	for _, c := range t.cols {
-		if v, ok := c.figures["ceiling CreateOrder/GetUser"]; ok {
-			ceilings = append(ceilings, fmt.Sprintf("%s %.2f×", c.name, v))
-		}
-	}
-	if len(ceilings) > 0 {
+	if ceilings := t.perColumn("ceiling CreateOrder/GetUser"); len(ceilings) > 0 {
 		fmt.Fprintf(&b, "\nThe floor under the CreateOrder rows: where the platform's cores are the only limit, CreateOrder's calls/s are "+
 			"GetUser's platform CPU per call ÷ CreateOrder's of GetUser's (%s; the load generator's own CPU holds GetUser back here, so "+
 			"the measured ratio is higher), and its p50 under the same load the inverse: 0.20× needs a CreateOrder that costs at most "+
@@ -524,6 +537,14 @@ func (t *table) targets() string {
 			"processor is called, each outcome after) and a gRPC hop more than a GetUser; BENCHMARKS.md, \"Where a CreateOrder's CPU "+
 			"goes\", has the profile: the databases' work alone is ten GetUsers.\n",
 			strings.Join(ceilings, ", "))
+	}
+	if byCPU := t.perColumn("rate/bare by CPU"); len(byCPU) > 0 {
+		fmt.Fprintf(&b, "\nThe ceiling over the calls/s vs bare grpc-go row: with the cores shared, every call costs the server's CPU "+
+			"and the load generator's, so at the CPU per call each was measured at, the cores allow the chassis at most "+
+			"(bare's + its generator's) ÷ (the chassis' + its generator's) of bare's calls/s: %s. What the chassis spends over "+
+			"bare is its concerns (validation, the default deadline where a call has none, the request id, identification, "+
+			"the trace context, logging, metrics, the rate limits, authorization), none over 3 %% of the process (client and server) "+
+			"in its profile: BENCHMARKS.md, \"Metrics\".\n", strings.Join(byCPU, ", "))
 	}
 	var bare []string
 	for _, c := range t.cols {
@@ -545,6 +566,26 @@ func (t *table) targets() string {
 			"on the cores it shares with the server, and on its own core, which limits the calls/s whenever it costs more "+
 			"than the server's; either way it pulls every calls/s ratio toward 1. The servers' CPU per call is the figure "+
 			"that carries to other machines.\n", strings.Join(bare, "; "))
+	}
+	var owns []string
+	for _, c := range t.cols {
+		var o []string
+		for _, svc := range append(slices.Clone(platform.Services), platform.Gateway) {
+			if v, ok := c.figures["own "+svc]; ok {
+				o = append(o, fmt.Sprintf("%s %.0f", svc, v))
+			}
+		}
+		if len(o) > 0 {
+			owns = append(owns, c.name+": "+strings.Join(o, ", ")+" MiB")
+		}
+	}
+	if len(owns) > 0 {
+		fmt.Fprintf(&b, "\nThe floor under the idle RSS rows: of that resident memory, what each process holds of its own (RssAnon: "+
+			"heap, stacks, GC metadata) was %s. The rest is pages of its binary (~50 MiB) that start-up and the platform's "+
+			"checks and polling touched: file pages, shared by a host's replicas of the service and the first memory the kernel "+
+			"takes back. These are read between the loads, before a service settles; TestIdleMemory (tools/platform) asserts "+
+			"≤ 25 MiB of its own once settled, and BENCHMARKS.md, \"Idle memory\", has the heap profile and what the binaries "+
+			"hold.\n", strings.Join(owns, "; "))
 	}
 	skipped = append(skipped, "database round trips and write commits per new order (≤ 10 / ≤ 3)",
 		"failed reads while a user replica is SIGSTOPped (0, read p99 ≤ 3× normal)")

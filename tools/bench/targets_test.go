@@ -18,6 +18,12 @@ func TestTargets(t *testing.T) {
 	if strings.Contains(tb.targets(), "The floor under the CreateOrder rows") {
 		t.Errorf("a floor is printed with no ceiling measured:\n%s", tb.targets())
 	}
+	if strings.Contains(tb.targets(), "The ceiling over the calls/s vs bare grpc-go row") {
+		t.Errorf("a CPU ceiling is printed with none measured:\n%s", tb.targets())
+	}
+	if strings.Contains(tb.targets(), "The floor under the idle RSS rows") {
+		t.Errorf("an RSS floor is printed with no memory of its own measured:\n%s", tb.targets())
+	}
 	if strings.Contains(tb.targets(), "The ceiling over the calls/s rows") {
 		t.Errorf("a ceiling is printed with no bare row measured:\n%s", tb.targets())
 	}
@@ -29,7 +35,16 @@ func TestTargets(t *testing.T) {
 	postgres.figure("bare rate/go-zero", 1.25)
 	sqlite.figure("ceiling CreateOrder/GetUser", 0.0612)
 	postgres.figure("ceiling CreateOrder/GetUser", 0.05)
+	sqlite.figure("rate/bare by CPU", 0.923)
+	sqlite.figure("own user", 19.4)
+	sqlite.figure("own gateway", 9)
 	out := tb.targets()
+	if !strings.Contains(out, "of bare's calls/s: sqlite 0.92×. What the chassis spends") {
+		t.Errorf("the CPU's ceiling over calls/s vs bare is not printed per column:\n%s", out)
+	}
+	if !strings.Contains(out, "what each process holds of its own (RssAnon: heap, stacks, GC metadata) was sqlite: user 19, gateway 9 MiB.") {
+		t.Errorf("the idle RSS floor is not printed per column:\n%s", out)
+	}
 	if !strings.Contains(out, "GetUser's platform CPU per call ÷ CreateOrder's of GetUser's (sqlite 0.06×, postgres 0.05×;") {
 		t.Errorf("the CreateOrder floor is not printed per column:\n%s", out)
 	}
