@@ -22,8 +22,9 @@ import (
 	"github.com/meshmart/meshmart/pkg/interceptors"
 )
 
-// testService answers the four kinds of RPC of grpc's interop TestService; a request whose
-// response size is 13 fails with InvalidArgument.
+// testService answers the four kinds of RPC of grpc's interop TestService. A UnaryCall asking
+// for a response of failSize bytes fails with InvalidArgument, and a FullDuplexCall message
+// asking for failSize responses ends its stream with FailedPrecondition.
 type testService struct {
 	testgrpc.UnimplementedTestServiceServer
 }
