@@ -165,12 +165,12 @@ func (m *Metrics) series(k methodKey) *methodMetrics {
 	}
 	labels := []string{string(k.typ), k.service, k.method}
 	s := &methodMetrics{
-		m:        m,
-		labels:   labels,
-		started:  m.started.WithLabelValues(labels...),
-		received: m.received.WithLabelValues(labels...),
-		sent:     m.sent.WithLabelValues(labels...),
-		handling: m.handling.WithLabelValues(labels...),
+		handledVec: m.handled,
+		labels:     labels,
+		started:    m.started.WithLabelValues(labels...),
+		received:   m.received.WithLabelValues(labels...),
+		sent:       m.sent.WithLabelValues(labels...),
+		handling:   m.handling.WithLabelValues(labels...),
 	}
 	next := maps.Clone(methods)
 	next[k] = s
@@ -181,7 +181,7 @@ func (m *Metrics) series(k methodKey) *methodMetrics {
 // methodMetrics are one method's series, and the Reporter of each of its calls: a call needs no
 // state of its own to report.
 type methodMetrics struct {
-	m                       *Metrics
+	handledVec              *prometheus.CounterVec // handled's series are resolved from it
 	labels                  []string
 	started, received, sent prometheus.Counter
 	handling                prometheus.Observer
@@ -215,7 +215,7 @@ func (s *methodMetrics) handledCounter(c codes.Code) prometheus.Counter {
 			return *p
 		}
 	}
-	counter := s.m.handled.WithLabelValues(append(slices.Clip(s.labels), c.String())...)
+	counter := s.handledVec.WithLabelValues(append(slices.Clip(s.labels), c.String())...)
 	if known {
 		s.handled[c].Store(&counter)
 	}

@@ -249,7 +249,7 @@ func measure(b *testing.B, db, peersBin string, col *column) {
 	col.figure("ceiling CreateOrder/GetUser", ceiling)
 	export := float64(s[3].msgs) / s[3].Elapsed.Seconds()
 	col.set("ExportUsers", fmt.Sprintf("%.0f messages/s (%d accounts per stream), %.1f× GetUser's calls/s", export, s[3].msgs/int64(max(s[3].Calls, 1)), export/s[0].Rate()))
-	for _, svc := range append(slices.Clone(platform.Services), platform.Gateway) {
+	for _, svc := range platform.Programs {
 		col.set("RSS "+svc, fmt.Sprintf("%.0f MiB idle (%.0f MiB of its own), %.0f MiB at most under load", mib(idle[svc]), mib(own[svc]), mib(peak[svc])))
 		col.figure("RSS "+svc, mib(idle[svc]))
 		col.figure("own "+svc, mib(own[svc]))
@@ -570,7 +570,7 @@ func (t *table) targets() string {
 	var owns []string
 	for _, c := range t.cols {
 		var o []string
-		for _, svc := range append(slices.Clone(platform.Services), platform.Gateway) {
+		for _, svc := range platform.Programs {
 			if v, ok := c.figures["own "+svc]; ok {
 				o = append(o, fmt.Sprintf("%s %.0f", svc, v))
 			}

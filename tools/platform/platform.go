@@ -39,6 +39,10 @@ var Services = []string{"user", "payment", "order"}
 // the services, which it finds through Consul.
 const Gateway = "gateway"
 
+// Programs are the platform's processes besides Consul, a binary each: the services, then the
+// gateway.
+var Programs = append(slices.Clone(Services), Gateway)
+
 // GatewayPorts are the gateway's well-known ports: REST (and its page) on 8080, its chassis gRPC
 // server (health) on 50054 and its metrics on 60054. The compose stack publishes the same ones.
 var GatewayPorts = struct{ REST, GRPC, Metrics int }{8080, 50054, 60054}

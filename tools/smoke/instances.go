@@ -29,7 +29,7 @@ func defaultReplicas(program string) int {
 // String shows the counts as -replicas takes them.
 func (f replicasFlag) String() string {
 	var parts []string
-	for _, p := range programs {
+	for _, p := range platform.Programs {
 		parts = append(parts, p+"="+strconv.Itoa(f.count(p)))
 	}
 	return strings.Join(parts, ",")
@@ -53,8 +53,8 @@ func (f replicasFlag) Set(v string) error {
 		switch {
 		case !ok || err != nil:
 			return fmt.Errorf("%q: want a number or service=count pairs such as user=1,order=2", pair)
-		case !slices.Contains(programs, name):
-			return fmt.Errorf("%q: no such service (want one of %s)", name, strings.Join(programs, ", "))
+		case !slices.Contains(platform.Programs, name):
+			return fmt.Errorf("%q: no such service (want one of %s)", name, strings.Join(platform.Programs, ", "))
 		case n < 1:
 			return fmt.Errorf("%s=%d: the journey needs at least one instance of each", name, n)
 		}
@@ -148,7 +148,7 @@ func (r runner) passing(ctx context.Context) (map[string][]string, error) {
 	}
 	passing := map[string][]string{}
 	var short []string
-	for _, svc := range programs {
+	for _, svc := range platform.Programs {
 		expected := r.cfg.expected[svc]
 		url := "http://" + r.cfg.consul + "/v1/health/service/" + svc
 		var entries []consulEntry

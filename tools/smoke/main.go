@@ -121,9 +121,6 @@ type config struct {
 	instances map[string][]string
 }
 
-// programs are what smoke checks instance by instance: the services and the gateway.
-var programs = append(slices.Clone(platform.Services), platform.Gateway)
-
 // catalogService is the order service's second gRPC service.
 const catalogService = "meshmart.order.v1.CatalogService"
 
@@ -493,7 +490,7 @@ func poll(ctx context.Context, check func() error) error {
 // scraped checks that Prometheus found every instance through Consul and scrapes it.
 func (r runner) scraped(ctx context.Context) error {
 	want := 0
-	for _, svc := range programs {
+	for _, svc := range platform.Programs {
 		want += len(r.cfg.instances[svc])
 	}
 	return poll(ctx, func() error {
@@ -510,7 +507,7 @@ func (r runner) scraped(ctx context.Context) error {
 		}
 		var up []string
 		for _, t := range targets.Data.ActiveTargets {
-			if t.Health == "up" && slices.Contains(programs, t.Labels["service"]) {
+			if t.Health == "up" && slices.Contains(platform.Programs, t.Labels["service"]) {
 				up = append(up, t.Labels["instance"])
 			}
 		}
@@ -553,7 +550,7 @@ func (r runner) traced(ctx context.Context) error {
 // its health, overall and per service. The gateway serves no service of its own on its gRPC
 // port: only health and reflection.
 func (r runner) everyInstance(ctx context.Context) error {
-	for _, svc := range programs {
+	for _, svc := range platform.Programs {
 		full := fullNames[svc]
 		for _, addr := range r.cfg.instances[svc] {
 			r.step("%s at %s: reflection and health", svc, addr)

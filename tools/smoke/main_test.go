@@ -56,7 +56,7 @@ func TestJourneyOnThePlatform(t *testing.T) {
 		consul: p.ConsulAddr, host: "127.0.0.1", expected: map[string][]string{},
 		adminEmail: p.Admin.Email, adminPassword: p.Admin.Password,
 		cacert: p.PKI.BundleFile(), consulTokenFile: filepath.Join(secrets, "consul", "reader.token")}
-	for _, svc := range programs {
+	for _, svc := range platform.Programs {
 		cfg.expected[svc] = p.Addrs(svc)
 	}
 	out, err := os.CreateTemp(dir, "smoke")
